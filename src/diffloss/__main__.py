@@ -1,0 +1,3 @@
+from diffloss.cli import main
+
+main()

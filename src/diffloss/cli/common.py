@@ -1,0 +1,44 @@
+"""Option parsing shared by subcommands: number lists, output paths, JSON echo."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import click
+
+from diffloss.errors import DifflossError
+
+
+def parse_floats(text: str, option: str, *, positive: bool = False) -> list[float]:
+    """A comma-separated list of finite floats (``"0.1,1,10"``); ``positive`` also requires > 0."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        try:
+            v = float(item)
+        except ValueError:
+            raise DifflossError(
+                f"{option}: {item!r} is not a number; give a comma-separated list like 0.1,1,10"
+            ) from None
+        if not math.isfinite(v):
+            raise DifflossError(f"{option}: {item!r} is not finite; give finite numbers")
+        if positive and v <= 0:
+            raise DifflossError(f"{option}: {item!r} must be > 0")
+        out.append(v)
+    if not out:
+        raise DifflossError(f"{option}: give at least one value")
+    return out
+
+
+def log_spaced(k: int, lo: float = 0.002, hi: float = 80.0) -> list[float]:
+    """``k`` log-spaced values from ``lo`` to ``hi`` (EDM's sigma range by default)."""
+    if k < 1:
+        raise DifflossError(f"--levels must be >= 1, got {k}")
+    if k == 1:
+        return [math.sqrt(lo * hi)]
+    return [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1)) for i in range(k)]
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))

@@ -1,0 +1,58 @@
+"""``diffloss formulation``: the unified formulation as a table (alpha, sigma, lambda, t, loss factors)."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from diffloss.cli.common import log_spaced, parse_floats
+from diffloss.io import write_json_atomic
+from diffloss.process import PROCESSES, get_process
+from diffloss.target import TARGETS, get_target
+
+
+def formulation_table(process: str, sigmas: list[float]) -> list[dict[str, float]]:
+    """For each noise-to-signal ratio s: lambda, t, alpha, sigma and every target's loss factor vs x0."""
+    p = get_process(process)
+    s = torch.tensor(sigmas, dtype=torch.float64)
+    lam = -2 * torch.log(s)
+    t = p.t_of_logsnr(lam)
+    a, sg = p.alpha_sigma(t)
+    rows = []
+    for i in range(len(sigmas)):
+        row = {"nsr": sigmas[i], "logsnr": lam[i].item(), "t": t[i].item(), "alpha": a[i].item(), "sigma": sg[i].item()}
+        for name in TARGETS:
+            row[f"factor_{name}"] = get_target(name).loss_factor(a[i], sg[i]).item()
+        rows.append(row)
+    return rows
+
+
+@click.command("formulation")
+@click.option(
+    "--process", "process", default="vp", show_default=True, type=click.Choice(sorted(PROCESSES)), help="Noise process."
+)
+@click.option("--sigmas", default=None, help="Comma-separated noise-to-signal ratios s = sigma/alpha.")
+@click.option("--levels", default=9, show_default=True, help="Without --sigmas: this many log-spaced s in [0.002, 80].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the table as JSON here.")
+def command(process: str, sigmas: str | None, levels: int, json_out: str | None) -> None:
+    """Print how a noise process and the prediction targets relate at given noise levels.
+
+    For each noise-to-signal ratio s = sigma/alpha: log-SNR lambda = -2 log s, the process time t, alpha(t),
+    sigma(t), and for every target (x0, eps, v, score, flow) the factor that turns a per-dimension x0 MSE into
+    that target's MSE: (c_x - c_eps*alpha/sigma)^2. E.g. MSE_eps = SNR * MSE_x0.
+
+    A level outside the range the process reaches (VP-linear stops at s ~ 150, VE/EDM at s = 80) is
+    refused with that range.
+
+    Example: diffloss formulation --process vp-cosine --sigmas 0.01,0.1,1,10
+    """
+    s = parse_floats(sigmas, "--sigmas", positive=True) if sigmas else log_spaced(levels)
+    rows = formulation_table(process, s)
+    if json_out:
+        write_json_atomic(json_out, {"process": get_process(process).to_dict(), "levels": rows})
+    header = ["s", "lambda", "t", "alpha", "sigma", *TARGETS]
+    click.echo(f"process {get_process(process)}; factors are target MSE / x0 MSE")
+    click.echo("".join(f"{h:>12}" for h in header))
+    for r in rows:
+        vals = [r["nsr"], r["logsnr"], r["t"], r["alpha"], r["sigma"], *(r[f"factor_{n}"] for n in TARGETS)]
+        click.echo("".join(f"{v:>12.4g}" for v in vals))
