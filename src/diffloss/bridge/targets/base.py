@@ -1,0 +1,43 @@
+"""The interface of a sampling target: an unnormalized log density on R^d."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Density(ABC):
+    """An unnormalized target density p~(x) on R^dim.
+
+    ``log_prob`` is batched, (B, dim) -> (B,), differentiable, and computes in the dtype of its input
+    (float64 works). ``log_Z`` is log of the normalizing constant where known, else None. Targets with an
+    exact sampler override ``sample``; ``reference_samples`` returns samples to compare against (exact
+    draws, or stored ground-truth samples) and ``modes`` the mode locations for entropic mode coverage.
+    """
+
+    name: str = "density"
+    dim: int
+    log_Z: float | None = None
+
+    @abstractmethod
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def has_sampler(self) -> bool:
+        return type(self).sample is not Density.sample
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n exact samples (n, dim) as float64."""
+        raise NotImplementedError(f"target {self.name!r} has no exact sampler")
+
+    def reference_samples(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Samples for Sinkhorn/MMD: exact draws where there is a sampler, else None (or stored samples)."""
+        return self.sample(n, generator) if self.has_sampler else None
+
+    def modes(self) -> torch.Tensor | None:
+        """(K, dim) mode locations for mixtures (entropic mode coverage), else None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim}, log_Z={self.log_Z})"
