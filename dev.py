@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
             for args in jobs:
                 _run([BIN / "diffloss", *args])
         elif job == "test":
-            _run([PY, "-m", "ruff", "check", "src", "tests", "benchmarks", "experiments", "dev.py"])
+            lint = [d for d in ("src", "tests", "benchmarks", "experiments", "dev.py") if (ROOT / d).exists()]
+            _run([PY, "-m", "ruff", "check", *lint])
             _run([PY, "-m", "pytest", "-q", "-n", "2", *rest])
         else:
             print(f"environment ready; activate it with: source {BIN / 'activate'}")
