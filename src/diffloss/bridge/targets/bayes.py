@@ -36,6 +36,11 @@ def normal_log_pdf(x: torch.Tensor, loc: torch.Tensor | float, log_scale: torch.
     return -0.5 * z**2 - log_scale - 0.5 * LOG_2PI
 
 
+def log_softplus(z: torch.Tensor) -> torch.Tensor:
+    """log(softplus(z)) without underflow: log log1p(e^z) = z + O(e^z) for z < −15 (error < 2e-7)."""
+    return torch.where(z < -15, z, torch.log(F.softplus(z.clamp(min=-15))))
+
+
 # ----------------------------------------------------------------------------------------------- logistic regression
 
 
@@ -86,13 +91,17 @@ def ionosphere() -> LogisticRegression:
 
 class GermanCredit(LogisticRegression):
     """German Credit (d=25) as in the reference benchmark: features divided by their std (not centred), intercept
-    prepended, label − 1, **flat prior**. Laplace's approximation gives log Z ≈ −504.5.
-    ``reference_samples`` draws without replacement from the benchmark's 10 000 ground-truth posterior samples."""
+    prepended, **flat prior**. Laplace's approximation gives log Z ≈ −504.5.
+
+    The reference models P(bad credit, label 2) = sigmoid(−⟨w, x⟩), i.e. y = 1 for *good* credit (label 1); this
+    sign is what its ground-truth samples follow. ``reference_samples`` draws from those 10 000 samples without
+    replacement."""
 
     def __init__(self):
         data = np.loadtxt(asset_path("german.data-numeric"))
         x = data[:, :-1] / data[:, :-1].std(0)
-        super().__init__("german_credit", np.hstack([np.ones((len(x), 1)), x]), data[:, -1] - 1, prior_std=None)
+        good = (data[:, -1] == 1).astype(np.float64)
+        super().__init__("german_credit", np.hstack([np.ones((len(x), 1)), x]), good, prior_std=None)
 
     def reference_samples(self, n: int, generator: torch.Generator) -> torch.Tensor:
         samples = torch.from_numpy(np.load(asset_path("german_credit10k.npy"), allow_pickle=False))
@@ -162,7 +171,7 @@ class Brownian(Density):
         return normal_log_pdf(log_sigma, 0.0, math.log(self.scale_prior_std)) - log_sigma
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        log_sigma = torch.log(F.softplus(z[:, :2]))  # (B, 2): innovation, observation
+        log_sigma = log_softplus(z[:, :2])  # (B, 2): innovation, observation
         log_jacobian = F.logsigmoid(z[:, :2]).sum(-1)
         x = z[:, 2:]
         steps = torch.diff(x, dim=1, prepend=torch.zeros_like(x[:, :1]))
