@@ -36,11 +36,6 @@ def normal_log_pdf(x: torch.Tensor, loc: torch.Tensor | float, log_scale: torch.
     return -0.5 * z**2 - log_scale - 0.5 * LOG_2PI
 
 
-def log_softplus(z: torch.Tensor) -> torch.Tensor:
-    """log(softplus(z)) without underflow: log log1p(e^z) = z + O(e^z) for z < −15 (error < 2e-7)."""
-    return torch.where(z < -15, z, torch.log(F.softplus(z.clamp(min=-15))))
-
-
 # ----------------------------------------------------------------------------------------------- logistic regression
 
 
@@ -171,7 +166,7 @@ class Brownian(Density):
         return normal_log_pdf(log_sigma, 0.0, math.log(self.scale_prior_std)) - log_sigma
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        log_sigma = log_softplus(z[:, :2])  # (B, 2): innovation, observation
+        log_sigma = torch.log(F.softplus(z[:, :2]))  # (B, 2): innovation, observation
         log_jacobian = F.logsigmoid(z[:, :2]).sum(-1)
         x = z[:, 2:]
         steps = torch.diff(x, dim=1, prepend=torch.zeros_like(x[:, :1]))
