@@ -31,7 +31,7 @@ def fake_rows() -> list[dict]:
     rows = []
     elbos = {
         ("seeds", "rkl-ld"): [-73.9, -74.1, -74.3],
-        ("seeds", "lv"): [-74.6, -74.2, -74.4],
+        ("seeds", "lv"): [-74.6, -74.0, -74.4],
         ("seeds", "rkl-r"): [-75.0],
         ("sonar", "rkl-ld"): [-110.0, -111.0, -112.0],
         ("sonar", "lv"): [-109.0, -109.5, None],
@@ -106,8 +106,8 @@ def test_loss_ordering_and_verdict():
     assert loss_ordering(summaries, "seeds", "cmcd") == ["rkl-ld", "lv", "rkl-r"]
     assert loss_ordering(summaries, "sonar", "cmcd") == ["lv", "rkl-ld"]
     report = to_markdown(summaries, PRESETS["small"])
-    assert "seeds, cmcd: rkl-ld > lv > rkl-r — agrees with the paper" in report
-    assert "sonar, cmcd: lv > rkl-ld — disagrees with the paper" in report
+    assert "- seeds, cmcd: rkl-ld > lv > rkl-r — agrees with the paper (rKL-LD best) (the top two" in report
+    assert "- sonar, cmcd: lv > rkl-ld — disagrees with the paper (rKL-LD best)\n" in report
 
 
 def test_markdown_has_cells_budget_and_published_values():
@@ -115,9 +115,12 @@ def test_markdown_has_cells_budget_and_published_values():
     assert "| sampler | loss | seeds | sonar |" in report
     assert "| cmcd | rkl-ld | -74.10 ± 0.20 | -111.00 ± 1.00 |" in report
     assert "| cmcd | rkl-r | -75.00 | — |" in report
-    assert "| published ELBO | | -73.45 | -108.83 |" in report
+    assert "| published ELBO (CMCD rKL-LD) | | -73.45 | -108.83 |" in report
+    assert report.count("| log Z (our estimate) | | -73.40 | -108.37 |") == 2  # under the ELBO and log Z tables
     assert "500 iterations, batch 64, K=32" in report and "lgcp: iterations=150, batch=16" in report
     assert "## sinkhorn" not in report  # no run reported it
+    lgcp = {**fake_rows()[0], "target": "lgcp", "elbo": 450.0}
+    assert "| 497.85 (best known) |" in to_markdown(summarize([*fake_rows(), lgcp]), PRESETS["small"])
 
 
 def test_write_report_writes_both_files(tmp_path):

@@ -24,6 +24,10 @@ from diffloss.io import write_text_atomic
 METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
 GROUP_KEYS = ("target", "sampler", "loss")
+REFERENCE_ROWS = {
+    "elbo": (("published ELBO (CMCD rKL-LD)", PUBLISHED), ("log Z (our estimate)", LOG_Z)),
+    "log_z": (("log Z (our estimate)", LOG_Z),),
+}
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,10 @@ def metric_table(summaries: Sequence[CellSummary], metric: str) -> str:
                     by_key[(t, sampler, loss)].text(metric) if (t, sampler, loss) in by_key else "—" for t in targets
                 ]
                 lines.append(f"| {sampler} | {loss} | {' | '.join(cells)} |")
-    if metric == "elbo":
-        for label, refs in (("published ELBO", PUBLISHED), ("log Z (our estimate)", LOG_Z)):
-            values = [reference_for(refs, t) for t in targets]
-            row = [f"{r.value:.2f}" if r else "—" for r in values]
-            lines.append(f"| {label} | | {' | '.join(row)} |")
+    for label, refs in REFERENCE_ROWS.get(metric, ()):
+        values = [reference_for(refs, t) for t in targets]
+        row = ["—" if r is None else f"{r.value:.2f}" + (f" ({r.note})" if r.note else "") for r in values]
+        lines.append(f"| {label} | | {' | '.join(row)} |")
     return "\n".join(lines)
 
 
@@ -142,7 +145,10 @@ def ordering_notes(summaries: Sequence[CellSummary]) -> list[str]:
         if len(order) < 2 or "rkl-ld" not in order:
             continue
         verdict = "agrees" if order[0] == "rkl-ld" else "disagrees"
-        notes.append(f"{target}, {sampler}: {' > '.join(order)} — {verdict} with the paper (rKL-LD best)")
+        by_loss = {c.loss: c.stats["elbo"] for c in summaries if (c.target, c.sampler) == (target, sampler)}
+        first, second = by_loss[order[0]], by_loss[order[1]]
+        tie = " (the top two are within one std)" if first.mean - second.mean < max(first.std, second.std) else ""
+        notes.append(f"{target}, {sampler}: {' > '.join(order)} — {verdict} with the paper (rKL-LD best){tie}")
     return notes
 
 
