@@ -22,7 +22,7 @@ from diffloss.bridge.bench import (
     to_markdown,
     write_report,
 )
-from diffloss.bridge.bench.report import loss_ordering
+from diffloss.bridge.bench.report import loss_ordering, plot_metric
 from diffloss.errors import DifflossError
 
 
@@ -123,10 +123,15 @@ def test_markdown_has_cells_budget_and_published_values():
     assert "| 497.85 (best known) |" in to_markdown(summarize([*fake_rows(), lgcp]), PRESETS["small"])
 
 
-def test_write_report_writes_both_files(tmp_path):
-    md, table = write_report(fake_rows(), PRESETS["paper"], tmp_path / "reports")
+def test_write_report_writes_markdown_csv_and_plot(tmp_path):
+    md, table, plot = write_report(fake_rows(), PRESETS["paper"], tmp_path / "reports")
     assert md.read_text().startswith("# Bridge-sampler benchmark")
     assert table.read_text().count("\n") == 6
+    assert plot.name == "bridge_benchmark_elbo.png" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    no_elbo = [{**r, "elbo": None} for r in fake_rows()]
+    assert len(write_report(no_elbo, PRESETS["paper"], tmp_path / "no_elbo")) == 2
+    with pytest.raises(DifflossError, match="nothing to plot"):
+        plot_metric(summarize(no_elbo), "elbo", tmp_path / "x.png")
     with pytest.raises(DifflossError, match="no finished runs"):
         write_report([], PRESETS["paper"], tmp_path / "empty")
     assert not (tmp_path / "empty" / "bridge_benchmark.md").exists()

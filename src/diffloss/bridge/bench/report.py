@@ -19,7 +19,7 @@ from typing import Any
 from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
 from diffloss.errors import DifflossError
-from diffloss.io import write_text_atomic
+from diffloss.io import atomic_write, write_text_atomic
 
 METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
@@ -177,10 +177,40 @@ def to_markdown(summaries: Sequence[CellSummary], preset: Preset, metrics: Seque
     return "\n".join(parts) + "\n"
 
 
-def write_report(rows: Iterable[Mapping[str, Any]], preset: Preset, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``bridge_benchmark.md`` and ``bridge_benchmark.csv`` into ``out_dir`` (atomically); return their paths."""
+def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path) -> Path:
+    """One panel per target: mean ± std of ``metric`` per (sampler, loss), with the reference values of the report
+    as horizontal lines (dashed: published ELBO, dotted: our log Z). Written atomically as an image."""
+    from matplotlib.figure import Figure  # imported here: only plotting needs it
+
+    targets = list(dict.fromkeys(c.target for c in summaries if metric in c.stats))
+    if not targets:
+        raise DifflossError(f"no run reported {metric!r}; nothing to plot")
+    fig = Figure(figsize=(3.2 * len(targets), 3.4), layout="constrained")
+    for ax, target in zip(fig.subplots(1, len(targets), squeeze=False)[0], targets):
+        cells = [c for c in summaries if c.target == target and metric in c.stats]
+        means, stds = [c.stats[metric].mean for c in cells], [c.stats[metric].std for c in cells]
+        ax.errorbar(range(len(cells)), means, yerr=stds, fmt="o", capsize=3)
+        ax.set_xticks(range(len(cells)), [f"{c.sampler}\n{c.loss}" for c in cells], fontsize=7)
+        for style, (label, refs) in zip(("--", ":"), REFERENCE_ROWS.get(metric, ())):
+            ref = reference_for(refs, target)
+            if ref is not None:
+                ax.axhline(ref.value, linestyle=style, color="gray", label=ref.note or label)
+        ax.set_title(target)
+        ax.set_ylabel(metric)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    return atomic_write(path, fig.savefig)
+
+
+def write_report(rows: Iterable[Mapping[str, Any]], preset: Preset, out_dir: str | Path) -> list[Path]:
+    """Write ``bridge_benchmark.md``, ``bridge_benchmark.csv`` and, when any run has an ELBO,
+    ``bridge_benchmark_elbo.png`` into ``out_dir`` (each atomically); return the paths written."""
     summaries = summarize(rows)
     out_dir = Path(out_dir)
-    md = write_text_atomic(out_dir / "bridge_benchmark.md", to_markdown(summaries, preset))
-    csv_path = write_text_atomic(out_dir / "bridge_benchmark.csv", to_csv(summaries))
-    return md, csv_path
+    paths = [
+        write_text_atomic(out_dir / "bridge_benchmark.md", to_markdown(summaries, preset)),
+        write_text_atomic(out_dir / "bridge_benchmark.csv", to_csv(summaries)),
+    ]
+    if any("elbo" in c.stats for c in summaries):
+        paths.append(plot_metric(summaries, "elbo", out_dir / "bridge_benchmark_elbo.png"))
+    return paths
