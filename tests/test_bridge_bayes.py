@@ -175,9 +175,10 @@ def test_lgcp_cholesky_is_computed_once(densities):
     assert lgcp_cholesky.cache_info().hits >= 2
 
 
-def test_lgcp_rejects_bad_grid():
+@pytest.mark.parametrize("n_grid", [0, -3, 2.5, "40"])
+def test_lgcp_rejects_bad_grid(n_grid):
     with pytest.raises(DifflossError, match="grid size"):
-        LGCP(0)
+        LGCP(n_grid)
 
 
 # ------------------------------------------------------------------------------------------ gradients, batching, dtypes
