@@ -391,3 +391,12 @@ def test_sonar_log_z_is_just_above_published_elbo(densities):
     log_z, ess = importance_log_z(densities["sonar"], 100_000)
     assert ess > 100
     assert -108.83 < log_z < -108.83 + 1.0
+
+
+def test_every_packaged_data_file_has_its_provenance():
+    readme = (DATA / "README.md").read_text()
+    files = sorted(p.name for p in DATA.iterdir() if p.name != "README.md")
+    assert files == sorted(["sonar.npz", "ionosphere.npz", "german.data-numeric", "german_credit10k.npy",
+                            "seeds.json", "brownian_observations.json", "pines.csv"])  # fmt: skip
+    for name in files:
+        assert f"| `{name}` |" in readme

@@ -190,7 +190,7 @@ class Brownian(Density):
 @lru_cache(maxsize=1)
 def pines_points() -> np.ndarray:
     """The 126 Finnish pines locations (126, 2) in [0, 1]²."""
-    return np.loadtxt(str(asset_path("pines.csv")), delimiter=",", skiprows=1, usecols=(1, 2))
+    return np.loadtxt(asset_path("pines.csv"), delimiter=",", skiprows=1, usecols=(1, 2))
 
 
 def grid_counts(points: np.ndarray, n_grid: int) -> np.ndarray:
