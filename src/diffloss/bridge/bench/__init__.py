@@ -1,0 +1,43 @@
+"""The bridge-sampler benchmark: grid and budget presets (``grid``), reference values (``reference``), and the
+report writer (``report``). Training the cells is the job of the bridge training loop."""
+
+from diffloss.bridge.bench.grid import (
+    DEFAULT_TARGETS,
+    LOSSES,
+    PRESETS,
+    SAMPLERS,
+    Budget,
+    Cell,
+    Preset,
+    finished_rows,
+    get_preset,
+    make_grid,
+    pending,
+    run_dir,
+)
+from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, Reference
+from diffloss.bridge.bench.report import CellSummary, Stat, summarize, to_csv, to_markdown, write_report
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "LOSSES",
+    "LOG_Z",
+    "PRESETS",
+    "PUBLISHED",
+    "SAMPLERS",
+    "Budget",
+    "Cell",
+    "CellSummary",
+    "Preset",
+    "Reference",
+    "Stat",
+    "finished_rows",
+    "get_preset",
+    "make_grid",
+    "pending",
+    "run_dir",
+    "summarize",
+    "to_csv",
+    "to_markdown",
+    "write_report",
+]

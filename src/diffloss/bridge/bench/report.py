@@ -1,0 +1,216 @@
+"""Benchmark report: mean ± std per cell over seeds, beside the published values, as CSV and markdown.
+
+Input rows are per-run metric dicts, i.e. a run's ``metrics.json`` (``elbo``, ``log_z``, ``ess``, ``sinkhorn``,
+``mmd``, ``emc``, ``iterations``, ``diverged_at``) plus its ``target``, ``sampler``, ``loss`` and ``seed``.
+A run with ``diverged_at`` set stopped on a non-finite value: it counts in ``n_diverged`` and not in the means.
+Standard deviations are over seeds (ddof = 1; 0 for a single run).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Preset
+from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
+from diffloss.errors import DifflossError
+from diffloss.io import atomic_write, write_text_atomic
+
+METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
+HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
+GROUP_KEYS = ("target", "sampler", "loss")
+REFERENCE_ROWS = {
+    "elbo": (("published ELBO (CMCD rKL-LD)", PUBLISHED), ("log Z (our estimate)", LOG_Z)),
+    "log_z": (("log Z (our estimate)", LOG_Z),),
+}
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if self.n == 1 else f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One (target, sampler, loss) cell over its seeds: a Stat per metric with finite values, and divergences."""
+
+    target: str
+    sampler: str
+    loss: str
+    n_runs: int
+    stats: Mapping[str, Stat] = field(default_factory=dict)
+    diverged_at: tuple[int, ...] = ()
+
+    def text(self, metric: str) -> str:
+        """The markdown cell: ``mean ± std``, with divergences stated (all diverged → the iterations)."""
+        diverged = ", ".join(str(i) for i in self.diverged_at)
+        if metric not in self.stats:
+            return f"diverged at {diverged}" if self.diverged_at else "—"
+        note = f" ({len(self.diverged_at)}/{self.n_runs} diverged at {diverged})" if self.diverged_at else ""
+        return f"{self.stats[metric]}{note}"
+
+
+def _stat(values: Sequence[float]) -> Stat:
+    n = len(values)
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return Stat(mean, math.sqrt(var), n)
+
+
+def summarize(rows: Iterable[Mapping[str, Any]]) -> list[CellSummary]:
+    """Group per-run rows by (target, sampler, loss), in first-seen order, and reduce each metric over seeds.
+
+    Null or non-finite metric values (undefined for the target, or a failed run) are left out of the mean."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        missing = [k for k in GROUP_KEYS if k not in row]
+        if missing:
+            raise DifflossError(f"a benchmark row lacks {', '.join(missing)}; rows need {', '.join(GROUP_KEYS)}")
+        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
+    out = []
+    for (target, sampler, loss), runs in groups.items():
+        diverged = tuple(int(r["diverged_at"]) for r in runs if r.get("diverged_at") is not None)
+        ok = [r for r in runs if r.get("diverged_at") is None]
+        stats = {}
+        for metric in METRICS:
+            values = [float(r[metric]) for r in ok if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+            if values:
+                stats[metric] = _stat(values)
+        out.append(CellSummary(target, sampler, loss, len(runs), stats, diverged))
+    return out
+
+
+def to_csv(summaries: Sequence[CellSummary]) -> str:
+    """One line per cell: keys, n_runs, n_diverged, then <metric>_mean, <metric>_std, <metric>_n (empty if none)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*GROUP_KEYS, "n_runs", "n_diverged", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n"))])
+    for c in summaries:
+        values = []
+        for m in METRICS:
+            st = c.stats.get(m)
+            values += [repr(st.mean), repr(st.std), st.n] if st else ["", "", 0]
+        writer.writerow([c.target, c.sampler, c.loss, c.n_runs, len(c.diverged_at), *values])
+    return buf.getvalue()
+
+
+def loss_ordering(summaries: Sequence[CellSummary], target: str, sampler: str, metric: str = "elbo") -> list[str]:
+    """The losses of one (target, sampler) from best to worst mean ``metric`` (cells without it are left out)."""
+    cells = [c for c in summaries if c.target == target and c.sampler == sampler and metric in c.stats]
+    cells.sort(key=lambda c: c.stats[metric].mean, reverse=HIGHER_IS_BETTER[metric])
+    return [c.loss for c in cells]
+
+
+def _ordered(values: Iterable[str], canonical: Sequence[str]) -> list[str]:
+    present = set(values)
+    return [v for v in canonical if v in present] + sorted(present - set(canonical))
+
+
+def metric_table(summaries: Sequence[CellSummary], metric: str) -> str:
+    """Markdown table: one row per (sampler, loss), one column per target; reference rows under it for the ELBO."""
+    targets = list(dict.fromkeys(c.target for c in summaries))
+    by_key = {(c.target, c.sampler, c.loss): c for c in summaries}
+    lines = [f"| sampler | loss | {' | '.join(targets)} |", "|---|---|" + "---|" * len(targets)]
+    for sampler in _ordered((c.sampler for c in summaries), SAMPLERS):
+        for loss in _ordered((c.loss for c in summaries), LOSSES):
+            if any((t, sampler, loss) in by_key for t in targets):
+                cells = [
+                    by_key[(t, sampler, loss)].text(metric) if (t, sampler, loss) in by_key else "—" for t in targets
+                ]
+                lines.append(f"| {sampler} | {loss} | {' | '.join(cells)} |")
+    for label, refs in REFERENCE_ROWS.get(metric, ()):
+        values = [reference_for(refs, t) for t in targets]
+        row = ["—" if r is None else f"{r.value:.2f}" + (f" ({r.note})" if r.note else "") for r in values]
+        lines.append(f"| {label} | | {' | '.join(row)} |")
+    return "\n".join(lines)
+
+
+def ordering_notes(summaries: Sequence[CellSummary]) -> list[str]:
+    """One sentence per (target, sampler) with at least two losses: our ELBO ordering of the losses, and whether it
+    agrees with [BRIDGE]'s finding that rKL-LD is best."""
+    notes = []
+    pairs = dict.fromkeys((c.target, c.sampler) for c in summaries)
+    for target, sampler in pairs:
+        order = loss_ordering(summaries, target, sampler)
+        if len(order) < 2 or "rkl-ld" not in order:
+            continue
+        verdict = "agrees" if order[0] == "rkl-ld" else "disagrees"
+        by_loss = {c.loss: c.stats["elbo"] for c in summaries if (c.target, c.sampler) == (target, sampler)}
+        first, second = by_loss[order[0]], by_loss[order[1]]
+        tie = " (the top two are within one std)" if first.mean - second.mean < max(first.std, second.std) else ""
+        notes.append(f"{target}, {sampler}: {' > '.join(order)} — {verdict} with the paper (rKL-LD best){tie}")
+    return notes
+
+
+def to_markdown(summaries: Sequence[CellSummary], preset: Preset, metrics: Sequence[str] = METRICS) -> str:
+    """The full report: budget (and how it differs from the paper's), one table per metric, ordering notes."""
+    if not summaries:
+        raise DifflossError("no finished runs to report; run the benchmark first")
+    b = preset.budget
+    overrides = "; ".join(f"{t}: {', '.join(f'{k}={v}' for k, v in o.items())}" for t, o in preset.overrides.items())
+    parts = [
+        "# Bridge-sampler benchmark",
+        "",
+        f"Preset `{preset.name}`: {preset.description}",
+        "",
+        f"Budget: {b.iterations} iterations, batch {b.batch}, K={b.steps} steps, {b.optimizer} lr {b.learning_rate:g}, "
+        f"clip {b.grad_clip:g}, {b.lr_schedule} decay, metrics on {b.eval_samples} samples"
+        + (f" (overrides — {overrides})" if overrides else "")
+        + ". Cells: mean ± std over seeds; diverged runs are listed and left out of the mean.",
+    ]
+    present = [m for m in metrics if any(m in c.stats for c in summaries)]
+    for m in present:
+        parts += ["", f"## {m}", "", metric_table(summaries, m)]
+    notes = ordering_notes(summaries)
+    if notes:
+        parts += ["", "## Ordering of the losses (ELBO)", "", *(f"- {n}" for n in notes)]
+    return "\n".join(parts) + "\n"
+
+
+def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path) -> Path:
+    """One panel per target: mean ± std of ``metric`` per (sampler, loss), with the reference values of the report
+    as horizontal lines (dashed: published ELBO, dotted: our log Z). Written atomically as an image."""
+    from matplotlib.figure import Figure  # imported here: only plotting needs it
+
+    targets = list(dict.fromkeys(c.target for c in summaries if metric in c.stats))
+    if not targets:
+        raise DifflossError(f"no run reported {metric!r}; nothing to plot")
+    fig = Figure(figsize=(3.2 * len(targets), 3.4), layout="constrained")
+    for ax, target in zip(fig.subplots(1, len(targets), squeeze=False)[0], targets):
+        cells = [c for c in summaries if c.target == target and metric in c.stats]
+        means, stds = [c.stats[metric].mean for c in cells], [c.stats[metric].std for c in cells]
+        ax.errorbar(range(len(cells)), means, yerr=stds, fmt="o", capsize=3)
+        ax.set_xticks(range(len(cells)), [f"{c.sampler}\n{c.loss}" for c in cells], fontsize=7)
+        for style, (label, refs) in zip(("--", ":"), REFERENCE_ROWS.get(metric, ())):
+            ref = reference_for(refs, target)
+            if ref is not None:
+                ax.axhline(ref.value, linestyle=style, color="gray", label=ref.note or label)
+        ax.set_title(target)
+        ax.set_ylabel(metric)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    return atomic_write(path, fig.savefig)
+
+
+def write_report(rows: Iterable[Mapping[str, Any]], preset: Preset, out_dir: str | Path) -> list[Path]:
+    """Write ``bridge_benchmark.md``, ``bridge_benchmark.csv`` and, when any run has an ELBO,
+    ``bridge_benchmark_elbo.png`` into ``out_dir`` (each atomically); return the paths written."""
+    summaries = summarize(rows)
+    out_dir = Path(out_dir)
+    paths = [
+        write_text_atomic(out_dir / "bridge_benchmark.md", to_markdown(summaries, preset)),
+        write_text_atomic(out_dir / "bridge_benchmark.csv", to_csv(summaries)),
+    ]
+    if any("elbo" in c.stats for c in summaries):
+        paths.append(plot_metric(summaries, "elbo", out_dir / "bridge_benchmark_elbo.png"))
+    return paths
