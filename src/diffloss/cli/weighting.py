@@ -81,20 +81,25 @@ def plot_schemes(
     lam = torch.linspace(*lam_range, 801, dtype=torch.float64)
     fig, axes = plt.subplots(1, 2 if density else 1, figsize=(12 if density else 6.5, 4.5), squeeze=False)
     ax = axes[0, 0]
-    for w in schemes:
-        ax.plot(lam, w.weight(lam, process, "x0"), label=_label(w))
-    ax.set(yscale="log", xlabel="log-SNR λ", ylabel="weight on the x0 MSE", title=f"x0-equivalent weights ({process})")
+    styles = ["-", "--", ":", "-."]
+    for i, w in enumerate(schemes):
+        ax.plot(lam, w.weight(lam, process, "x0"), styles[i % 4], label=_label(w))
+    ax.set(
+        yscale="log", xlabel="log-SNR λ", ylabel="weight on the x0 MSE", title=f"x0-equivalent weights ({process.name})"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if density:
         ax = axes[0, 1]
-        for w in schemes:
+        for i, w in enumerate(schemes):
             implied = implied_elbo_weight(w, density, process, lam)
-            ax.plot(lam, implied / torch.trapezoid(implied, lam), label=_label(w))
+            ax.plot(lam, implied / torch.trapezoid(implied, lam), styles[i % 4], label=_label(w))
         ax.set(
+            yscale="log",
+            ylim=(1e-4, None),
             xlabel="log-SNR λ",
             ylabel="2 p(λ) w_ε(λ), unit area",
-            title=f"implied weight per unit λ with density {density.name}",
+            title=f"implied weight per unit λ ({process.name}, {density.name})",
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -103,7 +108,7 @@ def plot_schemes(
     plt.close(fig)
 
 
-def _label(w: Weighting) -> str:
+def _label(w: Weighting | Density) -> str:
     params = {k: v for k, v in w.to_dict().items() if k != "name"}
     return w.name + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
 
