@@ -121,16 +121,19 @@ def _label(w: Weighting | Density) -> str:
     required=True,
     help=f"Weighting scheme NAME[:key=value,...]; repeat or give a comma list. One of: {', '.join(WEIGHTINGS)}.",
 )
-@click.option("--process", default="vp", show_default=True, type=click.Choice(sorted(PROCESSES)), help="Noise process.")
+@click.option("--process", default="vp", show_default=True, help=f"Noise process: {', '.join(PROCESSES)}.")
 @click.option(
-    "--target", default="eps", show_default=True, type=click.Choice(TARGETS), help="Target whose MSE is weighted."
+    "--target",
+    default="eps",
+    show_default=True,
+    help=f"Target whose per-dimension MSE is weighted: {', '.join(TARGETS)}.",
 )
 @click.option("--logsnr", default=None, help="Comma-separated log-SNRs λ = log(α²/σ²), e.g. --logsnr=-5,0,5.")
 @click.option("--gamma", type=float, default=None, help="γ of min-snr (5), soft-min-snr (4), p2 (1).")
 @click.option("--k", type=float, default=None, help="k of p2 (1).")
 @click.option("--sigma-data", type=float, default=None, help="σ_data of edm (0.5).")
 @click.option("--bias", type=float, default=None, help="b of sigmoid (0).")
-@click.option("--on", type=click.Choice(TARGETS), default=None, help="Target on which constant puts weight 1 (x0).")
+@click.option("--on", default=None, help="Target on which constant puts weight 1 (x0).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the weights as JSON (one scheme).")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Draw the schemes against λ (PNG, PDF).")
 @click.option(
@@ -154,7 +157,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
 
     Example: diffloss weighting --scheme min-snr --process vp --target v --logsnr=-5,0,5 --json w.json
     """
-    proc = get_process(process)
+    proc, target = get_process(process), get_target(target).name
     options = {"gamma": gamma, "k": k, "sigma_data": sigma_data, "bias": bias, "on": on}
     weightings = build_schemes(schemes, options)
     dens = density_from_spec(density, proc) if density else None
@@ -167,7 +170,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
     tables = []
     if logsnr is not None:
         lams = parse_floats(logsnr, "--logsnr")
-        tables = [weighting_table(w, proc, get_target(target).name, lams) for w in weightings]
+        tables = [weighting_table(w, proc, target, lams) for w in weightings]
         if dens is not None:
             for table, w in zip(tables, weightings):
                 table["density"] = dens.to_dict()
