@@ -86,8 +86,10 @@ def test_snr_truncated_constant_sigmoid():
     for name in TARGETS:
         for proc in (VP, FLOW):
             assert close(get_weighting("constant", on=name).weight(LAM, proc, name), torch.ones_like(LAM))
-    for b in (-2.0, 0.0, 3.0):
-        assert close(get_weighting("sigmoid", bias=b).weight(LAM, VP, "eps"), 1 / (1 + (LAM - b).exp()))
+    for b in (-3.0, 0.0, 2.0):
+        w = get_weighting("sigmoid", bias=b)
+        assert close(w.weight(LAM, VP, "eps"), 1 / (1 + (LAM - b).exp()))  # Kingma & Gao, on eps
+        assert close(w.weight(LAM, FLOW, "x0"), math.exp(b) / (1 + (b - LAM).exp()))  # SiD2's x0 form
 
 
 def test_p2_k1_gamma1_is_the_sigmoid_with_zero_bias():
