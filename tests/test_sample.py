@@ -73,7 +73,9 @@ def test_x0_denoiser_from_any_target_is_the_posterior_mean(proc, target):
     assert torch.allclose(D(x, s), gaussian_D(x, s), rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("sampler, min_ratio, max_ratio", [("euler", 3, 5), ("heun", 10, 40), ("dpm2", 10, 40)])
+@pytest.mark.parametrize(
+    "sampler, min_ratio, max_ratio", [("euler", 3, 5), ("ddim", 3, 5), ("heun", 10, 40), ("dpm2", 10, 40)]
+)
 def test_error_shrinks_with_steps_at_the_method_order(sampler, min_ratio, max_ratio):
     """Pathwise error against the exact ODE map: 4x the steps cuts it ~4x (first order) or ~16x (second order)."""
     e4, e16, e64 = (rms_error(sampler, k) for k in (4, 16, 64))
