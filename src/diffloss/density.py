@@ -52,7 +52,7 @@ def abs_dlogsnr_dt(process: Process, t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Density(ABC):
+class LevelDensity(ABC):
     """A distribution of noise levels. Subclasses are frozen dataclasses whose fields are the parameters."""
 
     name: ClassVar[str]
@@ -82,7 +82,7 @@ class Density(ABC):
 
 
 @dataclass(frozen=True)
-class UniformT(Density):
+class UniformT(LevelDensity):
     """t uniform on the process's time interval, or (``discrete``) the DDPM step uniform on {0, ..., T-1}.
 
     Continuous: ends of the interval where lambda is infinite (sigma = 0 at t = 0 for VP and flow, alpha = 0 at
@@ -132,7 +132,7 @@ class UniformT(Density):
 
 
 @dataclass(frozen=True)
-class _NormalLogSNR(Density, ABC):
+class _NormalLogSNR(LevelDensity, ABC):
     """lambda ~ N(mean, std^2) truncated to the process's log-SNR range (sampled by inverse CDF)."""
 
     @abstractmethod
@@ -195,7 +195,7 @@ class LogitNormal(_NormalLogSNR):
 
 
 @dataclass(frozen=True)
-class UniformLogSNR(Density):
+class UniformLogSNR(LevelDensity):
     """lambda ~ U(lam_min, lam_max), clipped to the log-SNR range of the process."""
 
     name: ClassVar[str] = "uniform-logsnr"
@@ -226,7 +226,7 @@ class UniformLogSNR(Density):
 
 
 @dataclass(frozen=True)
-class Tabulated(Density):
+class Tabulated(LevelDensity):
     """A density of lambda that is constant on cells: ``edges`` (K + 1 increasing log-SNRs) and ``log_weights``
     (K unnormalized log-densities). Serializable stand-in for any density of lambda (``density_from_function``)."""
 
@@ -282,7 +282,7 @@ def density_from_function(
     return Tabulated(tuple(edges.tolist()), tuple(values.tolist()))
 
 
-DENSITIES: dict[str, type[Density]] = {
+DENSITIES: dict[str, type[LevelDensity]] = {
     c.name: c for c in (UniformT, EDMLogNormal, LogitNormal, UniformLogSNR, Tabulated)
 }
 _ALIASES = {
@@ -293,18 +293,18 @@ _ALIASES = {
 }
 
 
-def get_density(name: str, **params: Any) -> Density:
+def get_density(name: str, **params: Any) -> LevelDensity:
     """A level density by name (``uniform-t``, ``edm-lognormal``, ``logit-normal``/``sd3``, ``uniform-logsnr``,
     ``tabulated``) and parameters; string parameter values are converted to the parameter's type."""
     return build(DENSITIES, "level density", name, params, _ALIASES)
 
 
-def density_from_dict(d: dict[str, Any]) -> Density:
-    """Inverse of ``Density.to_dict`` (also reads ``Process.default_density()``)."""
+def density_from_dict(d: dict[str, Any]) -> LevelDensity:
+    """Inverse of ``LevelDensity.to_dict`` (also reads ``Process.default_density()``)."""
     return config_from_dict(DENSITIES, "level density", d, _ALIASES)
 
 
-def density_from_spec(spec: str, process: Process | None = None) -> Density:
+def density_from_spec(spec: str, process: Process | None = None) -> LevelDensity:
     """``"name[:key=value,...]"``; ``"default"`` is the process's usual training density."""
     name, params = parse_spec(spec)
     if name == "default":

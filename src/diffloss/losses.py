@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffloss.density import Density
+from diffloss.density import LevelDensity
 from diffloss.levels import Denoiser, Levels, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
@@ -18,7 +18,7 @@ def diffusion_loss(
     process: Process,
     target: Target,
     weighting: Weighting,
-    density: Density,
+    density: LevelDensity,
     generator: torch.Generator,
     cond: str = "t",
     noise: torch.Tensor | None = None,

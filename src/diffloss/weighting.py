@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 
 from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
-from diffloss.density import Density
+from diffloss.density import LevelDensity
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.process import Process, Tensorish, as_f64
 from diffloss.target import Target, get_target
@@ -243,7 +243,7 @@ def weighting_from_spec(spec: str) -> Weighting:
     return get_weighting(name, **params)
 
 
-def implied_elbo_weight(weighting: Weighting, density: Density, process: Process, lam: Tensorish) -> torch.Tensor:
+def implied_elbo_weight(weighting: Weighting, density: LevelDensity, process: Process, lam: Tensorish) -> torch.Tensor:
     """Kingma & Gao's w(lambda) = 2 p(lambda) w_eps(lambda) of drawing levels from ``density`` and weighting by
     ``weighting``: the expected loss is (1/2) * integral of w(lambda) * E[MSE_eps(lambda)] d lambda, and w = 1 is
     the ELBO (up to a constant). Zero outside the density's support."""

@@ -9,7 +9,7 @@ import torch
 
 from diffloss.cli.common import parse_floats
 from diffloss.config import parse_spec
-from diffloss.density import Density, density_from_spec
+from diffloss.density import LevelDensity, density_from_spec
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write, write_json_atomic
 from diffloss.process import PROCESSES, Process, get_process
@@ -70,7 +70,7 @@ def weighting_table(scheme: Weighting, process: Process, target: str, logsnr: li
 
 
 def plot_schemes(
-    path: str, schemes: list[Weighting], process: Process, density: Density | None, lam_range: tuple[float, float]
+    path: str, schemes: list[Weighting], process: Process, density: LevelDensity | None, lam_range: tuple[float, float]
 ) -> None:
     """x0-equivalent weights against lambda, and with a density the implied weights 2 p(lambda) w_eps(lambda)."""
     import matplotlib
@@ -108,7 +108,7 @@ def plot_schemes(
     plt.close(fig)
 
 
-def _label(w: Weighting | Density) -> str:
+def _label(w: Weighting | LevelDensity) -> str:
     params = {k: v for k, v in w.to_dict().items() if k != "name"}
     return w.name + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
 
