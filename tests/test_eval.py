@@ -121,3 +121,8 @@ def test_eval_bad_input_one_line_nonzero_exit_no_output(tmp_path, make, extra, m
     r = invoke("eval", "--samples", make(tmp_path), *extra, "--json", str(out))
     assert r.exit_code != 0 and message in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_eval_help_is_a_manual():
+    r = invoke("eval", "--help")
+    assert r.exit_code == 0 and "Example:" in r.output and "Sinkhorn" in r.output

@@ -3,106 +3,9 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
-from diffloss.data import Dataset, load_dataset
-from diffloss.errors import DifflossError, unknown_name
+from diffloss.data import load_dataset
 from diffloss.io import write_json_atomic
-
-METRICS = ("fid", "kid", "sinkhorn", "mmd")
-MNIST_DIM = 28 * 28
-EPSILON_FRACTION = 0.05
-
-
-def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    return x if len(x) <= k else x[np.sort(rng.choice(len(x), k, replace=False))]
-
-
-def _parse_metrics(text: str | None, image: bool) -> list[str]:
-    if text is None:
-        return ["fid", "kid", "sinkhorn", "mmd"] if image else ["sinkhorn", "mmd"]
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    for m in names:
-        if m not in METRICS:
-            raise unknown_name("metric", m, METRICS)
-    if not names:
-        raise DifflossError("--metrics: give at least one of fid,kid,sinkhorn,mmd")
-    if not image and {"fid", "kid"} & set(names):
-        raise DifflossError(
-            "fid and kid need 28x28 MNIST-like data (D = 784) for the classifier features; use --metrics sinkhorn,mmd"
-        )
-    return names
-
-
-def evaluate(
-    samples: Dataset,
-    ref: Dataset,
-    metrics: list[str],
-    *,
-    epsilon: float | None,
-    max_points: int,
-    kid_subset: int,
-    seed: int,
-) -> dict:
-    """Compare ``samples`` to ``ref``; see ``diffloss eval --help`` for the conventions of each metric."""
-    from diffloss.metrics.classifier import FEATURE_DIM, asset_path, sha256_file
-    from diffloss.metrics.distances import mmd, sinkhorn
-    from diffloss.metrics.fid import fid, kid, mnist_features
-
-    if samples.dim != ref.dim:
-        raise DifflossError(
-            f"samples have D = {samples.dim} (shape {samples.shape}) but the reference {ref.name} has D = {ref.dim} "
-            f"(shape {ref.shape}); give samples of the reference's shape"
-        )
-    if samples.n < 2:
-        raise DifflossError(f"need at least 2 samples, got {samples.n}")
-    image = samples.dim == MNIST_DIM
-    if image:
-        fx = mnist_features(samples.x)
-        fy = mnist_features(ref.x)
-        space = f"MNIST classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha256_file(asset_path())})"
-    else:
-        fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)
-        space = f"data coordinates (D = {samples.dim})"
-    out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "metrics": {}}
-    rng = np.random.default_rng(seed)
-    if "fid" in metrics:
-        out["metrics"]["fid"] = {"value": fid(fx, fy), "units": "squared feature units"}
-    if "kid" in metrics:
-        k = kid(fx, fy, subset_size=kid_subset, seed=seed)
-        out["metrics"]["kid"] = {
-            "value": k.mean,
-            "std": k.std,
-            "subset_size": k.subset_size,
-            "subsets": k.subsets,
-            "kernel": "(a.b/F + 1)^3",
-            "units": "value = mean unbiased MMD^2 over subsets (not x1000)",
-        }
-    if {"sinkhorn", "mmd"} & set(metrics):
-        px, py = _subsample(fx, max_points, rng), _subsample(fy, max_points, rng)
-        if "sinkhorn" in metrics:
-            # 2 tr Cov(ref) = E||y - y'||^2: the typical squared distance the cost is measured against
-            eps = epsilon if epsilon is not None else EPSILON_FRACTION * 2 * float(fy.var(0).sum())
-            out["metrics"]["sinkhorn"] = {
-                "value": sinkhorn(px, py, epsilon=eps),
-                "epsilon": eps,
-                "epsilon_rule": "given" if epsilon is not None else f"{EPSILON_FRACTION} * 2 tr Cov(ref)",
-                "kind": "debiased Sinkhorn divergence S_eps = OT_eps(x,y) - (OT_eps(x,x) + OT_eps(y,y))/2",
-                "cost": "squared Euclidean",
-                "n_points": [len(px), len(py)],
-                "units": "squared feature units",
-            }
-        if "mmd" in metrics:
-            r = mmd(px, py)
-            out["metrics"]["mmd"] = {
-                "value": r.mmd,
-                "mmd2": r.mmd2,
-                "bandwidth": r.bandwidth,
-                "kernel": "RBF exp(-|a-b|^2 / (2 h^2)), h = median pairwise distance",
-                "n_points": [len(px), len(py)],
-                "units": "value = sqrt(max(mmd2, 0)) in feature units; mmd2 unbiased",
-            }
-    return out
 
 
 @click.command("eval")
@@ -151,12 +54,10 @@ def command(
 
     Example: diffloss eval --samples samples.npy --ref mnist:test --json eval.json
     """
+    from diffloss.metrics.evaluate import evaluate
+
     s, r = load_dataset(samples_path), load_dataset(ref)
-    if max_points < 2 or kid_subset < 2:
-        raise DifflossError("--max-points and --kid-subset must be >= 2")
-    if epsilon is not None and not (epsilon > 0 and np.isfinite(epsilon)):
-        raise DifflossError(f"--epsilon must be a finite number > 0, got {epsilon}")
-    names = _parse_metrics(metrics, s.dim == MNIST_DIM and r.dim == MNIST_DIM)
+    names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
     result = {"samples": samples_path, "ref": r.name} | evaluate(
         s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed
     )
