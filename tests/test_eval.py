@@ -56,17 +56,19 @@ def invoke(*args):
 
 
 def test_eval_mnist_json(tmp_path, test_split):
-    path = tmp_path / "s.npy"
+    path, ref = tmp_path / "s.npy", tmp_path / "ref.npy"
     np.save(path, noisy(test_split[:500], 0.3).reshape(500, 1, 28, 28))
+    np.save(ref, test_split[5000:7000])  # (N, 784) rows work as well as images
     out = tmp_path / "e.json"
-    r = invoke("eval", "--samples", str(path), "--ref", "mnist:test", "--max-points", "200", "--json", str(out))
+    args = ["--max-points", "200", "--kid-subset", "300", "--json", str(out)]
+    r = invoke("eval", "--samples", str(path), "--ref", str(ref), *args)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
-    assert res["n_samples"] == 500 and res["n_ref"] == 10000 and res["dim"] == 784
+    assert res["n_samples"] == 500 and res["n_ref"] == 2000 and res["dim"] == 784
     assert "classifier" in res["feature_space"]
     m = res["metrics"]
     assert set(m) == {"fid", "kid", "sinkhorn", "mmd"}
-    assert m["fid"]["value"] > 0 and m["kid"]["subset_size"] == 500 and m["sinkhorn"]["n_points"] == [200, 200]
+    assert m["fid"]["value"] > 0 and m["kid"]["subset_size"] == 300 and m["sinkhorn"]["n_points"] == [200, 200]
     assert m["kid"]["value"] > 3 * m["kid"]["std"] and m["sinkhorn"]["value"] > 0 and m["mmd"]["value"] > 0
 
 

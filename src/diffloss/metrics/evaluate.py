@@ -74,13 +74,15 @@ def evaluate(
         fx = mnist_features(samples.x)
         fy = mnist_features(ref.x)
         space = f"MNIST classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha256_file(asset_path())})"
+        unit = "feature units"
     else:
         fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)
-        space = f"data coordinates (D = {samples.dim})"
-    out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "metrics": {}}
+        space, unit = f"data coordinates (D = {samples.dim})", "data units"
+    out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "seed": seed}
+    out["metrics"] = {}
     rng = np.random.default_rng(seed)
     if "fid" in metrics:
-        out["metrics"]["fid"] = {"value": fid(fx, fy), "units": "squared feature units"}
+        out["metrics"]["fid"] = {"value": fid(fx, fy), "units": f"squared {unit}"}
     if "kid" in metrics:
         k = kid(fx, fy, subset_size=kid_subset, seed=seed)
         out["metrics"]["kid"] = {
@@ -103,7 +105,7 @@ def evaluate(
                 "kind": "debiased Sinkhorn divergence S_eps = OT_eps(x,y) - (OT_eps(x,x) + OT_eps(y,y))/2",
                 "cost": "squared Euclidean",
                 "n_points": [len(px), len(py)],
-                "units": "squared feature units",
+                "units": f"squared {unit}",
             }
         if "mmd" in metrics:
             r = mmd(px, py)
@@ -113,6 +115,6 @@ def evaluate(
                 "bandwidth": r.bandwidth,
                 "kernel": "RBF exp(-|a-b|^2 / (2 h^2)), h = median pairwise distance",
                 "n_points": [len(px), len(py)],
-                "units": "value = sqrt(max(mmd2, 0)) in feature units; mmd2 unbiased",
+                "units": f"value = sqrt(max(mmd2, 0)) in {unit}; mmd2 unbiased",
             }
     return out
