@@ -128,3 +128,12 @@ def test_eval_bad_input_one_line_nonzero_exit_no_output(tmp_path, make, extra, m
 def test_eval_help_is_a_manual():
     r = invoke("eval", "--help")
     assert r.exit_code == 0 and "Example:" in r.output and "Sinkhorn" in r.output
+
+
+def test_eval_notices_images_in_0_1(tmp_path, test_split):
+    np.save(tmp_path / "s.npy", (test_split[:50] + 1) / 2)
+    np.save(tmp_path / "r.npy", test_split[:100])
+    out = tmp_path / "o.json"
+    args = ["--samples", str(tmp_path / "s.npy"), "--ref", str(tmp_path / "r.npy"), "--metrics", "fid"]
+    r = invoke("eval", *args, "--json", str(out))
+    assert r.exit_code == 0 and "map [0, 1] by 2x - 1" in r.output and out.exists()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from diffloss.data import Dataset
+from diffloss.data.arrays import notice
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.metrics.classifier import FEATURE_DIM, asset_path, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
@@ -70,6 +71,8 @@ def evaluate(
         raise DifflossError(f"need at least 2 samples, got {samples.n}")
     image = samples.dim == MNIST_DIM
     metrics = choose_metrics(metrics, image)
+    if image and float(samples.x.min()) >= 0.0:
+        notice(f"{samples.name}: no value below 0, but 28x28 samples are compared in [-1, 1]; map [0, 1] by 2x - 1")
     if image:
         fx = mnist_features(samples.x)
         fy = mnist_features(ref.x)
