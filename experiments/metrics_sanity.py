@@ -2,8 +2,9 @@
 
 MNIST: FID and KID in the project classifier's feature space between two disjoint random halves of mnist:test
 (5000 each), between half A plus Gaussian pixel noise of std s (images in [-1, 1], not clipped) and half B,
-and between 10000 mnist:train images and mnist:test. Digits (8x8, no classifier): the debiased Sinkhorn
-divergence and the RBF MMD in pixel coordinates between two disjoint halves and with noise added to one half.
+and between 10000 mnist:train images and mnist:test. Digits (8x8): FID and KID in the digits classifier's
+feature space, and the debiased Sinkhorn divergence and the RBF MMD in pixel coordinates, between two disjoint
+halves (898 / 899 images) with noise added to one half.
 
 Run: PYTHONPATH=src python experiments/metrics_sanity.py [--json reports/metrics_sanity.json]
 """
@@ -18,7 +19,7 @@ import torch
 from diffloss.data import load_dataset, load_mnist
 from diffloss.io import write_json_atomic
 from diffloss.metrics.distances import mmd, sinkhorn
-from diffloss.metrics.fid import fid, kid, mnist_features
+from diffloss.metrics.fid import classifier_features, fid, kid
 
 NOISE = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -34,17 +35,17 @@ def noisy(x: np.ndarray, s: float, seed: int = 1) -> np.ndarray:
 
 def mnist_rows() -> list[dict]:
     a, b = halves(load_mnist("test").x)
-    fb = mnist_features(b)
+    fb = classifier_features(b)
     rows = []
     for s in NOISE:
-        fa = mnist_features(noisy(a, s))
+        fa = classifier_features(noisy(a, s))
         k = kid(fa, fb)
         rows.append(
             {"compare": f"test half A + noise {s} vs test half B", "noise": s, "fid": fid(fa, fb)}
             | {"kid": k.mean, "kid_std": k.std}
         )
         print(f"MNIST noise {s:<5} FID {rows[-1]['fid']:10.4f}  KID {k.mean:9.4f} +- {k.std:.4f}", flush=True)
-    ft, fte = mnist_features(load_mnist("train").x[:10000]), mnist_features(load_mnist("test").x)
+    ft, fte = classifier_features(load_mnist("train").x[:10000]), classifier_features(load_mnist("test").x)
     k = kid(ft, fte)
     rows.append(
         {"compare": "train[:10000] vs test (10000)", "noise": 0.0, "fid": fid(ft, fte), "kid": k.mean, "kid_std": k.std}
@@ -59,10 +60,15 @@ def digits_rows(epsilon: float) -> list[dict]:
     for s in NOISE:
         x = noisy(a, s)
         r = mmd(x, b)
+        fx, fb = classifier_features(x, "digits"), classifier_features(b, "digits")
+        k = kid(fx, fb, subset_size=500)
         rows.append(
             {
                 "compare": f"digits half A + noise {s} vs half B",
                 "noise": s,
+                "fid": fid(fx, fb),
+                "kid": k.mean,
+                "kid_std": k.std,
                 "sinkhorn": sinkhorn(x, b, epsilon=epsilon),
                 "epsilon": epsilon,
                 "mmd": r.mmd,
@@ -71,7 +77,8 @@ def digits_rows(epsilon: float) -> list[dict]:
             }
         )
         print(
-            f"digits noise {s:<5} Sinkhorn {rows[-1]['sinkhorn']:9.4f}  MMD {r.mmd:.4f} (h {r.bandwidth:.3f})",
+            f"digits noise {s:<5} FID {rows[-1]['fid']:9.4f}  KID {k.mean:8.4f} +- {k.std:.4f}  "
+            f"Sinkhorn {rows[-1]['sinkhorn']:9.4f}  MMD {r.mmd:.4f} (h {r.bandwidth:.3f})",
             flush=True,
         )
     return rows

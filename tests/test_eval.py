@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from diffloss.cli import cli as diffloss_cli
 from diffloss.data import load_mnist
-from diffloss.metrics.fid import fid, kid, mnist_features
+from diffloss.metrics.fid import classifier_features, fid, kid
 
 NOISE = (0.05, 0.1, 0.2, 0.5)
 
@@ -22,7 +22,7 @@ def test_split():
 def halves(test_split):
     perm = np.random.default_rng(0).permutation(len(test_split))
     a, b = test_split[perm[:5000]], test_split[perm[5000:]]
-    return a, b, mnist_features(a), mnist_features(b)
+    return a, b, classifier_features(a), classifier_features(b)
 
 
 def noisy(x, level, seed=1):
@@ -32,7 +32,7 @@ def noisy(x, level, seed=1):
 @pytest.fixture(scope="module")
 def noisy_features(halves):
     """Features of the first half with Gaussian noise of each std in NOISE added (images in [-1, 1])."""
-    return {s: mnist_features(noisy(halves[0], s)) for s in NOISE}
+    return {s: classifier_features(noisy(halves[0], s)) for s in NOISE}
 
 
 def test_fid_of_disjoint_halves_is_small_and_grows_with_noise(halves, noisy_features):
@@ -91,15 +91,26 @@ def test_eval_toy_data_sinkhorn_and_mmd(tmp_path):
     assert a["metrics"]["sinkhorn"]["value"] < 0.2 and b["metrics"]["mmd"]["value"] > 5 * a["metrics"]["mmd"]["value"]
 
 
-def test_eval_digits_reference(tmp_path):
+def test_digits_fid_of_halves_is_small_and_grows_with_noise():
     from diffloss.data import load_dataset
 
-    path = tmp_path / "d.npy"
+    x = load_dataset("digits").x
+    perm = np.random.default_rng(0).permutation(len(x))
+    a, fb = x[perm[:898]], classifier_features(x[perm[898:]], "digits")
+    by_noise = [fid(classifier_features(noisy(a, s), "digits"), fb) for s in (0.0, 0.5, 1.0)]
+    assert by_noise[0] < 0.2 * by_noise[1] < 0.2 * by_noise[2], by_noise
+
+
+def test_eval_digits_uses_the_digits_classifier(tmp_path):
+    from diffloss.data import load_dataset
+
+    path, out = tmp_path / "d.npy", tmp_path / "d.json"
     np.save(path, load_dataset("digits").x[:300])
-    out = tmp_path / "d.json"
-    r = invoke("eval", "--samples", str(path), "--ref", "digits", "--metrics", "mmd", "--json", str(out))
+    r = invoke("eval", "--samples", str(path), "--ref", "digits", "--max-points", "200", "--json", str(out))
     assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["metrics"]["mmd"]["n_points"] == [300, 1000]
+    res = json.loads(out.read_text())
+    assert res["feature_space"].startswith("digits classifier") and res["n_ref"] == 1797
+    assert set(res["metrics"]) == {"fid", "kid", "sinkhorn", "mmd"} and res["metrics"]["mmd"]["n_points"] == [200, 200]
 
 
 def _save(tmp_path, name, arr):
@@ -113,7 +124,11 @@ def _save(tmp_path, name, arr):
         (lambda p: str(p / "missing.npy"), ["--ref", "mnist:test"], "does not exist"),
         (lambda p: _save(p, "w.npy", np.zeros((10, 1, 27, 27), np.float32)), ["--ref", "mnist:test"], "D = 729"),
         (lambda p: _save(p, "n.npy", np.full((10, 784), np.nan, np.float32)), ["--ref", "mnist:test"], "NaN"),
-        (lambda p: _save(p, "t.npy", np.zeros((10, 2), np.float32)), ["--ref", "gmm", "--metrics", "fid"], "28x28"),
+        (
+            lambda p: _save(p, "t.npy", np.zeros((10, 2), np.float32)),
+            ["--ref", "gmm", "--metrics", "fid"],
+            "classifier",
+        ),
         (lambda p: _save(p, "u.npy", np.zeros((10, 2), np.float32)), ["--ref", "gmm", "--metrics", "fd"], "metric"),
         (lambda p: _save(p, "e.npy", np.zeros((10, 2), np.float32)), ["--ref", "gmm", "--epsilon", "-1"], "epsilon"),
     ],

@@ -1,5 +1,6 @@
-"""Sample quality of a sample set against reference data, with every convention recorded: FID and KID in the
-MNIST classifier's feature space for 28x28 data, Sinkhorn and MMD for any data (``diffloss eval``)."""
+"""Sample quality of a sample set against reference data, with every convention recorded: FID and KID in a
+project classifier's feature space for MNIST (28x28) and digits (8x8), Sinkhorn and MMD for any data
+(``diffloss eval``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ import numpy as np
 from diffloss.data import Dataset
 from diffloss.data.arrays import notice
 from diffloss.errors import DifflossError, unknown_name
-from diffloss.metrics.classifier import FEATURE_DIM, asset_path, sha256_file
+from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
-from diffloss.metrics.fid import fid, kid, mnist_features
+from diffloss.metrics.fid import classifier_features, fid, kid
 
 METRICS = ("fid", "kid", "sinkhorn", "mmd")
-MNIST_DIM = 28 * 28
 EPSILON_FRACTION = 0.05
+
+
+def feature_classifier(ref: Dataset) -> str | None:
+    """The classifier whose features compare samples with ``ref``: ``mnist`` for D = 784 (28x28), ``digits`` for
+    8x8 images (the built-in digits or an 8x8 image folder; a flat (N, 64) file is not taken for images); None:
+    compare in the data's own coordinates."""
+    if ref.dim == 28 * 28:
+        return "mnist"
+    if tuple(ref.shape) == (1, 8, 8):
+        return "digits"
+    return None
 
 
 def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -24,7 +35,7 @@ def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def choose_metrics(names: Sequence[str] | None, image: bool) -> list[str]:
-    """``names`` checked against ``METRICS`` (None: all that apply); fid and kid only for 28x28 ``image`` data."""
+    """``names`` checked against ``METRICS`` (None: all that apply); fid and kid only with a classifier."""
     if names is None:
         return list(METRICS) if image else ["sinkhorn", "mmd"]
     names = list(names)
@@ -35,7 +46,8 @@ def choose_metrics(names: Sequence[str] | None, image: bool) -> list[str]:
         raise DifflossError("give at least one metric of fid,kid,sinkhorn,mmd")
     if not image and {"fid", "kid"} & set(names):
         raise DifflossError(
-            "fid and kid need 28x28 MNIST-like data (D = 784) for the classifier features; use --metrics sinkhorn,mmd"
+            "fid and kid need classifier features: a 28x28 (MNIST, D = 784) or 8x8 digits reference; "
+            "use --metrics sinkhorn,mmd"
         )
     return names
 
@@ -53,10 +65,10 @@ def evaluate(
     """Compare ``samples`` to ``ref`` with ``metrics`` (None: all that apply) and return a JSON-ready dict:
     ``n_samples``, ``n_ref``, ``dim``, ``feature_space`` and ``metrics`` = {name: {"value", units, conventions}}.
 
-    28x28 data (D = 784) is compared in the MNIST classifier's 128-d feature space, other data in its own
-    coordinates. Sinkhorn and MMD use a seeded subsample of at most ``max_points`` rows a side; ``epsilon``
-    defaults to 0.05 * 2 tr Cov(ref features) (the mean squared distance between two reference points). KID
-    uses 100 subsets of ``kid_subset`` rows.
+    MNIST-like and digits data are compared in the 128-d feature space of the matching classifier (see
+    ``feature_classifier``), other data in its own coordinates. Sinkhorn and MMD use a seeded subsample of at
+    most ``max_points`` rows a side; ``epsilon`` defaults to 0.05 * 2 tr Cov(ref features) (the mean squared
+    distance between two reference points). KID uses 100 subsets of ``kid_subset`` rows.
     """
     if max_points < 2 or kid_subset < 2:
         raise DifflossError(f"max_points and kid_subset must be >= 2, got {max_points} and {kid_subset}")
@@ -69,14 +81,14 @@ def evaluate(
         )
     if samples.n < 2:
         raise DifflossError(f"need at least 2 samples, got {samples.n}")
-    image = samples.dim == MNIST_DIM
-    metrics = choose_metrics(metrics, image)
-    if image and float(samples.x.min()) >= 0.0:
-        notice(f"{samples.name}: no value below 0, but 28x28 samples are compared in [-1, 1]; map [0, 1] by 2x - 1")
-    if image:
-        fx = mnist_features(samples.x)
-        fy = mnist_features(ref.x)
-        space = f"MNIST classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha256_file(asset_path())})"
+    classifier = feature_classifier(ref)
+    metrics = choose_metrics(metrics, classifier is not None)
+    if classifier and float(samples.x.min()) >= 0.0:
+        notice(f"{samples.name}: no value below 0, but image samples are compared in [-1, 1]; map [0, 1] by 2x - 1")
+    if classifier:
+        fx, fy = classifier_features(samples.x, classifier), classifier_features(ref.x, classifier)
+        sha = sha256_file(get_spec(classifier).asset)
+        space = f"{classifier} classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha})"
         unit = "feature units"
     else:
         fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)

@@ -1,4 +1,4 @@
-"""FID and KID between two sets of feature vectors, and MNIST features from the project's own classifier.
+"""FID and KID between two sets of feature vectors, and features from the project's own classifiers.
 
 Feature arrays are (N, F). The Frechet distance is in squared feature units; KID is the unbiased MMD^2 with
 the cubic polynomial kernel k(a, b) = (a.b / F + 1)^3 of Binkowski et al. (2018), averaged over random
@@ -8,7 +8,7 @@ subsets (reported as mean and standard deviation over subsets, not divided by an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -91,12 +91,12 @@ def kid(
     return KIDResult(float(np.mean(vals)), float(np.std(vals)), m, subsets)
 
 
-@lru_cache(maxsize=1)
-def _model():
-    return load_classifier()
+@cache
+def _model(name: str):
+    return load_classifier(name)
 
 
-def mnist_features(images: np.ndarray) -> np.ndarray:
-    """Penultimate features (N, 128) of the committed MNIST classifier for images in [-1, 1],
-    shape (N, 1, 28, 28) or (N, 784)."""
-    return apply(_model(), images, what="features")
+def classifier_features(images: np.ndarray, classifier: str = "mnist") -> np.ndarray:
+    """Penultimate features (N, 128) of a committed classifier (``mnist``: (N, 1, 28, 28) or (N, 784) images;
+    ``digits``: (N, 1, 8, 8) or (N, 64)), for images in [-1, 1]."""
+    return apply(_model(classifier), images, what="features")
