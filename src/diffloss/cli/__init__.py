@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from diffloss.cli import formulation, info, weighting
+    from diffloss.cli import eval, formulation, info, weighting
 
-    for mod in (info, formulation, weighting):
+    for mod in (info, formulation, weighting, eval):
         cli.add_command(mod.command)
 
 

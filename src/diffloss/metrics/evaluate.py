@@ -1,0 +1,135 @@
+"""Sample quality of a sample set against reference data, with every convention recorded: FID and KID in a
+project classifier's feature space for MNIST (28x28) and digits (8x8), Sinkhorn and MMD for any data
+(``diffloss eval``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from diffloss.data import Dataset
+from diffloss.data.arrays import notice
+from diffloss.errors import DifflossError, unknown_name
+from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
+from diffloss.metrics.distances import mmd, sinkhorn
+from diffloss.metrics.fid import classifier_features, fid, kid
+
+METRICS = ("fid", "kid", "sinkhorn", "mmd")
+EPSILON_FRACTION = 0.05
+
+
+def feature_classifier(ref: Dataset) -> str | None:
+    """The classifier whose features compare samples with ``ref``: ``mnist`` for D = 784 (28x28), ``digits`` for
+    8x8 images (the built-in digits or an 8x8 image folder; a flat (N, 64) file is not taken for images); None:
+    compare in the data's own coordinates."""
+    if ref.dim == 28 * 28:
+        return "mnist"
+    if tuple(ref.shape) == (1, 8, 8):
+        return "digits"
+    return None
+
+
+def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    return x if len(x) <= k else x[np.sort(rng.choice(len(x), k, replace=False))]
+
+
+def choose_metrics(names: Sequence[str] | None, image: bool) -> list[str]:
+    """``names`` checked against ``METRICS`` (None: all that apply); fid and kid only with a classifier."""
+    if names is None:
+        return list(METRICS) if image else ["sinkhorn", "mmd"]
+    names = list(names)
+    for m in names:
+        if m not in METRICS:
+            raise unknown_name("metric", m, METRICS)
+    if not names:
+        raise DifflossError("give at least one metric of fid,kid,sinkhorn,mmd")
+    if not image and {"fid", "kid"} & set(names):
+        raise DifflossError(
+            "fid and kid need classifier features: a 28x28 (MNIST, D = 784) or 8x8 digits reference; "
+            "use --metrics sinkhorn,mmd"
+        )
+    return names
+
+
+def evaluate(
+    samples: Dataset,
+    ref: Dataset,
+    metrics: Sequence[str] | None = None,
+    *,
+    epsilon: float | None = None,
+    max_points: int = 1000,
+    kid_subset: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Compare ``samples`` to ``ref`` with ``metrics`` (None: all that apply) and return a JSON-ready dict:
+    ``n_samples``, ``n_ref``, ``dim``, ``feature_space`` and ``metrics`` = {name: {"value", units, conventions}}.
+
+    MNIST-like and digits data are compared in the 128-d feature space of the matching classifier (see
+    ``feature_classifier``), other data in its own coordinates. Sinkhorn and MMD use a seeded subsample of at
+    most ``max_points`` rows a side; ``epsilon`` defaults to 0.05 * 2 tr Cov(ref features) (the mean squared
+    distance between two reference points). KID uses 100 subsets of ``kid_subset`` rows.
+    """
+    if max_points < 2 or kid_subset < 2:
+        raise DifflossError(f"max_points and kid_subset must be >= 2, got {max_points} and {kid_subset}")
+    if epsilon is not None and not (epsilon > 0 and np.isfinite(epsilon)):
+        raise DifflossError(f"Sinkhorn epsilon must be a finite number > 0, got {epsilon}")
+    if samples.dim != ref.dim:
+        raise DifflossError(
+            f"samples have D = {samples.dim} (shape {samples.shape}) but the reference {ref.name} has D = {ref.dim} "
+            f"(shape {ref.shape}); give samples of the reference's shape"
+        )
+    if samples.n < 2:
+        raise DifflossError(f"need at least 2 samples, got {samples.n}")
+    classifier = feature_classifier(ref)
+    metrics = choose_metrics(metrics, classifier is not None)
+    if classifier and float(samples.x.min()) >= 0.0:
+        notice(f"{samples.name}: no value below 0, but image samples are compared in [-1, 1]; map [0, 1] by 2x - 1")
+    if classifier:
+        fx, fy = classifier_features(samples.x, classifier), classifier_features(ref.x, classifier)
+        sha = sha256_file(get_spec(classifier).asset)
+        space = f"{classifier} classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha})"
+        unit = "feature units"
+    else:
+        fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)
+        space, unit = f"data coordinates (D = {samples.dim})", "data units"
+    out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "seed": seed}
+    out["metrics"] = {}
+    rng = np.random.default_rng(seed)
+    if "fid" in metrics:
+        out["metrics"]["fid"] = {"value": fid(fx, fy), "units": f"squared {unit}"}
+    if "kid" in metrics:
+        k = kid(fx, fy, subset_size=kid_subset, seed=seed)
+        out["metrics"]["kid"] = {
+            "value": k.mean,
+            "std": k.std,
+            "subset_size": k.subset_size,
+            "subsets": k.subsets,
+            "kernel": "(a.b/F + 1)^3",
+            "units": "value = mean unbiased MMD^2 over subsets (not x1000)",
+        }
+    if {"sinkhorn", "mmd"} & set(metrics):
+        px, py = _subsample(fx, max_points, rng), _subsample(fy, max_points, rng)
+        if "sinkhorn" in metrics:
+            # 2 tr Cov(ref) = E||y - y'||^2: the typical squared distance the cost is measured against
+            eps = epsilon if epsilon is not None else EPSILON_FRACTION * 2 * float(fy.var(0).sum())
+            out["metrics"]["sinkhorn"] = {
+                "value": sinkhorn(px, py, epsilon=eps),
+                "epsilon": eps,
+                "epsilon_rule": "given" if epsilon is not None else f"{EPSILON_FRACTION} * 2 tr Cov(ref)",
+                "kind": "debiased Sinkhorn divergence S_eps = OT_eps(x,y) - (OT_eps(x,x) + OT_eps(y,y))/2",
+                "cost": "squared Euclidean",
+                "n_points": [len(px), len(py)],
+                "units": f"squared {unit}",
+            }
+        if "mmd" in metrics:
+            r = mmd(px, py)
+            out["metrics"]["mmd"] = {
+                "value": r.mmd,
+                "mmd2": r.mmd2,
+                "bandwidth": r.bandwidth,
+                "kernel": "RBF exp(-|a-b|^2 / (2 h^2)), h = median pairwise distance",
+                "n_points": [len(px), len(py)],
+                "units": f"value = sqrt(max(mmd2, 0)) in {unit}; mmd2 unbiased",
+            }
+    return out

@@ -1,0 +1,154 @@
+"""FID/KID in the classifier's feature space on real MNIST, and the `diffloss eval` command."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diffloss.cli import cli as diffloss_cli
+from diffloss.data import load_mnist
+from diffloss.metrics.fid import classifier_features, fid, kid
+
+NOISE = (0.05, 0.1, 0.2, 0.5)
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_mnist("test").x
+
+
+@pytest.fixture(scope="module")
+def halves(test_split):
+    perm = np.random.default_rng(0).permutation(len(test_split))
+    a, b = test_split[perm[:5000]], test_split[perm[5000:]]
+    return a, b, classifier_features(a), classifier_features(b)
+
+
+def noisy(x, level, seed=1):
+    return x + level * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def noisy_features(halves):
+    """Features of the first half with Gaussian noise of each std in NOISE added (images in [-1, 1])."""
+    return {s: classifier_features(noisy(halves[0], s)) for s in NOISE}
+
+
+def test_fid_of_disjoint_halves_is_small_and_grows_with_noise(halves, noisy_features):
+    _, _, fa, fb = halves
+    real = fid(fa, fb)
+    by_noise = [fid(noisy_features[s], fb) for s in NOISE]
+    assert all(x < y for x, y in zip(by_noise, by_noise[1:])), by_noise
+    assert real < 0.02 * by_noise[-1] and real < by_noise[0]
+
+
+def test_kid_of_disjoint_halves_is_zero_within_its_spread(halves, noisy_features):
+    _, _, fa, fb = halves
+    same = kid(fa, fb, subset_size=1000, subsets=30)
+    assert abs(same.mean) < 2 * same.std
+    far = kid(noisy_features[0.5], fb, subset_size=1000, subsets=30)
+    assert far.mean > 5 * far.std
+
+
+def invoke(*args):
+    return CliRunner().invoke(diffloss_cli, list(args))
+
+
+def test_eval_mnist_json(tmp_path, test_split):
+    path, ref = tmp_path / "s.npy", tmp_path / "ref.npy"
+    np.save(path, noisy(test_split[:500], 0.3).reshape(500, 1, 28, 28))
+    np.save(ref, test_split[5000:7000])  # (N, 784) rows work as well as images
+    out = tmp_path / "e.json"
+    args = ["--max-points", "200", "--kid-subset", "300", "--json", str(out)]
+    r = invoke("eval", "--samples", str(path), "--ref", str(ref), *args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["n_samples"] == 500 and res["n_ref"] == 2000 and res["dim"] == 784
+    assert "classifier" in res["feature_space"]
+    m = res["metrics"]
+    assert set(m) == {"fid", "kid", "sinkhorn", "mmd"}
+    assert m["fid"]["value"] > 0 and m["kid"]["subset_size"] == 300 and m["sinkhorn"]["n_points"] == [200, 200]
+    assert m["kid"]["value"] > 3 * m["kid"]["std"] and m["sinkhorn"]["value"] > 0 and m["mmd"]["value"] > 0
+
+
+def test_eval_toy_data_sinkhorn_and_mmd(tmp_path):
+    rng = np.random.default_rng(0)
+    same, shifted = rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 1.0
+    ref = tmp_path / "ref.npy"
+    np.save(ref, rng.normal(size=(400, 2)))
+    results = []
+    for name, x in (("same", same), ("shifted", shifted)):
+        np.save(tmp_path / f"{name}.npy", x)
+        out = tmp_path / f"{name}.json"
+        r = invoke("eval", "--samples", str(tmp_path / f"{name}.npy"), "--ref", str(ref), "--json", str(out))
+        assert r.exit_code == 0, r.output
+        results.append(json.loads(out.read_text()))
+    a, b = results
+    assert set(a["metrics"]) == {"sinkhorn", "mmd"} and a["feature_space"].startswith("data coordinates")
+    # a unit mean shift in 2-d: the Sinkhorn divergence is close to W_2^2 = 2 (small eps)
+    assert b["metrics"]["sinkhorn"]["value"] == pytest.approx(2.0, abs=0.4)
+    assert a["metrics"]["sinkhorn"]["value"] < 0.2 and b["metrics"]["mmd"]["value"] > 5 * a["metrics"]["mmd"]["value"]
+
+
+def test_digits_fid_of_halves_is_small_and_grows_with_noise():
+    from diffloss.data import load_dataset
+
+    x = load_dataset("digits").x
+    perm = np.random.default_rng(0).permutation(len(x))
+    a, fb = x[perm[:898]], classifier_features(x[perm[898:]], "digits")
+    by_noise = [fid(classifier_features(noisy(a, s), "digits"), fb) for s in (0.0, 0.5, 1.0)]
+    assert by_noise[0] < 0.2 * by_noise[1] < 0.2 * by_noise[2], by_noise
+
+
+def test_eval_digits_uses_the_digits_classifier(tmp_path):
+    from diffloss.data import load_dataset
+
+    path, out = tmp_path / "d.npy", tmp_path / "d.json"
+    np.save(path, load_dataset("digits").x[:300])
+    r = invoke("eval", "--samples", str(path), "--ref", "digits", "--max-points", "200", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["feature_space"].startswith("digits classifier") and res["n_ref"] == 1797
+    assert set(res["metrics"]) == {"fid", "kid", "sinkhorn", "mmd"} and res["metrics"]["mmd"]["n_points"] == [200, 200]
+
+
+def _save(tmp_path, name, arr):
+    np.save(tmp_path / name, arr)
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        (lambda p: str(p / "missing.npy"), ["--ref", "mnist:test"], "does not exist"),
+        (lambda p: _save(p, "w.npy", np.zeros((10, 1, 27, 27), np.float32)), ["--ref", "mnist:test"], "D = 729"),
+        (lambda p: _save(p, "n.npy", np.full((10, 784), np.nan, np.float32)), ["--ref", "mnist:test"], "NaN"),
+        (
+            lambda p: _save(p, "t.npy", np.zeros((10, 2), np.float32)),
+            ["--ref", "gmm", "--metrics", "fid"],
+            "classifier",
+        ),
+        (lambda p: _save(p, "u.npy", np.zeros((10, 2), np.float32)), ["--ref", "gmm", "--metrics", "fd"], "metric"),
+        (lambda p: _save(p, "e.npy", np.zeros((10, 2), np.float32)), ["--ref", "gmm", "--epsilon", "-1"], "epsilon"),
+    ],
+)
+def test_eval_bad_input_one_line_nonzero_exit_no_output(tmp_path, make, extra, message):
+    out = tmp_path / "o.json"
+    r = invoke("eval", "--samples", make(tmp_path), *extra, "--json", str(out))
+    assert r.exit_code != 0 and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_eval_help_is_a_manual():
+    r = invoke("eval", "--help")
+    assert r.exit_code == 0 and "Example:" in r.output and "Sinkhorn" in r.output
+
+
+def test_eval_notices_images_in_0_1(tmp_path, test_split):
+    np.save(tmp_path / "s.npy", (test_split[:50] + 1) / 2)
+    np.save(tmp_path / "r.npy", test_split[:100])
+    out = tmp_path / "o.json"
+    args = ["--samples", str(tmp_path / "s.npy"), "--ref", str(tmp_path / "r.npy"), "--metrics", "fid"]
+    r = invoke("eval", *args, "--json", str(out))
+    assert r.exit_code == 0 and "map [0, 1] by 2x - 1" in r.output and out.exists()
