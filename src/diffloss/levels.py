@@ -1,0 +1,65 @@
+"""A batch of noise levels, and what a denoiser is told about them.
+
+Levels are float64 tensors of shape (B,) on the CPU: the process time ``t``, the log-SNR ``logsnr`` and, for
+levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A denoiser is conditioned on one of:
+
+- ``t``:        the process time (EDM: t = sigma; flow and VP: t in [0, 1]);
+- ``sigma``:    the noise-to-signal ratio s = sigma / alpha (EDM's / k-diffusion's "sigma");
+- ``logsnr``:   lambda = log(alpha^2 / sigma^2);
+- ``timestep``: the DDPM step n (VP processes only; n = t * T - 1, an integer for discrete levels,
+  fractional otherwise, as diffusers' ``UNet2DModel`` accepts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from diffloss.errors import DifflossError, unknown_name
+from diffloss.process import Process
+
+CONDITIONS: tuple[str, ...] = ("t", "sigma", "logsnr", "timestep")
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Noise levels of a batch: ``t``, ``logsnr`` (B,) float64, and ``timestep`` (B,) int64 or None."""
+
+    t: torch.Tensor
+    logsnr: torch.Tensor
+    timestep: torch.Tensor | None = None
+
+    @property
+    def nsr(self) -> torch.Tensor:
+        """s = sigma / alpha = exp(-lambda / 2)."""
+        return torch.exp(-self.logsnr / 2)
+
+    @classmethod
+    def from_t(cls, process: Process, t: torch.Tensor, timestep: torch.Tensor | None = None) -> Levels:
+        return cls(t, process.logsnr(t), timestep)
+
+    @classmethod
+    def from_logsnr(cls, process: Process, logsnr: torch.Tensor) -> Levels:
+        return cls(process.t_of_logsnr(logsnr), logsnr)
+
+
+def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor:
+    """The (B,) tensor a denoiser conditioned on ``kind`` (one of ``CONDITIONS``) receives."""
+    if kind == "t":
+        return levels.t
+    if kind == "sigma":
+        return levels.nsr
+    if kind == "logsnr":
+        return levels.logsnr
+    if kind == "timestep":
+        if levels.timestep is not None:
+            return levels.timestep
+        steps = getattr(process, "T", None)
+        if process.family != "vp" or steps is None:
+            raise DifflossError(
+                f"a timestep condition needs a DDPM-style process with T steps (vp, vp-cosine); "
+                f"process {process.name!r} has none: condition on t, sigma or logsnr instead"
+            )
+        return levels.t * steps - 1
+    raise unknown_name("denoiser condition", kind, CONDITIONS)
