@@ -20,6 +20,7 @@ Files in the output directory:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import math
@@ -127,7 +128,7 @@ def ema_decay_at(cfg: TrainConfig, step: int) -> float:
 def logsnr_bucket(lam: float) -> str:
     """The label of the ``LOGSNR_EDGES`` bucket holding ``lam``, e.g. ``"[-2.5,0)"`` or ``"[10,inf)"``."""
     edges = (-math.inf, *LOGSNR_EDGES, math.inf)
-    i = max(k for k in range(len(edges) - 1) if lam >= edges[k]) if lam >= edges[0] else 0
+    i = bisect.bisect_right(LOGSNR_EDGES, lam)
     return f"[{edges[i]:g},{edges[i + 1]:g})"
 
 
@@ -204,13 +205,15 @@ class Run:
 
     def preflight(self) -> None:
         """One loss evaluation on two rows with a throwaway generator, so that a weighting or density that is
-        undefined for the process fails before anything is written."""
+        undefined for the process (or a non-finite loss) fails before anything is written."""
+        cfg = self.cfg
         with torch.no_grad():
             per_sample, _ = self.loss(self.model, self.x[:2], torch.Generator().manual_seed(0))
         if not torch.isfinite(per_sample).all():
             raise DifflossError(
-                f"the loss is not finite for weighting {self.cfg.weighting['name']!r} with process "
-                f"{self.cfg.process['name']!r} and target {self.cfg.target!r}; pick another weighting or density"
+                f"the loss is not finite for weighting {cfg.weighting['name']!r} with process "
+                f"{cfg.process['name']!r}, target {cfg.target!r} and density {cfg.density['name']!r}; "
+                "pick another weighting or density"
             )
 
     def eval_loss(self) -> float:

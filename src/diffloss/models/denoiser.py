@@ -84,7 +84,9 @@ class Denoiser(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Denoiser:
-        return cls(config["backbone"], tuple(config["shape"]), process_from_dict(config["process"]), config["sigma_data"])
+        return cls(
+            config["backbone"], tuple(config["shape"]), process_from_dict(config["process"]), config["sigma_data"]
+        )
 
     def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_in, label) for times t (B,): float32 tensors of shape (B,)."""
