@@ -63,3 +63,9 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
             )
         return levels.t * steps - 1
     raise unknown_name("denoiser condition", kind, CONDITIONS)
+
+
+def model_condition(levels: Levels, process: Process, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64)."""
+    c = condition(levels, process, kind).to(like.device)
+    return c.to(like.dtype) if c.is_floating_point() else c

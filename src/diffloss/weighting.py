@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 
 from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
 from diffloss.density import Density
-from diffloss.errors import DifflossError
+from diffloss.errors import DifflossError, unknown_name
 from diffloss.process import Process, Tensorish, as_f64
 from diffloss.target import Target, get_target
 
@@ -222,6 +222,14 @@ def get_weighting(name: str, **params: Any) -> Weighting:
     """A weighting by name (see the module table) and parameters; string values are converted to the parameter's
     type (``get_weighting("min-snr", gamma="5")``)."""
     return build(WEIGHTINGS, "weighting", name, params, _ALIASES)
+
+
+def weighting_params(name: str) -> tuple[str, ...]:
+    """The parameter names of the weighting called ``name`` (or an alias of it)."""
+    key = _ALIASES.get(name, name)
+    if key not in WEIGHTINGS:
+        raise unknown_name("weighting", name, WEIGHTINGS)
+    return tuple(f.name for f in fields(WEIGHTINGS[key]))
 
 
 def weighting_from_dict(d: dict[str, Any]) -> Weighting:

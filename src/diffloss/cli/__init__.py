@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from diffloss.cli import formulation, info, train
+    from diffloss.cli import formulation, info, train, weighting
 
-    for mod in (info, formulation, train):
+    for mod in (info, formulation, weighting, train):
         cli.add_command(mod.command)
 
 

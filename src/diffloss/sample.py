@@ -1,0 +1,147 @@
+"""Samplers on the noise-to-signal axis s = sigma / alpha, k-diffusion style.
+
+The state is x = x_t / alpha = x0 + s * eps, whose probability-flow ODE is dx/ds = (x - D(x; s)) / s with D the
+x0 denoiser (the posterior mean E[x0 | x]); the same ODE serves every process (Karras et al. 2022). A model that
+predicts any target becomes such a D through ``x0_denoiser``. ``sigmas`` is a decreasing schedule of s ending
+in 0 (``sigma_schedule``; Karras rho = 7 by default); sampling is deterministic given the ``torch.Generator``.
+
+- ``euler``: x <- x + (s' - s) d, d = (x - D(x; s)) / s. One model call per step.
+- ``ddim``: the DDIM update with stochasticity ``eta``; eta = 0 is exactly the Euler step above (DDIM is Euler on
+  this ODE, Karras et al. 2022 sec. 3), eta = 1 is DDPM's ancestral sampler. One call per step.
+- ``heun``: Euler, then the trapezoidal correction (EDM's Algorithm 1); Euler on the last step to s = 0.
+- ``dpm2``: midpoint at the geometric mean of s and s' (DPM-Solver-2 as in k-diffusion); Euler on the last step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+from diffloss.errors import DifflossError, unknown_name
+from diffloss.levels import Levels, model_condition
+from diffloss.losses import Denoiser
+from diffloss.process import Process
+from diffloss.target import Target, expand_like
+
+X0Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
+
+SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2")
+SCHEDULES: tuple[str, ...] = ("karras", "uniform-t", "log")
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al.'s schedule: ``steps`` values (s_max^(1/rho) ... s_min^(1/rho))^rho, then 0; float64."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return torch.cat([(inv_max + ramp * (inv_min - inv_max)) ** rho, torch.zeros(1, dtype=torch.float64)])
+
+
+def sigma_schedule(
+    process: Process,
+    steps: int,
+    kind: str = "karras",
+    *,
+    rho: float = 7.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> torch.Tensor:
+    """A decreasing schedule of ``steps`` noise-to-signal ratios s followed by 0 (float64, ``steps + 1`` values).
+
+    ``karras`` (rho), ``log`` (log-uniform in s) or ``uniform-t`` (evenly spaced process times, as DDIM). The
+    range defaults to EDM's [0.002, 80] clipped to what the process reaches."""
+    if steps < 1:
+        raise DifflossError(f"steps must be >= 1, got {steps}")
+    lam_lo, lam_hi = process.logsnr_range()
+    lo = max(0.002 if sigma_min is None else sigma_min, math.exp(-lam_hi / 2))
+    hi = min(80.0 if sigma_max is None else sigma_max, math.exp(-lam_lo / 2))
+    if not 0 < lo < hi:
+        raise DifflossError(f"the schedule needs 0 < sigma_min < sigma_max within the process's range, got {lo}, {hi}")
+    zero = torch.zeros(1, dtype=torch.float64)
+    if kind == "karras":
+        return karras_sigmas(steps, lo, hi, rho)
+    if kind == "log":
+        return torch.cat([torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64).exp(), zero])
+    if kind == "uniform-t":
+        t_hi, t_lo = process.t_of_nsr(torch.tensor([hi, lo], dtype=torch.float64)).tolist()
+        return torch.cat([process.nsr(torch.linspace(t_hi, t_lo, steps, dtype=torch.float64)), zero])
+    raise unknown_name("sigma schedule", kind, SCHEDULES)
+
+
+def x0_denoiser(model: Denoiser, process: Process, target: Target, cond: str = "t") -> X0Denoiser:
+    """Turn ``model(x_t, c) -> prediction of target`` (the convention of ``diffusion_loss``) into D(x, s)."""
+
+    def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        levels = Levels.from_logsnr(process, -2 * torch.log(s.detach().to("cpu", torch.float64)))
+        a, sg = (expand_like(v.to(x.device), x) for v in process.alpha_sigma(levels.t))
+        x_t = a * x
+        return target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
+
+    return denoise
+
+
+def sample(
+    denoiser: X0Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    sampler: str = "heun",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Integrate from ``x`` (B, ...) at s = sigmas[0] down the schedule ``sigmas`` (ending in 0); returns x0.
+
+    ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``. ``eta`` (ddim only) needs ``generator``."""
+    if sampler not in SAMPLERS:
+        raise unknown_name("sampler", sampler, SAMPLERS)
+    if eta != 0 and sampler != "ddim":
+        raise DifflossError(f"eta applies to the ddim sampler only, not {sampler!r}")
+    if eta != 0 and generator is None:
+        raise DifflossError("ddim with eta > 0 draws noise: pass a torch.Generator")
+    sig = [float(v) for v in sigmas]
+    if sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])):
+        raise DifflossError("sigmas must decrease strictly and end in 0")
+
+    def d_of(x: torch.Tensor, s: float) -> torch.Tensor:
+        return (x - denoiser(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))) / s
+
+    for s, s_next in tqdm(list(zip(sig, sig[1:])), disable=not progress, desc=f"sampling ({sampler})"):
+        d = d_of(x, s)
+        if sampler == "ddim":
+            s_up = min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
+            x = x + (math.sqrt(s_next**2 - s_up**2) - s) * d
+            if s_up > 0:
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
+                x = x + s_up * noise.to(x.device)
+        elif sampler == "euler" or s_next == 0:
+            x = x + (s_next - s) * d
+        elif sampler == "heun":
+            x_euler = x + (s_next - s) * d
+            x = x + (s_next - s) * (d + d_of(x_euler, s_next)) / 2
+        else:  # dpm2
+            s_mid = math.sqrt(s * s_next)
+            x = x + (s_next - s) * d_of(x + (s_mid - s) * d, s_mid)
+    return x
+
+
+def generate(
+    denoiser: X0Denoiser,
+    shape: tuple[int, ...],
+    *,
+    process: Process,
+    steps: int,
+    generator: torch.Generator,
+    sampler: str = "heun",
+    schedule: str = "karras",
+    eta: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator``, then ``sample`` over ``sigma_schedule``."""
+    sigmas = sigma_schedule(process, steps, schedule)
+    x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+    return sample(denoiser, x, sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
