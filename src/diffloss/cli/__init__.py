@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from diffloss.cli import formulation, info, train, weighting
+    from diffloss.cli import formulation, info, sample, train, weighting
 
-    for mod in (info, formulation, weighting, train):
+    for mod in (info, formulation, weighting, train, sample):
         cli.add_command(mod.command)
 
 
