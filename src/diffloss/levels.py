@@ -12,6 +12,7 @@ levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A denoiser 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,9 @@ from diffloss.errors import DifflossError, unknown_name
 from diffloss.process import Process
 
 CONDITIONS: tuple[str, ...] = ("t", "sigma", "logsnr", "timestep")
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A model ``(x_t, c) -> prediction of a target``, x_t of shape (B, ...), c the (B,) level condition."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,12 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
     if kind == "timestep":
         if levels.timestep is not None:
             return levels.timestep
-        steps = getattr(process, "T", None)
-        if process.family != "vp" or steps is None:
+        if not hasattr(process, "timestep_t"):
             raise DifflossError(
                 f"a timestep condition needs a DDPM-style process with T steps (vp, vp-cosine); "
                 f"process {process.name!r} has none: condition on t, sigma or logsnr instead"
             )
-        return levels.t * steps - 1
+        return levels.t * process.T - 1
     raise unknown_name("denoiser condition", kind, CONDITIONS)
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from diffloss.density import Density
-from diffloss.levels import Levels, model_condition
+from diffloss.levels import Denoiser, Levels, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
 from diffloss.weighting import Weighting
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def diffusion_loss(

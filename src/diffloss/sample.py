@@ -21,8 +21,7 @@ import torch
 from tqdm import tqdm
 
 from diffloss.errors import DifflossError, unknown_name
-from diffloss.levels import Levels, model_condition
-from diffloss.losses import Denoiser
+from diffloss.levels import Denoiser, Levels, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
 
@@ -74,8 +73,11 @@ def sigma_schedule(
 def x0_denoiser(model: Denoiser, process: Process, target: Target, cond: str = "t") -> X0Denoiser:
     """Turn ``model(x_t, c) -> prediction of target`` (the convention of ``diffusion_loss``) into D(x, s)."""
 
+    lo, hi = process.logsnr_range()
+
     def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        levels = Levels.from_logsnr(process, -2 * torch.log(s.detach().to("cpu", torch.float64)))
+        lam = -2 * torch.log(s.detach().to("cpu", torch.float64))
+        levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the schedule's ends
         a, sg = (expand_like(v.to(x.device), x) for v in process.alpha_sigma(levels.t))
         x_t = a * x
         return target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]

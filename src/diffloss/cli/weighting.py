@@ -81,20 +81,25 @@ def plot_schemes(
     lam = torch.linspace(*lam_range, 801, dtype=torch.float64)
     fig, axes = plt.subplots(1, 2 if density else 1, figsize=(12 if density else 6.5, 4.5), squeeze=False)
     ax = axes[0, 0]
-    for w in schemes:
-        ax.plot(lam, w.weight(lam, process, "x0"), label=_label(w))
-    ax.set(yscale="log", xlabel="log-SNR λ", ylabel="weight on the x0 MSE", title=f"x0-equivalent weights ({process})")
+    styles = ["-", "--", ":", "-."]
+    for i, w in enumerate(schemes):
+        ax.plot(lam, w.weight(lam, process, "x0"), styles[i % 4], label=_label(w))
+    ax.set(
+        yscale="log", xlabel="log-SNR λ", ylabel="weight on the x0 MSE", title=f"x0-equivalent weights ({process.name})"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if density:
         ax = axes[0, 1]
-        for w in schemes:
+        for i, w in enumerate(schemes):
             implied = implied_elbo_weight(w, density, process, lam)
-            ax.plot(lam, implied / torch.trapezoid(implied, lam), label=_label(w))
+            ax.plot(lam, implied / torch.trapezoid(implied, lam), styles[i % 4], label=_label(w))
         ax.set(
+            yscale="log",
+            ylim=(1e-4, None),
             xlabel="log-SNR λ",
             ylabel="2 p(λ) w_ε(λ), unit area",
-            title=f"implied weight per unit λ with density {density.name}",
+            title=f"implied weight per unit λ ({process.name}, {density.name})",
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -103,7 +108,7 @@ def plot_schemes(
     plt.close(fig)
 
 
-def _label(w: Weighting) -> str:
+def _label(w: Weighting | Density) -> str:
     params = {k: v for k, v in w.to_dict().items() if k != "name"}
     return w.name + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
 
@@ -116,16 +121,19 @@ def _label(w: Weighting) -> str:
     required=True,
     help=f"Weighting scheme NAME[:key=value,...]; repeat or give a comma list. One of: {', '.join(WEIGHTINGS)}.",
 )
-@click.option("--process", default="vp", show_default=True, type=click.Choice(sorted(PROCESSES)), help="Noise process.")
+@click.option("--process", default="vp", show_default=True, help=f"Noise process: {', '.join(PROCESSES)}.")
 @click.option(
-    "--target", default="eps", show_default=True, type=click.Choice(TARGETS), help="Target whose MSE is weighted."
+    "--target",
+    default="eps",
+    show_default=True,
+    help=f"Target whose per-dimension MSE is weighted: {', '.join(TARGETS)}.",
 )
 @click.option("--logsnr", default=None, help="Comma-separated log-SNRs λ = log(α²/σ²), e.g. --logsnr=-5,0,5.")
 @click.option("--gamma", type=float, default=None, help="γ of min-snr (5), soft-min-snr (4), p2 (1).")
 @click.option("--k", type=float, default=None, help="k of p2 (1).")
 @click.option("--sigma-data", type=float, default=None, help="σ_data of edm (0.5).")
 @click.option("--bias", type=float, default=None, help="b of sigmoid (0).")
-@click.option("--on", type=click.Choice(TARGETS), default=None, help="Target on which constant puts weight 1 (x0).")
+@click.option("--on", default=None, help="Target on which constant puts weight 1 (x0).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the weights as JSON (one scheme).")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Draw the schemes against λ (PNG, PDF).")
 @click.option(
@@ -149,7 +157,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
 
     Example: diffloss weighting --scheme min-snr --process vp --target v --logsnr=-5,0,5 --json w.json
     """
-    proc = get_process(process)
+    proc, target = get_process(process), get_target(target).name
     options = {"gamma": gamma, "k": k, "sigma_data": sigma_data, "bias": bias, "on": on}
     weightings = build_schemes(schemes, options)
     dens = density_from_spec(density, proc) if density else None
@@ -162,7 +170,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
     tables = []
     if logsnr is not None:
         lams = parse_floats(logsnr, "--logsnr")
-        tables = [weighting_table(w, proc, get_target(target).name, lams) for w in weightings]
+        tables = [weighting_table(w, proc, target, lams) for w in weightings]
         if dens is not None:
             for table, w in zip(tables, weightings):
                 table["density"] = dens.to_dict()
