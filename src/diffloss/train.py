@@ -164,6 +164,7 @@ class Run:
     cfg: TrainConfig
     data: Dataset
     x: torch.Tensor  # (N, *shape) float32
+    objective: dict[str, Any]  # process, target, weighting, density: the keyword arguments of diffusion_loss
     model: Denoiser
     ema: Denoiser
     opt: torch.optim.AdamW
@@ -184,7 +185,14 @@ class Run:
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x = torch.from_numpy(data.images()).float()
-        run = cls(cfg, data, x, model, ema, opt, DataOrder(data.n, cfg.batch, cfg.seed + 1), torch.Generator())
+        objective = {
+            "process": process,
+            "target": get_target(cfg.target),
+            "weighting": weighting_from_dict(cfg.weighting),
+            "density": density_from_dict(cfg.density),
+        }
+        order = DataOrder(data.n, cfg.batch, cfg.seed + 1)
+        run = cls(cfg, data, x, objective, model, ema, opt, order, torch.Generator())
         run.noise.manual_seed(cfg.seed + 2)
         run.preflight()
         return run
@@ -192,16 +200,7 @@ class Run:
     # ---- the loss ---------------------------------------------------------------------------------------
     def loss(self, model: Denoiser, x0: torch.Tensor, generator: torch.Generator):
         """(per-sample losses (B,), levels) of ``model`` on ``x0`` with noise from ``generator``."""
-        cfg = self.cfg
-        return diffusion_loss(
-            model,
-            x0,
-            process=model.process,
-            target=get_target(cfg.target),
-            weighting=weighting_from_dict(cfg.weighting),
-            density=density_from_dict(cfg.density),
-            generator=generator,
-        )
+        return diffusion_loss(model, x0, generator=generator, **self.objective)
 
     def preflight(self) -> None:
         """One loss evaluation on two rows with a throwaway generator, so that a weighting or density that is
