@@ -88,7 +88,7 @@ def command(
     --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
     changed option is refused with the list of differing keys.
 
-    Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 128 --seed 0
+    Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
     --out runs/digits
     """
     import torch
