@@ -23,8 +23,9 @@ from diffloss.sample import SAMPLERS, SCHEDULES
 @click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, quiet) -> None:
+def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, threads, quiet) -> None:
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
     Integrates the probability-flow ODE on the noise-to-signal axis s = sigma/alpha from s_max (80, or
@@ -36,8 +37,11 @@ def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, qu
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
     """
+    import torch
+
     from diffloss.trained import image_grid, load_trained, sample_trained
 
+    torch.set_num_threads(max(1, threads))
     out_path = Path(out)
     if out_path.suffix != ".npy":
         raise DifflossError(f"--out must end in .npy, got {out!r}")
