@@ -1,0 +1,134 @@
+"""``diffloss train``: train a denoiser with a chosen process, target, weighting and level density."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from diffloss.density import density_from_spec
+from diffloss.models import PRESETS, default_backbone
+from diffloss.process import PROCESSES, get_process
+from diffloss.target import get_target
+from diffloss.train import TrainConfig, train
+from diffloss.weighting import weighting_from_spec
+
+
+def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: int | None, width: int, depth: int):
+    """The backbone config of the CLI options; ``auto`` is the UNet for images and the MLP otherwise."""
+    name = default_backbone(shape)["name"] if kind == "auto" else kind
+    if name == "unet":
+        return {"name": "unet", "preset": preset, "channels": channels}
+    return {"name": name, "width": width, "depth": depth}
+
+
+@click.command("train")
+@click.option("--data", required=True, help="Built-in name (digits, mnist, gmm, ...), .npy/.npz file or image folder.")
+@click.option(
+    "--process", default="vp-cosine", show_default=True, help=f"Noise process: {', '.join(sorted(PROCESSES))}."
+)
+@click.option("--target", default="eps", show_default=True, help="Prediction target: x0, eps, v, score, flow.")
+@click.option(
+    "--weighting",
+    default=None,
+    help="Loss weight, NAME[:key=value,...] (e.g. min-snr:gamma=5, debiased, edm). "
+    "Default: constant:on=TARGET, the plain MSE of the target.",
+)
+@click.option(
+    "--density",
+    default="default",
+    show_default=True,
+    help="Level density, NAME[:key=value,...] (uniform-t, edm-lognormal, logit-normal, uniform-logsnr); "
+    "'default' is the process's usual one.",
+)
+@click.option("--steps", type=int, required=True, help="Total optimizer updates (with --resume: the new total).")
+@click.option("--batch", type=int, default=64, show_default=True, help="Batch size (at most the number of samples).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialization, data order and noise.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.safetensors (same config required).")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in OUT.")
+@click.option(
+    "--backbone",
+    default="auto",
+    show_default=True,
+    help="unet (diffusers UNet2DModel), mlp, or auto: the UNet for (C, H, W) images, else the MLP.",
+)
+@click.option("--preset", default="tiny", show_default=True, help=f"UNet size preset: {', '.join(PRESETS)}.")
+@click.option("--channels", type=int, default=None, help="UNet base width (multiple of 8; default: the preset's).")
+@click.option("--width", type=int, default=256, show_default=True, help="MLP hidden width.")
+@click.option("--depth", type=int, default=3, show_default=True, help="MLP residual blocks.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW peak learning rate.")
+@click.option("--warmup", type=int, default=200, show_default=True, help="Linear learning-rate warm-up (updates).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True, help="EMA decay (capped early on).")
+@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
+@click.option("--sigma-data", type=float, default=0.5, show_default=True, help="Data scale in the input scaling c_in.")
+@click.option("--ckpt-every", type=int, default=500, show_default=True, help="Checkpoint interval (updates).")
+@click.option("--log-every", type=int, default=25, show_default=True, help="metrics.jsonl interval (updates).")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="EMA eval-loss interval (0 = off).")
+@click.option(
+    "--threads", type=int, default=1, show_default=True, help="torch CPU threads (resume with the same number)."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(
+    data, process, target, weighting, density, steps, batch, seed, out, resume, overwrite, backbone, preset,
+    channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every, log_every,
+    eval_every, threads, quiet,
+) -> None:  # fmt: skip
+    """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
+
+    Each update draws a batch (shuffled epochs), noise levels from --density and noise, forms
+    x_t = alpha*x0 + sigma*eps and minimizes the mean over the batch of w(lambda) * (per-dimension MSE of the
+    --target prediction), w given by --weighting for that target. The network is conditioned on
+    c_noise = ln(sigma/alpha)/4 and sees c_in*x_t (EDM-style; see diffloss.models.Denoiser). AdamW with linear
+    warm-up, gradient-norm clipping and an EMA copy of the weights (used by `diffloss sample`).
+
+    metrics.jsonl gets a line every --log-every updates: step, loss, loss per log-SNR bucket, lr, grad_norm,
+    time (s), samples_per_sec. The same --seed gives the same numbers; a run killed and continued with
+    --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
+    changed option is refused with the list of differing keys.
+
+    Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
+    --out runs/digits
+    """
+    import torch
+
+    from diffloss.data import load_dataset
+
+    torch.set_num_threads(max(1, threads))
+    proc = get_process(process)
+    tgt = get_target(target)
+    shape = load_dataset(data).shape
+    cfg = TrainConfig(
+        data=data,
+        process=proc.to_dict(),
+        target=tgt.name,
+        weighting=weighting_from_spec(weighting or f"constant:on={tgt.name}").to_dict(),
+        density=density_from_spec(density, proc).to_dict(),
+        backbone=backbone_config(backbone, shape, preset, channels, width, depth),
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        ema_decay=ema_decay,
+        grad_clip=grad_clip,
+        sigma_data=sigma_data,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        eval_every=eval_every,
+    )
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True)
+
+    def progress(run, loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        bar.update(run.step - bar.n)
+
+    try:
+        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        bar.close()
+    click.echo(f"trained {run.step} steps; checkpoint in {out}/checkpoint.safetensors")

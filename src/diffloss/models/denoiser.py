@@ -1,0 +1,103 @@
+"""The denoiser callable the loss and the samplers use: a backbone wrapped with noise conditioning.
+
+``Denoiser(x_t, t)`` takes a batch x_t of shape (B, *shape) and the process times t of shape (B,), and returns
+the network's prediction of the training target (x0, eps, v, score or flow; whatever it was trained on) in
+the shape of x_t. Conditioning, the same for every process (EDM-style, Karras et al. 2022, Table 1):
+
+- input scaling  c_in = 1 / sqrt(alpha^2 * sigma_data^2 + sigma^2), so the backbone sees unit-scale inputs;
+- noise label    c_noise = ln(s) / 4 with s = sigma / alpha, passed to the backbone as 1000 * c_noise
+  (= 250 ln s; ln s clamped to [-10, 10]) so that its sinusoidal embedding spans a DDPM-like range.
+
+Conditioning on s rather than t makes a trained denoiser independent of how time is parameterized.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffloss.errors import DifflossError, unknown_name
+from diffloss.models.mlp import MLP
+from diffloss.models.unet import UNet
+from diffloss.process import Process, process_from_dict
+
+BACKBONES = ("unet", "mlp")
+LOG_NSR_CLAMP = 10.0
+
+
+def build_backbone(config: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
+    """A backbone from its config: ``{"name": "unet", "preset": "tiny", "channels": None}`` for (C, H, W)
+    images, or ``{"name": "mlp", "width": 256, "depth": 3}`` for any shape (it sees flattened samples)."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name == "unet":
+        if len(shape) != 3:
+            raise DifflossError(
+                f"the unet backbone needs image data of shape (C, H, W), got per-sample shape {tuple(shape)}; "
+                "use --backbone mlp"
+            )
+        return UNet(tuple(shape), **cfg)
+    if name == "mlp":
+        dim = 1
+        for n in shape:
+            dim *= n
+        return MLP(dim, **cfg)
+    raise unknown_name("backbone", str(name), BACKBONES)
+
+
+def default_backbone(shape: tuple[int, ...]) -> dict[str, Any]:
+    """UNet (tiny) for (C, H, W) images with H, W >= 8, the MLP otherwise."""
+    if len(shape) == 3 and min(shape[1:]) >= 8:
+        return {"name": "unet", "preset": "tiny", "channels": None}
+    return {"name": "mlp", "width": 256, "depth": 3}
+
+
+class Denoiser(nn.Module):
+    """A backbone plus conditioning on the noise level of ``process`` (see the module docstring).
+
+    Serializes with ``config()`` / ``Denoiser.from_config``; the weights live in ``state_dict()``.
+    """
+
+    def __init__(
+        self, backbone: dict[str, Any], shape: tuple[int, ...], process: Process, sigma_data: float = 0.5
+    ) -> None:
+        super().__init__()
+        if sigma_data <= 0:
+            raise DifflossError(f"sigma_data must be > 0, got {sigma_data}")
+        self.backbone_config = dict(backbone)
+        self.shape = tuple(int(n) for n in shape)
+        self.process = process
+        self.sigma_data = float(sigma_data)
+        self.net = build_backbone(backbone, self.shape)
+        self._flat = not isinstance(self.net, UNet)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "backbone": copy.deepcopy(self.backbone_config),
+            "shape": list(self.shape),
+            "process": self.process.to_dict(),
+            "sigma_data": self.sigma_data,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Denoiser:
+        return cls(
+            config["backbone"], tuple(config["shape"]), process_from_dict(config["process"]), config["sigma_data"]
+        )
+
+    def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_in, label) for times t (B,): float32 tensors of shape (B,)."""
+        alpha, sigma = self.process.alpha_sigma(t.detach().cpu())
+        c_in = 1 / torch.sqrt(alpha**2 * self.sigma_data**2 + sigma**2)
+        log_s = (torch.log(sigma) - torch.log(alpha)).clamp(-LOG_NSR_CLAMP, LOG_NSR_CLAMP)
+        return c_in.float(), (250 * log_s).float()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0])
+        c_in, label = self.conditioning(t)
+        x = c_in.to(x_t).reshape(-1, *([1] * (x_t.ndim - 1))) * x_t
+        x = x.reshape(x.shape[0], -1) if self._flat else x.reshape(x.shape[0], *self.shape)
+        return self.net(x, label.to(x.device)).reshape(x_t.shape)

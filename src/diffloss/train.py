@@ -1,0 +1,399 @@
+"""The training loop: AdamW with linear warm-up, EMA, gradient clipping, checkpoints that resume bit for bit.
+
+Randomness comes only from three ``torch.Generator`` objects seeded from ``seed`` (the global RNG is never
+read or advanced): model initialization (``seed``), the data order (``seed + 1``) and the noise levels and
+noise of the loss (``seed + 2``). A checkpoint holds the model, the EMA model, the AdamW state, the step,
+both running generator states and the data order (current permutation and position), so a run resumed from
+a checkpoint continues exactly as the uninterrupted run would have (same thread count assumed: CPU kernels
+may sum in a different order with a different number of threads).
+
+Files in the output directory:
+
+- ``config.json``: the ``TrainConfig`` plus the data's fingerprint, shape and size;
+- ``metrics.jsonl``: one JSON line every ``log_every`` steps with ``step``, ``loss`` (mean per-sample loss,
+  each sample's loss a per-dimension mean, weighted as configured, over the steps since the last line),
+  ``loss_by_logsnr`` (the same mean split into log-SNR buckets), ``lr``, ``grad_norm``, ``time`` (seconds
+  since this process started) and ``samples_per_sec``; every ``eval_every`` steps a line with ``eval_loss``,
+  the loss of the EMA model on a fixed batch with fixed noise;
+- ``checkpoint.safetensors``: the latest checkpoint (every ``ckpt_every`` steps and at the end).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffloss.checkpoint import load_checkpoint, save_checkpoint
+from diffloss.data import Dataset, load_dataset
+from diffloss.density import density_from_dict
+from diffloss.errors import DifflossError
+from diffloss.io import write_json_atomic, write_text_atomic
+from diffloss.losses import diffusion_loss
+from diffloss.models import Denoiser
+from diffloss.process import process_from_dict
+from diffloss.target import get_target
+from diffloss.weighting import weighting_from_dict
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+OUTPUTS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE)
+LOGSNR_EDGES = (-10.0, -5.0, -2.5, 0.0, 2.5, 5.0, 10.0)
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on, in plain JSON types (``process``, ``weighting``, ``density`` and
+    ``backbone`` are registry configs ``{"name": ..., **params}``). ``RESUMABLE`` fields may change on
+    ``--resume``; any other difference is refused."""
+
+    data: str
+    process: dict[str, Any]
+    target: str
+    weighting: dict[str, Any]
+    density: dict[str, Any]
+    backbone: dict[str, Any]
+    steps: int
+    batch: int = 64
+    seed: int = 0
+    lr: float = 2e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    sigma_data: float = 0.5
+    ckpt_every: int = 500
+    log_every: int = 25
+    eval_every: int = 0
+
+    RESUMABLE = ("steps", "ckpt_every", "log_every", "eval_every")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps > 0, f"--steps must be > 0, got {self.steps}"),
+            (self.batch > 0, f"--batch must be > 0, got {self.batch}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
+            (self.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (self.ckpt_every > 0, f"--ckpt-every must be > 0, got {self.ckpt_every}"),
+            (self.log_every > 0, f"--log-every must be > 0, got {self.log_every}"),
+            (self.eval_every >= 0, f"--eval-every must be >= 0 (0 = off), got {self.eval_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise DifflossError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (missing counts as different)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b or (key in old) != (key in new):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of update ``step`` (0-based): linear warm-up over ``warmup`` updates, then constant."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+def ema_decay_at(cfg: TrainConfig, step: int) -> float:
+    """EMA decay after update ``step``: min(ema_decay, (1 + step) / (10 + step)), so early averages are short."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
+def logsnr_bucket(lam: float) -> str:
+    """The label of the ``LOGSNR_EDGES`` bucket holding ``lam``, e.g. ``"[-2.5,0)"`` or ``"[10,inf)"``."""
+    edges = (-math.inf, *LOGSNR_EDGES, math.inf)
+    i = bisect.bisect_right(LOGSNR_EDGES, lam)
+    return f"[{edges[i]:g},{edges[i + 1]:g})"
+
+
+class DataOrder:
+    """Shuffled minibatch indices: a fresh permutation of the N rows per epoch, drawn from its own generator;
+    an epoch's last incomplete batch is dropped. Its whole state is three tensors (``state`` / ``load``)."""
+
+    def __init__(self, n: int, batch: int, seed: int) -> None:
+        self.n, self.batch = n, batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"rng": self.gen.get_state(), "perm": self.perm, "pos": torch.tensor(self.pos)}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["rng"])
+        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
+
+
+@dataclass
+class Run:
+    """The resolved pieces of a run (everything validated) and its mutable training state."""
+
+    cfg: TrainConfig
+    data: Dataset
+    x: torch.Tensor  # (N, *shape) float32
+    objective: dict[str, Any]  # process, target, weighting, density: the keyword arguments of diffusion_loss
+    model: Denoiser
+    ema: Denoiser
+    opt: torch.optim.AdamW
+    order: DataOrder
+    noise: torch.Generator
+    step: int = 0
+
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> Run:
+        """Load the data and build every object of ``cfg``; raises ``DifflossError`` on any bad setting."""
+        data = load_dataset(cfg.data)
+        if cfg.batch > data.n:
+            raise DifflossError(f"--batch {cfg.batch} exceeds the {data.n} samples of {cfg.data!r}; lower --batch")
+        process = process_from_dict(cfg.process)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = Denoiser(cfg.backbone, data.shape, process, cfg.sigma_data)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        x = torch.from_numpy(data.images()).float()
+        objective = {
+            "process": process,
+            "target": get_target(cfg.target),
+            "weighting": weighting_from_dict(cfg.weighting),
+            "density": density_from_dict(cfg.density),
+        }
+        order = DataOrder(data.n, cfg.batch, cfg.seed + 1)
+        run = cls(cfg, data, x, objective, model, ema, opt, order, torch.Generator())
+        run.noise.manual_seed(cfg.seed + 2)
+        run.preflight()
+        return run
+
+    # ---- the loss ---------------------------------------------------------------------------------------
+    def loss(self, model: Denoiser, x0: torch.Tensor, generator: torch.Generator):
+        """(per-sample losses (B,), levels) of ``model`` on ``x0`` with noise from ``generator``."""
+        return diffusion_loss(model, x0, generator=generator, **self.objective)
+
+    def preflight(self) -> None:
+        """One loss evaluation on two rows with a throwaway generator, so that a weighting or density that is
+        undefined for the process (or a non-finite loss) fails before anything is written."""
+        cfg = self.cfg
+        with torch.no_grad():
+            per_sample, _ = self.loss(self.model, self.x[:2], torch.Generator().manual_seed(0))
+        if not torch.isfinite(per_sample).all():
+            raise DifflossError(
+                f"the loss is not finite for weighting {cfg.weighting['name']!r} with process "
+                f"{cfg.process['name']!r}, target {cfg.target!r} and density {cfg.density['name']!r}; "
+                "pick another weighting or density"
+            )
+
+    def eval_loss(self) -> float:
+        """Mean loss of the EMA model on a fixed batch (rows and noise fixed by the seed)."""
+        g = torch.Generator().manual_seed(self.cfg.seed + 3)
+        rows = torch.randperm(self.data.n, generator=g)[: min(EVAL_BATCH, self.data.n)]
+        with torch.no_grad():
+            per_sample, _ = self.loss(self.ema, self.x[rows], g)
+        return per_sample.mean().item()
+
+    # ---- one update -------------------------------------------------------------------------------------
+    def update(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One AdamW step; returns (per-sample losses, log-SNRs of the batch, gradient norm before clipping)."""
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(cfg, self.step)
+        x0 = self.x[self.order.next()]
+        per_sample, levels = self.loss(self.model, x0, self.noise)
+        if not torch.isfinite(per_sample).all():
+            raise DifflossError(f"the loss became non-finite at step {self.step}; lower --lr or raise --grad-clip")
+        self.opt.zero_grad(set_to_none=True)
+        per_sample.mean().backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        self.opt.step()
+        with torch.no_grad():
+            d = ema_decay_at(cfg, self.step)
+            for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+                pe.lerp_(pm, 1 - d)
+            for be, bm in zip(self.ema.buffers(), self.model.buffers()):
+                be.copy_(bm)
+        self.step += 1
+        return per_sample.detach(), levels.logsnr, float(norm)
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        out |= {f"ema/{k}": v for k, v in self.ema.state_dict().items()}
+        for i, state in self.opt.state_dict()["state"].items():
+            out |= {f"optim/{i}/{k}": v for k, v in state.items()}
+        out |= {f"order/{k}": v for k, v in self.order.state().items()}
+        out["rng/noise"] = self.noise.get_state()
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "model": self.model.config(),
+            "data": data_info(self.data),
+            "optim_groups": self.opt.state_dict()["param_groups"],
+        }
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.tensors(), self.meta())
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore the state saved by ``save`` (the config must already match)."""
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        try:
+            self.model.load_state_dict(part("model/"))
+            self.ema.load_state_dict(part("ema/"))
+            states: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in part("optim/").items():
+                i, name = k.split("/", 1)
+                states.setdefault(int(i), {})[name] = v
+            self.opt.load_state_dict({"state": states, "param_groups": meta["optim_groups"]})
+            self.order.load(part("order/"))
+            self.noise.set_state(tensors["rng/noise"])
+            self.step = int(meta["step"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise DifflossError(f"the checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
+
+
+def data_info(data: Dataset) -> dict[str, Any]:
+    return {"name": data.name, "n": data.n, "shape": list(data.shape), "fingerprint": data.fingerprint}
+
+
+def _read_metrics(path: Path, upto: int) -> list[str]:
+    """Lines of ``metrics.jsonl`` with step <= ``upto`` (a partial last line from a kill is dropped)."""
+    if not path.exists():
+        return []
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= upto:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return keep
+
+
+def prepare_output(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool) -> tuple[dict, dict] | None:
+    """Check the output directory against the flags; for ``resume`` return the checkpoint (tensors, meta)
+    after checking that it was made under the same config. Nothing is written or removed here."""
+    if resume and overwrite:
+        raise DifflossError("--resume and --overwrite exclude each other; pick one")
+    ckpt = out / CHECKPOINT_FILE
+    if resume:
+        tensors, meta = load_checkpoint(ckpt)
+        old = {k: v for k, v in meta["config"].items() if k not in TrainConfig.RESUMABLE}
+        new = {k: v for k, v in cfg.to_dict().items() if k not in TrainConfig.RESUMABLE}
+        diff = config_diff(old, new)
+        if diff:
+            raise DifflossError(
+                f"--resume: the checkpoint in {out} was made under another config (differs in: {', '.join(diff)}); "
+                "use the original options or another --out"
+            )
+        if meta["step"] > cfg.steps:
+            raise DifflossError(f"--resume: the checkpoint is at step {meta['step']}, beyond --steps {cfg.steps}")
+        return tensors, meta
+    if out.exists() and not out.is_dir():
+        raise DifflossError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DifflossError(f"--out {out} exists and is not empty; pass --resume to continue or --overwrite")
+    return None
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False, progress=None) -> Run:
+    """Train per ``cfg`` into directory ``out``; returns the finished ``Run``.
+
+    ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar).
+    Everything is validated (names, sizes, the output directory, a resumed checkpoint's config) before the
+    first file is written.
+    """
+    out = Path(out)
+    run = Run.create(cfg)
+    saved = prepare_output(cfg, out, resume=resume, overwrite=overwrite)
+    if saved is not None:
+        run.load(*saved)
+        if saved[1]["data"]["fingerprint"] != run.data.fingerprint:
+            raise DifflossError(f"--resume: the data behind {cfg.data!r} changed since the checkpoint was made")
+    elif overwrite:
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / CONFIG_FILE, {**cfg.to_dict(), "data_info": data_info(run.data)})
+    metrics = out / METRICS_FILE
+    write_text_atomic(metrics, "".join(line + "\n" for line in _read_metrics(metrics, run.step)))
+
+    start = time.perf_counter()
+    losses, lams, last_t, last_step = [], [], start, run.step
+    with open(metrics, "a", encoding="utf-8") as log:
+
+        def emit(record: dict[str, Any]) -> None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+        while run.step < cfg.steps:
+            per_sample, lam, norm = run.update()
+            losses.append(per_sample)
+            lams.append(lam)
+            if progress is not None:
+                progress(run, per_sample.mean().item())
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+                now = time.perf_counter()
+                loss, lam_all = torch.cat(losses).double(), torch.cat(lams)
+                buckets: dict[str, list[float]] = {}
+                for v, l in zip(loss.tolist(), lam_all.tolist()):
+                    buckets.setdefault(logsnr_bucket(l), []).append(v)
+                emit(
+                    {
+                        "step": run.step,
+                        "loss": loss.mean().item(),
+                        "loss_by_logsnr": {k: sum(v) / len(v) for k, v in sorted(buckets.items(), key=_bucket_key)},
+                        "lr": lr_at(cfg, run.step - 1),
+                        "grad_norm": norm,
+                        "time": now - start,
+                        "samples_per_sec": cfg.batch * (run.step - last_step) / max(now - last_t, 1e-9),
+                    }
+                )
+                losses, lams, last_t, last_step = [], [], now, run.step
+            if cfg.eval_every and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
+                emit({"step": run.step, "eval_loss": run.eval_loss()})
+            if run.step % cfg.ckpt_every == 0 or run.step == cfg.steps:
+                run.save(out / CHECKPOINT_FILE)
+    return run
+
+
+def _bucket_key(item: tuple[str, Any]) -> float:
+    return float(item[0][1:].split(",")[0])
