@@ -176,11 +176,8 @@ def _groups(n: int, labels) -> dict:
 def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
     """(estimate, stderr, bias, draws) over one group of rows, each estimate an array over levels."""
     n, d = x.shape
-    x64 = torch.from_numpy(np.asarray(x, dtype=np.float64))
-    mu = x64.mean(0)
-    var = float(((x64 - mu) ** 2).mean())
-    yc = (x64 - mu).to(torch.float32)  # centered rows for the Gram products
-    norms = (yc.double() ** 2).sum(1)
+    rows = torch.from_numpy(np.ascontiguousarray(x))
+    yc, norms, var = _center(rows)
     n_half = (subset_size - 1) // 2 + 1  # the half subset also keeps the source row
     c_half = _scaled_correction(c, subset_size, n_half)
     b = min(queries_per_draw, max(1, queries // 2))
@@ -195,7 +192,7 @@ def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
         src = torch.randint(n, (size,), generator=gen)
         eps = torch.randn(size, d, generator=gen, dtype=torch.float32)
         pos = torch.empty(n, dtype=torch.long).scatter_(0, perm, torch.arange(n))[src]  # source's place in perm
-        dist, proj = _pair_terms(x64, yc, norms, src, sub, eps)
+        dist, proj = _pair_terms(rows, yc, norms, src, sub, eps)
         base = norms[src, None] - norms[sub][None, :]  # ‖y_j‖² − ‖y_i‖², centered
         for which, (m, cc) in enumerate(((subset_size, c), (n_half, c_half))):
             drop = torch.where(pos < m, pos, m - 1)
@@ -215,7 +212,16 @@ def _scaled_correction(c: float, subset_size: int, n_half: int) -> float:
     return c * (subset_size - 1) / (n_half - 1)
 
 
-def _pair_terms(x64, yc, norms, src, others, eps):
+def _center(rows):
+    """(centered float32 rows, their float64 squared norms, per-dimension variance); float64 arithmetic."""
+    x64 = rows.double()
+    mu = x64.mean(0)
+    yc = (x64 - mu).float()
+    norms = (yc.double() ** 2).sum(1)
+    return yc, norms, float(norms.mean()) / rows.shape[1]
+
+
+def _pair_terms(rows, yc, norms, src, others, eps):
     """(‖y_j − y_i‖², ⟨ε, y_j − y_i⟩) for every query j and subset row i, as (B, L) float64.
 
     Both come from float32 Gram products; pairs closer than ``REFINE_FRACTION`` of their mean squared norm
@@ -228,7 +234,7 @@ def _pair_terms(x64, yc, norms, src, others, eps):
     near = torch.nonzero(dist < REFINE_FRACTION * 0.5 * (norms[src, None] + norms[others][None, :]))
     if len(near):
         qi, oi = near.unbind(1)
-        diff = x64[src[qi]] - x64[others[oi]]
+        diff = rows[src[qi]].double() - rows[others[oi]].double()
         dist[qi, oi] = (diff**2).sum(1)
         proj[qi, oi] = (eps[qi].double() * diff).sum(1)
     return dist, proj
@@ -239,17 +245,22 @@ def _query_values(dist, proj, base, drop, s, g, c):
     ``drop[b]`` is left out (the source itself if drawn, else one random row), leaving L−1 others.
 
     The source row has log-weight −log C, row i −‖y_j − y_i‖²/(2s²) − ⟨ε, y_j − y_i⟩/s (the common −‖ε‖²/2
-    cancels). Float64 throughout."""
+    cancels); the source contributes 0 to x0 − m̂. On centered rows x0 − c = (1 − g)·y_j − g·s·ε and
+    ⟨y_j, y_j − y_i⟩ = (‖y_j − y_i‖² + ‖y_j‖² − ‖y_i‖²) / 2. Float64 throughout."""
     out = torch.zeros(dist.shape[0], len(s), dtype=torch.float64)
     if dist.shape[1] == 1:
         return out  # no other rows: m̂ is the source row
-    src_logit = torch.full((dist.shape[0], 1), -math.log(c), dtype=torch.float64)
+    dropped = torch.zeros_like(dist, dtype=torch.bool).scatter_(1, drop[:, None], True)
+    # the two inner products each level needs, as a (B, L, 2) batch for one bmm: ⟨y_j, y_j − y_i⟩, ⟨ε, y_j − y_i⟩
+    terms = torch.stack([0.5 * (dist + base), proj], 2)
+    src_logit = -math.log(c)
     for k, (sk, gk) in enumerate(zip(s.tolist(), g.tolist())):
-        logits = torch.cat([src_logit, -dist / (2 * sk * sk) - proj / sk], 1)
-        logits.scatter_(1, drop[:, None] + 1, -math.inf)
-        w = torch.softmax(logits, 1)[:, 1:]
-        # ⟨x0 − c, y_j − y_i⟩ with x0 − c = (1 − g)·y_j − g·s·ε on centered rows
-        out[:, k] = (w * ((1 - gk) * 0.5 * (dist + base) - gk * sk * proj)).sum(1)
+        logits = (dist * (-0.5 / (sk * sk))).sub_(proj, alpha=1 / sk).masked_fill_(dropped, -math.inf)
+        top = logits.amax(1, keepdim=True).clamp_min_(src_logit)
+        w = logits.sub_(top).exp_()
+        z = w.sum(1) + torch.exp(src_logit - top[:, 0])
+        both = torch.bmm(w[:, None, :], terms)[:, 0]  # (B, 2)
+        out[:, k] = ((1 - gk) * both[:, 0] - gk * sk * both[:, 1]) / z
     return out
 
 
