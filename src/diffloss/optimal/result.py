@@ -18,7 +18,7 @@ class OptimalLossResult:
     ``x0_mse[i]`` estimates E||x0 - E[x0 | x_t]||^2 / D at s = sigmas[i] over the empirical data
     distribution; ``stderr[i]`` is its Monte Carlo standard error. ``bias`` (optional) is an estimate of the
     estimator's bias at each level (stochastic estimators), ``per_class`` (optional) maps a class label to its
-    own (L,) curve for the conditional optimal loss, ``meta`` holds estimator settings (plain JSON types).
+    own (L,) curve for the conditional optimal loss (``per_class_stderr`` its stderr), ``meta`` holds estimator settings (plain JSON types).
     """
 
     sigmas: np.ndarray
@@ -30,6 +30,7 @@ class OptimalLossResult:
     n_queries: int
     bias: np.ndarray | None = None
     per_class: dict[int, np.ndarray] | None = None
+    per_class_stderr: dict[int, np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
