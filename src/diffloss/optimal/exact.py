@@ -169,7 +169,8 @@ def _curve_terms(
         total = grow
 
 
-def _check_inputs(x: np.ndarray, sigmas: np.ndarray, queries: int | None, rel_stderr: float, labels) -> None:
+def check_inputs(x: np.ndarray, sigmas: np.ndarray, queries: int | None, rel_stderr: float, labels) -> None:
+    """Raise ``DifflossError`` for unusable data, levels, query counts or labels."""
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise DifflossError(f"data must be a non-empty (N, D) array, got shape {x.shape}")
     if not np.isfinite(x).all():
@@ -233,7 +234,7 @@ def exact_optimal_loss(
     """
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    _check_inputs(x, sig, queries, rel_stderr, labels)
+    check_inputs(x, sig, queries, rel_stderr, labels)
     chunk = chunk_rows_for(max_memory, chunk_rows)
     partition = partition or RowPartition()
     n, dim = x.shape
