@@ -1,6 +1,7 @@
 """Stochastic optimal-loss estimators (DOL / cDOL / SNIS) against a float64 brute-force full posterior and
 closed forms."""
 
+import json
 import math
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_labels_give_the_class_conditional_optimal_loss():
     assert set(r.per_class) == {0, 1}
     for k in (0, 1):
         est, err = ref[k]
-        se = r.stderr * math.sqrt(2)  # per-class errors are about sqrt(2) times the pooled one
+        se = r.per_class_stderr[k]
         assert (np.abs(r.per_class[k] - est) <= 4 * np.sqrt(se**2 + err**2)).all()
     assert np.allclose(r.x0_mse, (r.per_class[0] + r.per_class[1]) / 2)
     unconditional = brute_force(x, SIGMAS[1:3], 10000, seed=12)[0]
@@ -158,6 +159,9 @@ def test_meta_and_names(data):
     assert r.meta["correction_value"] == pytest.approx(4 * 100 / 10)
     assert r.meta["subset_size"] == 10 and r.meta["draws"] == 5 and r.n_queries == 300
     assert r.bias.shape == r.stderr.shape == (1,)
+    snis = stochastic_optimal_loss(x, [1.0], subset_size=10, correction=math.inf, queries=2)
+    assert snis.meta["correction_value"] == "inf" and np.isfinite(snis.stderr).all()
+    json.dumps(snis.to_dict(), allow_nan=False)  # the result is plain JSON
 
 
 @pytest.mark.parametrize(
@@ -168,6 +172,7 @@ def test_meta_and_names(data):
         ({"correction": 0.0}, "correction"),
         ({"correction": -2.0}, "correction"),
         ({"queries": 0}, "queries"),
+        ({"queries": 1}, "queries"),
         ({"sigmas": [1.0, 0.0]}, "> 0"),
         ({"sigmas": [float("nan")]}, "> 0"),
         ({"labels": np.zeros(99, int)}, "one entry per data row"),

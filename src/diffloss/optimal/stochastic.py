@@ -72,7 +72,7 @@ def stochastic_optimal_loss(
     source row's class (the class-conditional optimal loss): each class is estimated on its own with queries
     in proportion to its size (C = None means 4·N_c/L per class), and ``per_class`` holds its curve.
 
-    ``stderr`` is the Monte Carlo standard error over draws (NaN with a single draw). ``bias`` is a
+    ``stderr`` is the Monte Carlo standard error over draws (there are always at least two). ``bias`` is a
     Richardson-style estimate of the finite-subset bias: the same queries are re-scored with the first half of
     each draw's random rows (L_h − 1 = ⌊(L−1)/2⌋ of them, coefficient C·(L−1)/(L_h−1), so that the others'
     total weight relative to the source, κ = C·(L−1)/(N−1), is unchanged), and, assuming the bias is
@@ -83,8 +83,8 @@ def stochastic_optimal_loss(
     x = _as_rows(x)
     sig = _as_sigmas(sigmas)
     n = len(x)
-    if queries < 1:
-        raise DifflossError(f"queries must be >= 1, got {queries}")
+    if queries < 2:
+        raise DifflossError(f"queries must be >= 2 (a standard error needs two draws), got {queries}")
     if queries_per_draw < 1:
         raise DifflossError(f"queries_per_draw must be >= 1, got {queries_per_draw}")
     if correction is not None and not correction > 0:
@@ -101,25 +101,23 @@ def stochastic_optimal_loss(
         raise DifflossError("SNIS (C = inf) needs subset size L >= 2: with L = 1 the subset has no other rows")
 
     gen = torch.Generator().manual_seed(seed)
-    curves, errs, biases, per_class, meta_c = {}, {}, {}, {}, {}
+    curves, errs, biases, meta_c = {}, {}, {}, {}
     for label, rows in groups.items():
         c = default_correction(len(rows), subset_size) if correction is None else float(correction)
-        q = max(1, round(queries * len(rows) / n))
+        q = max(2, round(queries * len(rows) / n))
         est, se, bias, draws = _estimate(x[rows], sig, subset_size, c, q, queries_per_draw, gen, progress)
         curves[label], errs[label], biases[label] = est, se, bias
-        meta_c[label] = {"correction": c, "queries": q, "draws": draws}
-        if labels is not None:
-            per_class[label] = est
+        meta_c[label] = {"correction": _json_number(c), "queries": q, "draws": draws}
 
     share = {label: len(rows) / n for label, rows in groups.items()}
     x0_mse = sum(share[k] * curves[k] for k in groups)
     stderr = np.sqrt(sum((share[k] * errs[k]) ** 2 for k in groups))
     bias = sum(share[k] * biases[k] for k in groups)
-    cs = {m["correction"] for m in meta_c.values()}
+    cs = {float(m["correction"]) for m in meta_c.values()}
     name = estimator_name(cs.pop()) if len(cs) == 1 else "cdol"
     meta = {
         "subset_size": subset_size,
-        "correction": correction if correction is not None else "4N/L",
+        "correction": _json_number(correction) if correction is not None else "4N/L",
         "queries_per_draw": queries_per_draw,
         "draws": sum(m["draws"] for m in meta_c.values()),
         "seed": seed,
@@ -138,9 +136,14 @@ def stochastic_optimal_loss(
         estimator=name,
         n_queries=sum(m["queries"] for m in meta_c.values()),
         bias=bias,
-        per_class=per_class or None,
+        per_class=curves if labels is not None else None,
+        per_class_stderr=errs if labels is not None else None,
         meta=meta,
     )
+
+
+def _json_number(c: float) -> float | str:
+    return c if math.isfinite(c) else "inf"
 
 
 # ---- input checks ---------------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
     yc, norms, var = _center(rows)
     n_half = (subset_size - 1) // 2 + 1  # the half subset also keeps the source row
     c_half = _scaled_correction(c, subset_size, n_half)
-    b = min(queries_per_draw, max(1, queries // 2))
+    b = min(queries_per_draw, queries // 2)  # at least two draws
     sizes = [b] * (queries // b) + ([queries % b] if queries % b else [])
     s = torch.from_numpy(sig)
     g = var / (var + s**2)
@@ -267,7 +270,5 @@ def _query_values(dist, proj, base, drop, s, g, c):
 def _cluster_stderr(draw_sums, counts, est, queries):
     """Standard error of the query mean when queries within a draw share a subset (draws = clusters)."""
     g = len(draw_sums)
-    if g < 2:
-        return torch.full_like(est, math.nan)
     resid = draw_sums - counts * est
     return (resid**2).sum(0).sqrt() / queries * math.sqrt(g / (g - 1))
