@@ -85,7 +85,7 @@ def stochastic_optimal_loss(
     reported bias is (estimate − e₀) + b₀: the paired difference to the consistent estimator (which carries the
     part of the bias due to C, e.g. DOL's over-weighted source row) plus the extrapolated bias of the latter.
     On MNIST the bias decays like h^(−0.3), far slower than the 1/h of a textbook ratio estimator, which is why
-    a is estimated. The bias extrapolation adds three softmax passes (of h, h/2 and h/4 rows) per level.
+    a is estimated. The bias costs up to three more softmax passes (h, h/2, h/4 rows) per level, none at L = N.
     """
     x = _as_rows(x)
     sig = _as_sigmas(sigmas)
@@ -189,9 +189,11 @@ def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
     rows = torch.from_numpy(np.ascontiguousarray(x))
     yc, norms, var = _center(rows)
     h = subset_size - 1
-    # stage 0: the requested C; stages 1-3: the consistent C = (N−1)/h' on nested subsets h' = h, h/2, h/4
-    others = [h, h, h // 2, h // 4]
-    stages = [(subset_size, c)] + [(k + 1, (n - 1) / max(k, 1)) for k in others[1:]]  # (rows drawn, C)
+    # the requested C, and the consistent C = (N−1)/h' on nested subsets h' = h, h/2, h/4 for the bias (at L = N
+    # the consistent estimator is exact: nothing to extrapolate); stages are (rows drawn, C), duplicates dropped
+    nested = [h, h // 2, h // 4] if h < n - 1 else [h]
+    consistent = [(k + 1, (n - 1) / max(k, 1)) for k in nested]
+    stages = list(dict.fromkeys([(subset_size, c), *consistent]))
     b = min(queries_per_draw, max(1, queries // MIN_DRAWS))  # at least min(queries, MIN_DRAWS) draws
     sizes = [b] * (queries // b) + ([queries % b] if queries % b else [])
     s = torch.from_numpy(sig)
@@ -210,9 +212,11 @@ def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
             drop = torch.where(pos < m, pos, m - 1)
             sums[k, which] = _query_values(dist[:, :m], proj[:, :m], base[:, :m], drop, s, g, cc).sum(0) / d
     counts = torch.tensor(sizes, dtype=torch.float64)[:, None]
-    est = sums.sum(0) / queries  # (stages, K)
-    bias = est[0] - est[1] + _extrapolated_bias(est[1:], others[1:], n)
-    return est[0].numpy(), _cluster_stderr(sums[:, 0], counts, est[0], queries).numpy(), bias.numpy(), len(sizes)
+    est = dict(zip(stages, sums.sum(0) / queries))
+    e = torch.stack([est[st] for st in consistent])
+    bias = est[stages[0]] - e[0] + (_extrapolated_bias(e, nested, n) if len(nested) == 3 else 0.0)
+    main = est[stages[0]]
+    return main.numpy(), _cluster_stderr(sums[:, 0], counts, main, queries).numpy(), bias.numpy(), len(sizes)
 
 
 def _extrapolated_bias(est: torch.Tensor, others: list[int], n: int) -> torch.Tensor:
