@@ -5,10 +5,10 @@ Regenerates reports/optimal_loss_estimators.md, its PNG plots and the raw number
 
     PYTHONPATH=src python experiments/optimal_loss_estimators.py
 
-Single-threaded torch (the machine is shared), about 10 minutes of estimator calls. Finished runs are kept in the JSON and reused
-on a re-run (a checkpoint); ``--fresh`` recomputes everything. The reference curve combines two independent
-full-posterior passes over all 50k rows: ``diffloss.optimal.exact`` and the stochastic estimator at L = N, C = 1
-(which is exact), each with 4000 queries, weighted by inverse variance per level.
+Single-threaded torch (the machine is shared), about 10 minutes of estimator calls. Finished runs are kept in the
+JSON and reused on a re-run (a checkpoint); ``--fresh`` recomputes everything. The reference curve combines two
+independent full-posterior passes over all 50k rows: ``diffloss.optimal.exact`` and the stochastic estimator at
+L = N, C = 1 (which is exact), each with 4000 queries, weighted by inverse variance per level.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ weight the source row's kernel by 1/C relative to the others:
 C = 1 is DOL (the source row counts like any other row, so it is over-weighted by about N/L: J* is
 underestimated). C = (N−1)/(L−1) makes the normalizer an unbiased importance-sampling estimate of the full one,
 C = 4N/L is the paper's recommendation (the default), and C = ∞ drops the source row: self-normalized importance
-sampling (SNIS) over the L−1 random rows. At L = N and C = 1 the estimator is the exact one. The paper gives no
-formula for its coefficient beyond these limits; this parametrization is ours, derived from them.
+sampling (SNIS) over the L−1 random rows. At L = N and C = 1 the estimator is the exact one. We could not read
+the paper's definition of its coefficient beyond these limits; this parametrization is ours, derived from them.
 
 Conventions (shared with the exact estimator): x = x_t/α = y_j + s·ε, losses are per-dimension means of the x0
 error, and the per-query value is the control-variate inner-product form ⟨x0 − c, x0 − m̂⟩ / D with
@@ -29,6 +29,7 @@ independent clusters.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def default_correction(n: int, subset_size: int) -> float:
 
 def stochastic_optimal_loss(
     x: np.ndarray,
-    sigmas,
+    sigmas: Sequence[float] | np.ndarray,
     *,
     subset_size: int,
     correction: float | None = None,
@@ -183,7 +184,16 @@ def _groups(n: int, labels) -> dict:
 
 
 # ---- one group ------------------------------------------------------------------------------------------
-def _estimate(x, sig, subset_size, c, queries, queries_per_draw, gen, progress):
+def _estimate(
+    x: np.ndarray,
+    sig: np.ndarray,
+    subset_size: int,
+    c: float,
+    queries: int,
+    queries_per_draw: int,
+    gen: torch.Generator,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(estimate, stderr, bias, draws) over one group of rows, each estimate an array over levels."""
     n, d = x.shape
     rows = torch.from_numpy(np.ascontiguousarray(x))
