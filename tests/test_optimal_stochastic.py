@@ -186,6 +186,7 @@ def test_meta_and_names(data):
         ({"correction": -2.0}, "correction"),
         ({"queries": 0}, "queries"),
         ({"queries": 1}, "queries"),
+        ({"queries": None}, "queries"),
         ({"sigmas": [1.0, 0.0]}, "> 0"),
         ({"sigmas": [float("nan")]}, "> 0"),
         ({"labels": np.zeros(99, int)}, "one entry per data row"),

@@ -61,7 +61,7 @@ def stochastic_optimal_loss(
     *,
     subset_size: int,
     correction: float | None = None,
-    queries: int,
+    queries: int | None,
     queries_per_draw: int = 128,
     seed: int = 0,
     labels: np.ndarray | None = None,
@@ -91,8 +91,11 @@ def stochastic_optimal_loss(
     x = _as_rows(x)
     sig = _as_sigmas(sigmas)
     n = len(x)
-    if queries < 2:
-        raise DifflossError(f"queries must be >= 2 (a standard error needs two draws), got {queries}")
+    if queries is None or queries < 2:
+        raise DifflossError(
+            f"the stochastic estimator needs a number of queries >= 2 (a standard error needs two draws), got "
+            f"{queries}; give it explicitly (e.g. --queries 2048)"
+        )
     if queries_per_draw < 1:
         raise DifflossError(f"queries_per_draw must be >= 1, got {queries_per_draw}")
     if correction is not None and not correction > 0:
@@ -189,7 +192,7 @@ def _estimate(
     sig: np.ndarray,
     subset_size: int,
     c: float,
-    queries: int,
+    queries: int | None,
     queries_per_draw: int,
     gen: torch.Generator,
     progress: bool,
