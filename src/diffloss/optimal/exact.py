@@ -251,7 +251,7 @@ def exact_optimal_loss(
             sig,
             [seed, c] if labels is not None else [seed],
             queries=None if queries is None else max(2, round(queries * share)),
-            rel_stderr=rel_stderr,
+            rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
             max_queries=max(2, round(max_queries * share)),
             all_rows=all_rows,
             chunk_rows=chunk,

@@ -52,9 +52,7 @@ class PosteriorSums:
         """The state over the union of both row sets (exact up to rounding)."""
         shift = torch.maximum(self.shift, other.shift)
         a, b = torch.exp(self.shift - shift), torch.exp(other.shift - shift)
-        return PosteriorSums(
-            shift, a * self.z + b * other.z, a * self.zh + b * other.zh, a * self.zg + b * other.zg
-        )
+        return PosteriorSums(shift, a * self.z + b * other.z, a * self.zh + b * other.zh, a * self.zg + b * other.zg)
 
     def renormalized(self) -> PosteriorSums:
         """The same state with the shift moved to the log-sum-exp (keeps z near 1; z = 0 stays as is)."""
@@ -86,7 +84,11 @@ def _exact_entries(
 
 
 def _chunk_terms(
-    x0: torch.Tensor, eps: torch.Tensor, rows: torch.Tensor, row_sq: torch.Tensor, x0_sq: torch.Tensor,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    rows: torch.Tensor,
+    row_sq: torch.Tensor,
+    x0_sq: torch.Tensor,
     eps_x0: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """fp32 (d, g, h), each (q, n), for queries (x0, eps) against ``rows``, with near entries made exact."""

@@ -84,9 +84,7 @@ def _worker(rank: int, world: int, port: int, x: np.ndarray, sigmas: np.ndarray,
         dist.destroy_process_group()
 
 
-def spawn_optimal_loss(
-    x: np.ndarray, sigmas: np.ndarray, *, workers: int, **kwargs: Any
-) -> OptimalLossResult:
+def spawn_optimal_loss(x: np.ndarray, sigmas: np.ndarray, *, workers: int, **kwargs: Any) -> OptimalLossResult:
     """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo).
 
     Keyword arguments are those of ``exact_optimal_loss`` (except ``partition``)."""
