@@ -8,6 +8,7 @@ from scipy.special import logsumexp
 
 from diffloss.errors import DifflossError
 from diffloss.optimal.exact import RowPartition, centered_rows, exact_optimal_loss, query_block, query_terms
+from diffloss.optimal.posterior import Rows
 
 GH_X, GH_W = hermegauss(201)
 GH_W = GH_W / np.sqrt(2 * np.pi)  # E f(eps), eps ~ N(0, 1)  ~=  sum GH_W * f(GH_X)
@@ -87,7 +88,8 @@ def test_huge_s_gives_the_per_dimension_data_variance():
     assert abs(r.x0_mse[0] - var) <= 4 * r.stderr[0] and r.stderr[0] < 0.06 * var
     # with every row once, the uncontrolled term A = <x0, x0 - m> averages to the data variance exactly
     idx, eps = query_block(300, 6, [0], 0, 300, np.arange(300))
-    a, _ = query_terms(centered_rows(x), np.array([1e6]), idx, eps, chunk_rows=64, partition=RowPartition())
+    rows = centered_rows(x)
+    a, _ = query_terms(rows, Rows.of(rows), np.array([1e6]), idx, eps, chunk_rows=64, partition=RowPartition())
     assert a.mean() / 6 == pytest.approx(var, rel=1e-5)
 
 
@@ -110,7 +112,8 @@ def test_posterior_terms_match_float64_brute_force(dim):
     x[5] = x[6]  # a duplicate
     sig = np.array([0.05, 0.4, 2.0, 20.0])
     idx, eps = query_block(len(x), dim, [11], 0, 128, None)
-    a, b = query_terms(centered_rows(x), sig, idx, eps, chunk_rows=32, partition=RowPartition())
+    rows = centered_rows(x)
+    a, b = query_terms(rows, Rows.of(rows), sig, idx, eps, chunk_rows=32, partition=RowPartition())
     for k, s in enumerate(sig):
         a_ref, b_ref, _ = brute_force_terms(x, idx, eps.astype(np.float64), s)
         scale = np.abs(a_ref).max() + 1e-3

@@ -98,7 +98,7 @@ def _estimate(ds: Dataset, sigmas: np.ndarray, opts: dict, conditional: bool, pr
         from diffloss.optimal.exact import exact_optimal_loss
 
         return exact_optimal_loss(ds.x, sigmas, partition=DistributedRows(), **kwargs)
-    return spawn_optimal_loss(ds.x, sigmas, workers=opts["workers"], **kwargs)
+    return spawn_optimal_loss(ds.x, sigmas, workers=opts["workers"], threads=opts["threads"], **kwargs)
 
 
 def report(result: OptimalLossResult, ds: Dataset, process: Process, target: Target) -> dict:
@@ -194,6 +194,7 @@ def _table(doc: dict) -> str:
 @click.option("--correction", default=None, help="Stochastic: cDOL coefficient C [default 4N/L; inf = SNIS].")
 @click.option("--max-memory", default=None, help="Exact: working-memory bound per chunk, e.g. 512M.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Exact: split rows over N local processes.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see below).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a log-log PNG here.")
@@ -201,8 +202,8 @@ def _table(doc: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def command(
     data, sigmas, times, levels, process, target, estimator, queries, rel_stderr, max_queries, all_rows, seed,
-    labels_file, conditional, subset_size, correction, max_memory, workers, json_out, csv_out, plot_out, no_cache,
-    quiet,
+    labels_file, conditional, subset_size, correction, max_memory, workers, threads, json_out, csv_out, plot_out,
+    no_cache, quiet,
 ) -> None:  # fmt: skip
     """Compute the optimal loss J*(s): the smallest expected denoising MSE any model can reach on DATA.
 
@@ -214,7 +215,9 @@ def command(
 
     The exact estimator uses the full posterior over all rows, Monte Carlo only over (x0, ε); `--workers N`
     or torchrun split the rows over processes with identical results. `--estimator stochastic` uses a random
-    subset of L rows per query (DOL / cDOL / SNIS), for data too large for the exact pass. With labels
+    subset of L rows per query (DOL / cDOL / SNIS), for data too large for the exact pass. Parallelism: prefer
+    `--workers N` (row shards in N processes) over `--threads` (one thread per process by default: the
+    per-level work is many small array passes, which scale poorly with intra-op threads on a busy machine). With labels
     (`--labels FILE` or `--conditional`) the posterior runs within each class: the conditional optimal loss,
     overall and per class. Results are cached by data fingerprint and settings under $DIFFLOSS_CACHE
     (default ~/.cache/diffloss).
@@ -230,8 +233,9 @@ def command(
         raise DifflossError(f"--max-queries must be >= 2, got {max_queries}")
     if not rel_stderr > 0:
         raise DifflossError(f"--rel-stderr must be > 0, got {rel_stderr}")
-    if workers < 1:
-        raise DifflossError(f"--workers must be >= 1, got {workers}")
+    if workers < 1 or threads < 1:
+        raise DifflossError(f"--workers and --threads must be >= 1, got {workers} and {threads}")
+    torch.set_num_threads(threads)
     s = resolve_levels(proc, sigmas, times, levels)
     ds = _dataset(data, labels_file, conditional)
     conditional = conditional or labels_file is not None
@@ -246,6 +250,7 @@ def command(
         "sigmas": s.tolist(),
         "max_memory": parse_bytes(max_memory) if max_memory else None,
         "workers": workers,
+        "threads": threads,
     }
     if estimator == "stochastic":
         opts["subset_size"] = subset_size if subset_size is not None else min(ds.n, 1000)
@@ -260,7 +265,7 @@ def command(
             if not c > 0:
                 raise DifflossError(f"--correction must be > 0 (or inf), got {correction!r}")
         opts["correction"] = c
-    settings = {k: v for k, v in opts.items() if k not in ("max_memory", "workers")}
+    settings = {k: v for k, v in opts.items() if k not in ("max_memory", "workers", "threads")}
     key = cache_key(ds.fingerprint, settings)
     result = None if no_cache else load_cached(key)
     if result is None:

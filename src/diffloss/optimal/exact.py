@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
-from diffloss.optimal.posterior import PosteriorSums, posterior_sums
+from diffloss.optimal.posterior import PosteriorSums, Rows, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
 QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
@@ -105,6 +105,7 @@ def query_block(
 
 def query_terms(
     rows: torch.Tensor,
+    local: Rows,
     sigmas: np.ndarray,
     idx: np.ndarray,
     eps: np.ndarray,
@@ -112,11 +113,10 @@ def query_terms(
     chunk_rows: int,
     partition: RowPartition,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B), each (L, q), for queries x0 = rows[idx] with noise ``eps``; ``rows`` is centered fp32 data."""
+    """(A, B), each (L, q), for queries x0 = rows[idx] with noise ``eps``; ``rows`` is the centered fp32 data,
+    ``local`` the part of it this process scans (all of it unless sharded)."""
     x0 = rows[torch.from_numpy(idx)]
-    e = torch.from_numpy(eps)
-    local = rows[partition.local(rows.shape[0])]
-    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows))
+    state = partition.combine(posterior_sums(x0, torch.from_numpy(eps), local, sigmas, chunk_rows=chunk_rows))
     h, g = state.inner_terms()
     a = h.numpy()
     return a, a + sigmas[:, None] * g.numpy()
@@ -146,6 +146,7 @@ def _curve_terms(
     order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
     total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
     floor = FLOOR_FRACTION * float(rows.double().var(0, unbiased=False).mean()) if n > 1 else 0.0
+    local = Rows.of(rows[partition.local(n)])
     a_parts, b_parts = [], []
     done, block = 0, 0
     bar.total += total
@@ -153,7 +154,7 @@ def _curve_terms(
         while done < total:
             size = min(QUERY_BLOCK, total - done)
             idx, eps = query_block(n, dim, key, block, size, order)
-            a, b = query_terms(rows, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
+            a, b = query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
             a_parts.append(a), b_parts.append(b)
             done, block = done + size, block + 1
             bar.update(size)

@@ -74,6 +74,21 @@ class PosteriorSums:
         return self.zh / self.z, self.zg / self.z
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Data rows (n, D) fp32 with their squared norms (n,), computed once in float64."""
+
+    x: torch.Tensor
+    sq: torch.Tensor
+
+    @staticmethod
+    def of(x: torch.Tensor) -> Rows:
+        return Rows(x, x.double().pow(2).sum(1).float())
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
 def _exact_entries(
     x0: torch.Tensor, eps: torch.Tensor, rows: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,23 +99,20 @@ def _exact_entries(
 
 
 def _chunk_terms(
-    x0: torch.Tensor,
-    eps: torch.Tensor,
-    rows: torch.Tensor,
-    row_sq: torch.Tensor,
-    x0_sq: torch.Tensor,
-    eps_x0: torch.Tensor,
+    x0: torch.Tensor, eps: torch.Tensor, queries: torch.Tensor, rows: Rows, x0_sq: torch.Tensor, eps_x0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 (d, g, h), each (q, n), for queries (x0, eps) against ``rows``, with near entries made exact."""
+    """fp32 (d, g, h), each (q, n), for queries (x0, eps) against ``rows``, with near entries made exact.
+
+    ``queries`` is [x0; eps] stacked, (2q, D): one GEMM gives both Gram products."""
     q = x0.shape[0]
-    gram = torch.cat([x0, eps]) @ rows.T
+    gram = queries @ rows.x.T
     g0, ge = gram[:q], gram[q:]
     h = x0_sq[:, None] - g0
-    d = (h + row_sq[None, :]).sub_(g0).clamp_(min=0.0)
+    d = (h + rows.sq[None, :]).sub_(g0).clamp_(min=0.0)
     g = eps_x0[:, None] - ge
-    qi, ri = torch.nonzero(d <= NEAR_TOL * (x0_sq[:, None] + row_sq[None, :]), as_tuple=True)
+    qi, ri = torch.nonzero(d <= NEAR_TOL * (x0_sq[:, None] + rows.sq[None, :]), as_tuple=True)
     if len(qi):
-        de, gx, hx = _exact_entries(x0, eps, rows, qi, ri)
+        de, gx, hx = _exact_entries(x0, eps, rows.x, qi, ri)
         d[qi, ri], g[qi, ri], h[qi, ri] = de.float(), gx.float(), hx.float()
     return d, g, h
 
@@ -134,31 +146,23 @@ def _level_sums(
 
 
 def posterior_sums(
-    x0: torch.Tensor,
-    eps: torch.Tensor,
-    rows: torch.Tensor,
-    sigmas: np.ndarray,
-    *,
-    chunk_rows: int = 4096,
-    row_sq: torch.Tensor | None = None,
+    x0: torch.Tensor, eps: torch.Tensor, rows: Rows, sigmas: np.ndarray, *, chunk_rows: int = 4096
 ) -> PosteriorSums:
-    """The posterior state of queries (x0, eps), both (q, D) fp32, over ``rows`` (n, D) fp32, at every s.
+    """The posterior state of queries (x0, eps), both (q, D) fp32, over ``rows`` at every s in ``sigmas``.
 
     ``x0`` must be rows of the full data set (the posterior's source rows); ``rows`` may be any subset (a
     shard), in which case the result merges exactly with the other shards' states.
     """
     L, q = len(sigmas), x0.shape[0]
-    if row_sq is None:
-        row_sq = rows.double().pow(2).sum(1).float()
     x0_sq = x0.double().pow(2).sum(1).float()
     eps_x0 = (eps.double() * x0.double()).sum(1).float()
+    queries = torch.cat([x0, eps])
     state = PosteriorSums.empty(L, q)
     inv2s2 = [0.5 / float(s) ** 2 for s in sigmas]
     invs = [1.0 / float(s) for s in sigmas]
-    for lo in range(0, rows.shape[0], chunk_rows):
-        hi = min(lo + chunk_rows, rows.shape[0])
-        d, g, h = _chunk_terms(x0, eps, rows[lo:hi], row_sq[lo:hi], x0_sq, eps_x0)
+    for lo in range(0, len(rows), chunk_rows):
+        block = Rows(rows.x[lo : lo + chunk_rows], rows.sq[lo : lo + chunk_rows])
+        d, g, h = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
         parts = torch.stack([_level_sums(d, g, h, inv2s2[k], invs[k], state.shift[k]) for k in range(L)], 1)
-        chunk = PosteriorSums.unstack(parts)
-        state = state.merge(chunk).renormalized()
+        state = state.merge(PosteriorSums.unstack(parts)).renormalized()
     return state

@@ -71,8 +71,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, x: np.ndarray, sigmas: np.ndarray, kwargs: dict, out: str) -> None:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+def _worker(
+    rank: int, world: int, port: int, threads: int, x: np.ndarray, sigmas: np.ndarray, kwargs: dict, out: str
+) -> None:
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         progress = kwargs.pop("progress", False) and rank == 0
@@ -84,10 +86,11 @@ def _worker(rank: int, world: int, port: int, x: np.ndarray, sigmas: np.ndarray,
         dist.destroy_process_group()
 
 
-def spawn_optimal_loss(x: np.ndarray, sigmas: np.ndarray, *, workers: int, **kwargs: Any) -> OptimalLossResult:
-    """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo).
-
-    Keyword arguments are those of ``exact_optimal_loss`` (except ``partition``)."""
+def spawn_optimal_loss(
+    x: np.ndarray, sigmas: np.ndarray, *, workers: int, threads: int = 1, **kwargs: Any
+) -> OptimalLossResult:
+    """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo), each using
+    ``threads`` intra-op threads. Keyword arguments are those of ``exact_optimal_loss`` (but ``partition``)."""
     if workers < 1:
         raise DifflossError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
@@ -96,6 +99,6 @@ def spawn_optimal_loss(x: np.ndarray, sigmas: np.ndarray, *, workers: int, **kwa
     check_inputs(x, sigmas, kwargs.get("queries"), kwargs.get("rel_stderr", 0.01), kwargs.get("labels"))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.pkl")
-        mp.spawn(_worker, args=(workers, _free_port(), x, sigmas, kwargs, out), nprocs=workers)
+        mp.spawn(_worker, args=(workers, _free_port(), threads, x, sigmas, kwargs, out), nprocs=workers)
         with open(out, "rb") as f:
             return pickle.load(f)
