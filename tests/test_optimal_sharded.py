@@ -18,12 +18,14 @@ def test_merge_of_split_states_equals_the_whole():
         shift = lg.amax(-1)
         e = torch.exp(lg - shift[..., None])
         hh = torch.from_numpy(h[..., sl])
-        return PosteriorSums(shift, e.sum(-1), (e * hh).sum(-1), (e * 2 * hh).sum(-1))
+        best, row = lg.max(-1)
+        return PosteriorSums(shift, e.sum(-1), (e * hh).sum(-1), (e * 2 * hh).sum(-1), best, row + sl.start * 1.0)
 
     merged = state(slice(0, 20)).merge(state(slice(20, 50)))
     whole = state(slice(0, 50))
     np.testing.assert_allclose(merged.inner_terms()[0], whole.inner_terms()[0], rtol=1e-12)
     np.testing.assert_allclose(merged.shift + merged.z.log(), whole.shift + whole.z.log(), rtol=1e-12)
+    assert torch.equal(merged.best_row, whole.best_row)
 
 
 def test_two_workers_match_one_process():

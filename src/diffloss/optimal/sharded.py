@@ -55,6 +55,11 @@ class DistributedRows(RowPartition):
             merged = merged.merge(PosteriorSums.unstack(p.cpu()))
         return merged
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous().to(self.device) if self.device is not None else t.contiguous()
+        dist.all_reduce(t)
+        return t.cpu()
+
 
 def init_from_env() -> bool:
     """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1); False if there is none."""
