@@ -4,14 +4,19 @@
 
 Estimator. For any c(x) the term <c, x0 - m> has conditional mean 0 given x, so E<x0 - c, x0 - m> = J* * D
 for every c. c = m is the direct form (it needs the extra product P . Y per level); c = 0 needs only inner
-products with the rows but is very noisy at small s. We use c = kappa(s) * x with x = x0 + s eps, on data
-centered at its mean: each query contributes f = A - kappa * B with
+products with the rows but is very noisy at small s. We choose c per (level, query) as a function of x only,
+on data centered at its mean (x = x0 + s eps):
 
-    A = <x0, x0 - m>,   B = <x, x0 - m>   (E[B] = 0: a control variate),
+- where the posterior mode holds at least ``MODE_MASS`` of the weight, c = the mode row y_k. If the mode is
+  the source row (or a duplicate), f = 0 exactly; otherwise f = <x0 - y_k, x0 - m>, from a second pass over
+  the rows for those few pairs (``posterior.mode_sums``). This handles the rare-event regime of small s, where
+  the posterior almost always sits on the source and forms linear in the weights are noisy;
+- elsewhere c = kappa(s) * x: f = A - kappa * B with A = <x0, x0 - m> and the zero-mean control
+  B = <x, x0 - m>, both read off the streamed posterior sums. kappa is the regression coefficient of A on
+  B over these queries, fitted per level and *cross-fitted* (queries split by parity, each half uses the
+  other half's kappa), so the estimate stays unbiased.
 
-both read off the streamed posterior sums (``posterior.py``). kappa is the regression coefficient of A on B,
-fitted per level and *cross-fitted* (queries split in two halves by parity, each half uses the other half's
-kappa), so the estimate stays unbiased. Its standard error is reported as the sample std / sqrt(Q).
+The standard error is the sample std of f / sqrt(Q).
 
 Queries: source rows drawn with replacement (or, with ``all_rows``, every row exactly once, in which case
 the reported stderr is the with-replacement formula, an upper bound), eps ~ N(0, I) in fp32, generated
@@ -30,13 +35,14 @@ import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
-from diffloss.optimal.posterior import PosteriorSums, posterior_sums
+from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
 QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
 BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, exp, temps
+MODE_MASS = 0.99  # posterior mass of the mode above which the control is the mode row
 
 
 class RowPartition:
@@ -50,36 +56,49 @@ class RowPartition:
         """The state over all rows, from this process's partial state."""
         return state
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum over processes of a per-process partial sum."""
+        return t
+
 
 @dataclass
 class QueryTerms:
-    """Per-query inner products A = <x0, x0 - m> and B = <x, x0 - m>, each (L, Q) float64 (sums over D)."""
+    """Per-(level, query) terms, each (L, Q) float64 (sums over D): A = <x0, x0 - m>, B = <x, x0 - m>, and
+    ``fixed`` = <x0 - y_k, x0 - m> where the mode row y_k is the control (NaN elsewhere)."""
 
     a: np.ndarray
     b: np.ndarray
+    fixed: np.ndarray
 
     @property
     def n(self) -> int:
         return self.a.shape[1]
 
+    @staticmethod
+    def concat(parts: Sequence[QueryTerms]) -> QueryTerms:
+        return QueryTerms(*(np.concatenate([getattr(p, k) for p in parts], 1) for k in ("a", "b", "fixed")))
 
-def cross_fitted_values(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query values f = a - kappa * b, (L, Q), and the two kappas per level, (2, L).
 
-    kappa = Cov(a, b) / Var(b) is fitted per level on the queries of the other parity (cross-fitting)."""
+def cross_fitted_values(terms: QueryTerms) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query values f, (L, Q): ``fixed`` where set, else a - kappa * b; and the kappas per level, (2, L).
+
+    kappa = Cov(a, b) / Var(b) over the queries without a fixed value is fitted per level on the queries of
+    the other parity (cross-fitting)."""
+    a, b = terms.a, terms.b
+    free = np.isnan(terms.fixed)
     folds = [np.arange(a.shape[1]) % 2 == k for k in (0, 1)]
     kappas = np.zeros((2, a.shape[0]))
     for k, fold in enumerate(folds):
-        fa, fb = a[:, ~fold], b[:, ~fold]
-        if fa.shape[1] >= 2:
-            fb_c = fb - fb.mean(1, keepdims=True)
-            var = (fb_c**2).sum(1)
-            cov = ((fa - fa.mean(1, keepdims=True)) * fb_c).sum(1)
-            kappas[k] = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 0.0)
-    values = a.copy()
-    for k, fold in enumerate(folds):
-        values[:, fold] -= kappas[k][:, None] * b[:, fold]
-    return values, kappas
+        w = free & ~fold[None, :]
+        cnt = w.sum(1)
+        ma = np.where(w, a, 0).sum(1) / np.maximum(cnt, 1)
+        mb = np.where(w, b, 0).sum(1) / np.maximum(cnt, 1)
+        bc = np.where(w, b - mb[:, None], 0)
+        var = (bc**2).sum(1)
+        cov = (np.where(w, a - ma[:, None], 0) * bc).sum(1)
+        kappas[k] = np.where((var > 0) & (cnt >= 2), cov / np.where(var > 0, var, 1.0), 0.0)
+    kappa_q = np.where(folds[0][None, :], kappas[0][:, None], kappas[1][:, None])
+    return np.where(free, a - kappa_q * b, terms.fixed), kappas
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,21 +124,33 @@ def query_block(
 
 def query_terms(
     rows: torch.Tensor,
+    local: Rows,
     sigmas: np.ndarray,
     idx: np.ndarray,
     eps: np.ndarray,
     *,
     chunk_rows: int,
     partition: RowPartition,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B), each (L, q), for queries x0 = rows[idx] with noise ``eps``; ``rows`` is centered fp32 data."""
-    x0 = rows[torch.from_numpy(idx)]
-    e = torch.from_numpy(eps)
-    local = rows[partition.local(rows.shape[0])]
-    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows))
+) -> QueryTerms:
+    """The terms of queries x0 = rows[idx] with noise ``eps``; ``rows`` is the centered fp32 data, ``local``
+    the part of it this process scans (all of it unless sharded)."""
+    x0, e = rows[torch.from_numpy(idx)], torch.from_numpy(eps)
+    offset = partition.local(rows.shape[0]).start
+    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset))
     h, g = state.inner_terms()
-    a = h.numpy()
-    return a, a + sigmas[:, None] * g.numpy()
+    sig = torch.from_numpy(sigmas)[:, None]
+    a, b = h, h + sig * g
+    fixed = torch.full_like(a, math.nan)
+    use_mode = state.mode_weight() >= MODE_MASS
+    fixed[use_mode & (state.best <= 0)] = 0.0  # the source row (logit exactly 0) is a mode: c = x0
+    lv, qi = torch.nonzero(use_mode & (state.best > 0), as_tuple=True)
+    if len(lv):
+        mode = rows[state.best_row[lv, qi].long()]
+        ez = mode_sums(x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi], local, chunk_rows=chunk_rows)
+        mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
+        mode_x0 = (mode.double() * x0[qi].double()).sum(1)
+        fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
+    return QueryTerms(a.numpy(), b.numpy(), fixed.numpy())
 
 
 def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: int) -> int:
@@ -146,21 +177,22 @@ def _curve_terms(
     order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
     total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
     floor = FLOOR_FRACTION * float(rows.double().var(0, unbiased=False).mean()) if n > 1 else 0.0
-    a_parts, b_parts = [], []
+    local = Rows.of(rows[partition.local(n)])
+    parts: list[QueryTerms] = []
     done, block = 0, 0
     bar.total += total
     while True:
         while done < total:
             size = min(QUERY_BLOCK, total - done)
             idx, eps = query_block(n, dim, key, block, size, order)
-            a, b = query_terms(rows, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
-            a_parts.append(a), b_parts.append(b)
+            block_terms = query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
+            parts.append(block_terms)
             done, block = done + size, block + 1
             bar.update(size)
-        terms = QueryTerms(np.concatenate(a_parts, 1), np.concatenate(b_parts, 1))
+        terms = QueryTerms.concat(parts)
         if all_rows or queries is not None or total >= max_queries:
             return terms
-        values, _ = cross_fitted_values(terms.a, terms.b)
+        values, _ = cross_fitted_values(terms)
         needed = min(max_queries, _needed_queries(values, floor, rel_stderr, dim))
         if needed <= total:
             return terms
@@ -251,14 +283,14 @@ def exact_optimal_loss(
             sig,
             [seed, c] if labels is not None else [seed],
             queries=None if queries is None else max(2, round(queries * share)),
-            rel_stderr=rel_stderr,
+            rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
             max_queries=max(2, round(max_queries * share)),
             all_rows=all_rows,
             chunk_rows=chunk,
             partition=partition,
             bar=bar,
         )
-        values, kappa = cross_fitted_values(terms.a, terms.b)
+        values, kappa = cross_fitted_values(terms)
         mean, se = mean_and_stderr(values)
         curves[c], errors[c], kappas[c] = mean / dim, se / dim, kappa.mean(0)
         n_queries += terms.n
@@ -270,7 +302,7 @@ def exact_optimal_loss(
         "seed": seed,
         "all_rows": all_rows,
         "rel_stderr": rel_stderr if queries is None and not all_rows else None,
-        "control": "cross-fitted E<x0 - kappa x_t/alpha, x0 - m> on centered data",
+        "control": f"mode row where it holds >= {MODE_MASS} of the posterior, else cross-fitted kappa * x",
         "kappa": (kappas[0] if labels is None else np.mean(list(kappas.values()), 0)).tolist(),
         "conditional": labels is not None,
     }

@@ -18,7 +18,8 @@ class OptimalLossResult:
     ``x0_mse[i]`` estimates E||x0 - E[x0 | x_t]||^2 / D at s = sigmas[i] over the empirical data
     distribution; ``stderr[i]`` is its Monte Carlo standard error. ``bias`` (optional) is an estimate of the
     estimator's bias at each level (stochastic estimators), ``per_class`` (optional) maps a class label to its
-    own (L,) curve for the conditional optimal loss (``per_class_stderr`` its stderr), ``meta`` holds estimator settings (plain JSON types).
+    own (L,) curve for the conditional optimal loss (``per_class_stderr``: their stderrs), ``meta`` holds
+    estimator settings (plain JSON types).
     """
 
     sigmas: np.ndarray

@@ -55,6 +55,11 @@ class DistributedRows(RowPartition):
             merged = merged.merge(PosteriorSums.unstack(p.cpu()))
         return merged
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous().to(self.device) if self.device is not None else t.contiguous()
+        dist.all_reduce(t)
+        return t.cpu()
+
 
 def init_from_env() -> bool:
     """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1); False if there is none."""
@@ -71,8 +76,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, x: np.ndarray, sigmas: np.ndarray, kwargs: dict, out: str) -> None:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+def _worker(
+    rank: int, world: int, port: int, threads: int, x: np.ndarray, sigmas: np.ndarray, kwargs: dict, out: str
+) -> None:
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         progress = kwargs.pop("progress", False) and rank == 0
@@ -85,11 +92,10 @@ def _worker(rank: int, world: int, port: int, x: np.ndarray, sigmas: np.ndarray,
 
 
 def spawn_optimal_loss(
-    x: np.ndarray, sigmas: np.ndarray, *, workers: int, **kwargs: Any
+    x: np.ndarray, sigmas: np.ndarray, *, workers: int, threads: int = 1, **kwargs: Any
 ) -> OptimalLossResult:
-    """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo).
-
-    Keyword arguments are those of ``exact_optimal_loss`` (except ``partition``)."""
+    """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo), each using
+    ``threads`` intra-op threads. Keyword arguments are those of ``exact_optimal_loss`` (but ``partition``)."""
     if workers < 1:
         raise DifflossError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
@@ -98,6 +104,6 @@ def spawn_optimal_loss(
     check_inputs(x, sigmas, kwargs.get("queries"), kwargs.get("rel_stderr", 0.01), kwargs.get("labels"))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.pkl")
-        mp.spawn(_worker, args=(workers, _free_port(), x, sigmas, kwargs, out), nprocs=workers)
+        mp.spawn(_worker, args=(workers, _free_port(), threads, x, sigmas, kwargs, out), nprocs=workers)
         with open(out, "rb") as f:
             return pickle.load(f)
