@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from diffloss.cli import cli as diffloss_cli
 from diffloss.errors import DifflossError
 from diffloss.optimal.stochastic import stochastic_optimal_loss
 
@@ -198,3 +200,41 @@ def test_bad_input_raises(data, kwargs, match):
     args = {"sigmas": [1.0], "subset_size": 10, "queries": 10, **kwargs}
     with pytest.raises(DifflossError, match=match):
         stochastic_optimal_loss(data[0], args.pop("sigmas"), **args)
+
+
+def test_cli_stochastic_at_full_subset_matches_brute_force(tmp_path):
+    """`diffloss optimal-loss --estimator stochastic` end to end: at L = N, C = 1 it is the exact J*."""
+    x = two_blobs(60, 3, seed=6)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "o.json"
+    args = ["--data", str(tmp_path / "x.npy"), "--estimator", "stochastic", "--subset-size", "60"]
+    args += ["--correction", "1", "--queries", "6000", "--sigmas", "0.3,1,3", "--no-cache", "--quiet"]
+    r = CliRunner().invoke(diffloss_cli, ["optimal-loss", *args, "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    assert report["estimator"] == "dol" and len(report["bias"]) == 3
+    got = np.array([lv["x0_mse"] for lv in report["levels"]])
+    err = np.array([lv["stderr"] for lv in report["levels"]])
+    ref, ref_err = brute_force(x, [0.3, 1, 3], 20000, seed=9)
+    assert (np.abs(got - ref) <= 4 * np.sqrt(err**2 + ref_err**2)).all(), (got, ref)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--subset-size", "10"], "needs a number of queries"),
+        (["--subset-size", "1", "--correction", "inf", "--queries", "64"], "SNIS (C = inf) needs subset size"),
+        (["--subset-size", "40", "--queries", "64", "--labels", "LABELS"], "smallest class"),
+    ],
+)
+def test_cli_stochastic_bad_input_one_line_no_output(tmp_path, args, message):
+    np.save(tmp_path / "x.npy", two_blobs(60, 3))
+    np.save(tmp_path / "labels.npy", np.repeat([0, 1], [50, 10]))
+    args = [str(tmp_path / "labels.npy") if a == "LABELS" else a for a in args]
+    out = tmp_path / "o.json"
+    cmd = ["optimal-loss", "--data", str(tmp_path / "x.npy"), "--estimator", "stochastic", "--sigmas", "1", *args]
+    r = CliRunner().invoke(diffloss_cli, [*cmd, "--no-cache", "--quiet", "--json", str(out)])
+    assert r.exit_code != 0
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], r.output
+    assert not out.exists()
