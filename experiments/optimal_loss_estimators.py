@@ -296,6 +296,9 @@ def findings(res: dict) -> str:
     def rel(key: str, i: int) -> str:
         return fmt((runs[key]["x0_mse"][i] - truth[i]) / truth[i])
 
+    def se(key: str, i: int) -> str:
+        return f"{runs[key]['stderr'][i] / truth[i]:.1%}"
+
     def bias(key: str, i: int) -> str:
         return fmt(runs[key]["bias"][i] / truth[i])
 
@@ -343,14 +346,14 @@ def findings(res: dict) -> str:
    and Q = 2048 (2–10 M rows scored) matches or beats the exact estimator at 3–13 M rows (Q = 64–256), because it
    can afford 8–32× more queries. At small s (right panel) the subset estimators' error is mostly bias, which
    only a lucky C removes (at s = {s_low:.3g}, L = 5000: 4N/L is at {rel("cDOL C=4N/L L=5000 Q=2048", i_low)},
-   C = (N−1)/(L−1) at {is_low[2]}), while the exact estimator's error is Monte Carlo noise that shrinks as
-   1/√Q ({rel("exact Q=256", i_low)} and {rel("exact Q=1024", i_low)} at Q = 256 and 1024, with the
-   stderr to say so). On MNIST the exact pass is affordable anyway ({TRUTH_QUERIES} queries over all 50k rows
-   took {t_exact:.0f} s single-threaded with `exact_optimal_loss`), so the stochastic estimators are for data
-   sets far larger than MNIST, and their `bias` should be read before trusting small-s values. Per row scored
-   the subset code is slower than the exact one (the same {TRUTH_QUERIES}-query full pass took {t_ln:.0f} s
-   through `stochastic_optimal_loss` with L = N): it gathers the subset per draw and runs its float64 softmax
-   passes unchunked, plus the bias stages for L < N.
+   C = (N−1)/(L−1) at {is_low[2]}), while the exact estimator's error is unbiased Monte Carlo noise consistent with
+   its reported stderr ({rel("exact Q=256", i_low)} ± {se("exact Q=256", i_low)} and {rel("exact Q=1024", i_low)} ±
+   {se("exact Q=1024", i_low)} at Q = 256 and 1024). On MNIST the exact pass is affordable anyway
+   ({TRUTH_QUERIES} queries over all 50k rows took {t_exact:.0f} s single-threaded with `exact_optimal_loss`), so the
+   stochastic estimators are for data sets far larger than MNIST, and their `bias` should be read before
+   trusting small-s values. Per row scored the subset code is slower than the exact one (the same
+   {TRUTH_QUERIES}-query full pass took {t_ln:.0f} s through `stochastic_optimal_loss` with L = N): it gathers
+   the subset per draw and runs its float64 softmax passes unchunked.
 7. **The reported bias is reliable at mid-range s and not at small s.** At s = {s_mid:.3g} it matches the
    actual error to within 4% of J* for every estimator (last table; e.g. DOL at L = 1000: actual
    {dol_mid}, reported {bias("DOL (C=1) L=1000 Q=2048", i_mid)}). At s = {s_low:.3g} it gets SNIS's
