@@ -57,9 +57,9 @@ def test_full_subset_with_unit_correction_is_exact(d):
     x = two_blobs(60, d, seed=d)
     ref, ref_err = brute_force(x, SIGMAS, 20000, seed=2)
     r = stochastic_optimal_loss(x, SIGMAS, subset_size=60, correction=1.0, queries=8000, seed=3)
-    assert r.estimator == "dol" and r.meta["draws"] >= 2
+    assert r.estimator == "dol" and r.meta["draws"] == 63  # 8000 queries in draws of 128
     assert within(r, ref, ref_err).all(), (r.x0_mse, r.stderr, ref, ref_err)
-    assert np.allclose(r.bias, 0, atol=5 * r.stderr.max() + 1e-12)  # nothing to extrapolate at L = N
+    assert (r.bias == 0).all()  # L = N with C = 1 is the consistent estimator on all rows: no bias
 
 
 def test_converges_to_exact_as_subset_grows(data):
