@@ -1,4 +1,4 @@
-"""FID/KID in the classifier's feature space on real MNIST, and the `diffloss eval` command."""
+"""FID/KID in the classifiers' feature spaces on real MNIST and digits, and the `diffloss eval` command."""
 
 import json
 
