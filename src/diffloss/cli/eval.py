@@ -23,7 +23,7 @@ from diffloss.io import write_json_atomic
     "--epsilon",
     type=float,
     default=None,
-    help="Sinkhorn epsilon (squared feature units). [default: 0.05 * 2 tr Cov(ref)]",
+    help="Sinkhorn epsilon, in squared units of the compared space. [default: 0.05 * 2 tr Cov(ref)]",
 )
 @click.option(
     "--max-points", default=1000, show_default=True, help="Sinkhorn and MMD use at most this many points a side."

@@ -195,7 +195,12 @@ def load_classifier(name: str = "mnist", path: str | Path | None = None) -> Conv
 @click.command()
 @click.option("--data", default="mnist", show_default=True, type=click.Choice(sorted(CLASSIFIERS)), help="Which one.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the weights and JSON.")
-@click.option("--epochs", default=None, type=int, help="Passes over the training images. [default: 4 mnist, 60 digits]")
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Passes over the training images. [default: 4 mnist, 60 digits]",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of initialization, shuffling and shifts.")
 def main(data: str, out: str, epochs: int | None, seed: int) -> None:
     """Retrain a feature classifier on one CPU thread and report its test accuracy: mnist trains on MNIST train

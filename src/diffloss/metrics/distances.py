@@ -9,6 +9,7 @@ cost is in squared data units (squared-Euclidean ground cost, no 1/2 and no divi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,11 @@ def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _check_epsilon(epsilon: float) -> None:
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise DifflossError(f"Sinkhorn epsilon must be a finite number > 0, got {epsilon}")
+
+
 def sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pairwise squared Euclidean distances (N, M), float64, clipped at 0."""
     d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
@@ -45,17 +51,16 @@ def entropic_ot(x, y, *, epsilon: float, max_iter: int = 2000, tol: float = 1e-7
     C_ij = ||x_i - y_j||^2 (squared Euclidean). ``epsilon`` is absolute, in the units of C. As eps -> 0,
     OT_eps decreases to the exact squared 2-Wasserstein cost W_2^2, and W_2^2 <= OT_eps <= W_2^2 + eps*log N
     for N = M. Solved by POT's log-domain Sinkhorn (``tol`` on the marginal error, at most ``max_iter``
-    iterations).
+    iterations; POT warns if that is not enough).
     """
     import ot
 
     x, y = _as_pair(x, y)
-    if not (epsilon > 0 and math.isfinite(epsilon)):
-        raise DifflossError(f"Sinkhorn epsilon must be a finite number > 0, got {epsilon}")
+    _check_epsilon(epsilon)
     cost = torch.from_numpy(sq_dists(x, y))
     a = torch.full((len(x),), 1.0 / len(x), dtype=torch.float64)
     b = torch.full((len(y),), 1.0 / len(y), dtype=torch.float64)
-    plan = ot.sinkhorn(a, b, cost, epsilon, method="sinkhorn_log", numItermax=max_iter, stopThr=tol, warn=False)
+    plan = ot.sinkhorn(a, b, cost, epsilon, method="sinkhorn_log", numItermax=max_iter, stopThr=tol)
     ratio = plan / (a[:, None] * b[None, :])
     kl = torch.where(plan > 0, plan * torch.log(torch.where(plan > 0, ratio, 1.0)), 0.0).sum()
     return float((plan * cost).sum() + epsilon * kl)
@@ -66,9 +71,10 @@ def self_entropic_ot(x, *, epsilon: float, max_iter: int = 2000, tol: float = 1e
     (2019): f <- (f + T(f)) / 2 with T(f)_i = -eps log sum_j a_j exp((f_j - C_ij) / eps), then OT_eps = 2 <a, f>.
 
     The plain alternating iteration oscillates on symmetric problems and needs thousands of steps; the averaged
-    one converges in tens. Stops when max |change of f| <= tol * eps.
+    one converges in tens. Stops when max |change of f| <= tol * eps (warns if ``max_iter`` is not enough).
     """
     x, _ = _as_pair(x, x)
+    _check_epsilon(epsilon)
     cost = torch.from_numpy(sq_dists(x, x))
     log_a = -math.log(len(x))
     f = torch.zeros(len(x), dtype=torch.float64)
@@ -78,6 +84,8 @@ def self_entropic_ot(x, *, epsilon: float, max_iter: int = 2000, tol: float = 1e
         f = new
         if done:
             break
+    else:
+        warnings.warn(f"symmetric Sinkhorn did not converge in {max_iter} iterations; raise epsilon", stacklevel=2)
     return 2.0 * float(f.mean())
 
 
