@@ -180,24 +180,40 @@ def _shifted_sums(logit: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torc
     Logits below ``EXP_MIN`` count as exactly 0 (exp's underflow path is ~100x slower than its normal path,
     and weights of exp(-87) ~ 1e-38 relative to the source row's are far below fp32 resolution anyway)."""
     e = logit.clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
-    return torch.stack([e.sum(1), (e * h).sum(1), (e * g).sum(1)]).double()
+    buf = torch.empty_like(e)
+    return torch.stack([e.sum(1), torch.mul(e, h, out=buf).sum(1), torch.mul(e, g, out=buf).sum(1)]).double()
+
+
+def _logits(d: torch.Tensor, g: torch.Tensor, inv2s2: float, invs: float) -> torch.Tensor:
+    return torch.mul(d, -inv2s2).sub_(g, alpha=invs)
 
 
 def _level_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, inv2s2: float, invs: float, shift: torch.Tensor
+    d: torch.Tensor,
+    g: torch.Tensor,
+    h: torch.Tensor,
+    inv2s2: float,
+    invs: float,
+    shift: torch.Tensor,
+    best_so_far: torch.Tensor,
 ) -> torch.Tensor:
     """One level's chunk state (6, q) = (shift, z, zh, zg, best, best_row) against the running ``shift`` (q,).
 
-    ``best_row`` is relative to the chunk. Queries whose largest logit exceeds the running shift by more
-    than fp32's exp range are redone against their own maximum."""
-    logit = torch.mul(d, -inv2s2).sub_(g, alpha=invs)
-    best, best_row = logit.max(1)
-    sums = _shifted_sums(logit - shift.float()[:, None], h, g)
+    ``best_row`` (relative to the chunk) is only located where the chunk beats ``best_so_far`` (else -1).
+    Queries whose largest logit exceeds the running shift by more than fp32's exp range are redone against
+    their own maximum."""
+    logit = _logits(d, g, inv2s2, invs)
+    best = logit.amax(1)
+    best_row = torch.full_like(best, -1.0)
+    upd = best.double() > best_so_far
+    if upd.any():
+        best_row[upd] = logit[upd].argmax(1).float()
+    sums = _shifted_sums(logit.sub_(shift.float()[:, None]), h, g)
     shift = shift.clone()
     bad = ~torch.isfinite(sums).all(0)
     if bad.any():
-        lb = logit[bad]
-        sums[:, bad] = _shifted_sums(lb - best[bad][:, None], h[bad], g[bad])
+        lb = _logits(d[bad], g[bad], inv2s2, invs)
+        sums[:, bad] = _shifted_sums(lb.sub_(best[bad][:, None]), h[bad], g[bad])
         shift[bad] = best[bad].double()
     return torch.cat([shift[None], sums, best.double()[None], best_row.double()[None]])
 
@@ -233,12 +249,12 @@ def posterior_sums(
             # queries whose far logits all fall below the exp range contribute only their near entries
             active = _logit_bound(reach, float(sigmas[k])) - state.shift[k] >= EXP_MIN - 8
             if active.all():
-                parts.append(_level_sums(d, g, h, inv2s2[k], invs[k], state.shift[k]))
+                parts.append(_level_sums(d, g, h, inv2s2[k], invs[k], state.shift[k], state.best[k]))
                 continue
             part = _near_sums(d, g, h, near, inv2s2[k], invs[k], state.shift[k])
             if active.any():
                 part[:, active] = _level_sums(
-                    d[active], g[active], h[active], inv2s2[k], invs[k], state.shift[k][active]
+                    d[active], g[active], h[active], inv2s2[k], invs[k], state.shift[k][active], state.best[k][active]
                 )
             parts.append(part)
         parts = torch.stack(parts, 1)
