@@ -184,7 +184,7 @@ def _table(doc: dict) -> str:
 @click.option("--estimator", default="exact", show_default=True, help="exact | stochastic.")
 @click.option("--queries", type=int, default=None, help="Number of (x0, ε) draws [default: chosen for --rel-stderr].")
 @click.option(
-    "--rel-stderr", type=float, default=0.01, show_default=True, help="Target relative stderr (auto queries)."
+    "--rel-stderr", type=float, default=0.01, show_default=True, help="Auto queries: stderr <= this x max(J*, 1% of the data variance) at every level."
 )
 @click.option("--max-queries", type=int, default=20000, show_default=True, help="Cap on automatic queries.")
 @click.option("--all-rows", is_flag=True, help="Exact: use every row once as x0 (Q = N; lower variance).")
@@ -195,7 +195,7 @@ def _table(doc: dict) -> str:
 @click.option("--correction", default=None, help="Stochastic: cDOL coefficient C [default 4N/L; inf = SNIS].")
 @click.option("--max-memory", default=None, help="Exact: working-memory bound per chunk, e.g. 512M.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Exact: split rows over N local processes.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see below).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see above).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a log-log PNG here.")
