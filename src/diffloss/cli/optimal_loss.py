@@ -184,7 +184,11 @@ def _table(doc: dict) -> str:
 @click.option("--estimator", default="exact", show_default=True, help="exact | stochastic.")
 @click.option("--queries", type=int, default=None, help="Number of (x0, ε) draws [default: chosen for --rel-stderr].")
 @click.option(
-    "--rel-stderr", type=float, default=0.01, show_default=True, help="Auto queries: stderr <= this x max(J*, 1% of the data variance) at every level."
+    "--rel-stderr",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Auto queries: stderr <= this x max(J*, 1% of the data variance) at every level.",
 )
 @click.option("--max-queries", type=int, default=20000, show_default=True, help="Cap on automatic queries.")
 @click.option("--all-rows", is_flag=True, help="Exact: use every row once as x0 (Q = N; lower variance).")
