@@ -73,3 +73,16 @@ def test_subprocess_error_is_one_line_with_exit_2(tmp_path, cli):
 def test_python_dash_m_and_version(cli):
     r = cli("--version")
     assert r.returncode == 0 and "diffloss" in r.stdout
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from diffloss.io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
