@@ -1,0 +1,349 @@
+"""The exact optimal-loss estimator: the full posterior over all N rows, Monte Carlo only over (x0, eps).
+
+    J*(s) = E ||x0 - m(x0 + s eps)||^2 / D        (per-dimension mean; m the posterior mean over rows)
+
+Estimator. For any c(x) the term <c, x0 - m> has conditional mean 0 given x, so E<x0 - c, x0 - m> = J* * D
+for every c. c = m is the direct form (it needs the extra product P . Y per level); c = 0 needs only inner
+products with the rows but is very noisy at small s. We choose c per (level, query) as a function of x only,
+on data centered at its mean (x = x0 + s eps):
+
+- c = the mode row y_k where the posterior mode holds at least a mass tau. If the mode is the source row (or
+  a duplicate), f = 0 exactly; otherwise f = <x0 - y_k, x0 - m>, from a second pass over the rows for those
+  few pairs (``posterior.mode_sums``). This handles the rare-event regime of small s, where the posterior
+  almost always sits on the source and forms linear in the weights are noisy;
+- elsewhere c = kappa * x: f = A - kappa * B with A = <x0, x0 - m> and the zero-mean control
+  B = <x, x0 - m>, both read off the streamed posterior sums.
+
+tau (from ``MODE_MASS``; inf = never) and kappa (the regression coefficient of A on B) are chosen per level to
+minimize the variance of f, and *cross-fitted* (queries split by parity, each half uses the other half's
+choice), so the estimate stays unbiased.
+
+The standard error is the sample std of f / sqrt(Q).
+
+Queries: source rows drawn with replacement (or, with ``all_rows``, every row exactly once, in which case
+the reported stderr is the with-replacement formula, an upper bound), eps ~ N(0, I) in fp32, generated
+in fixed blocks from ``numpy.random.default_rng([seed, ..., block])`` so the numbers do not depend on
+chunking or on how rows are sharded. The same (x0, eps) serve every level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffloss.errors import DifflossError
+from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
+from diffloss.optimal.result import OptimalLossResult
+
+QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
+PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
+FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
+BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, exp, temps
+# candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
+MODE_MASS = (0.5, 0.7, 0.9, 0.99, math.inf)
+
+
+class RowPartition:
+    """How the rows are split over processes: here, all rows in this one process."""
+
+    def local(self, n: int) -> slice:
+        """The rows (of a set of ``n``) that this process scans."""
+        return slice(0, n)
+
+    def combine(self, state: PosteriorSums) -> PosteriorSums:
+        """The state over all rows, from this process's partial state."""
+        return state
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum over processes of a per-process partial sum."""
+        return t
+
+
+@dataclass
+class QueryTerms:
+    """Per-(level, query) terms, each (L, Q) float64 (sums over D): A = <x0, x0 - m>, B = <x, x0 - m>, the
+    posterior ``mass`` of the mode row y_k, and ``fixed`` = <x0 - y_k, x0 - m> where that mass is at least
+    ``MODE_MASS[0]`` (NaN elsewhere)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    mass: np.ndarray
+    fixed: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.a.shape[1]
+
+    @staticmethod
+    def concat(parts: Sequence[QueryTerms]) -> QueryTerms:
+        keys = ("a", "b", "mass", "fixed")
+        return QueryTerms(*(np.concatenate([getattr(p, k) for p in parts], 1) for k in keys))
+
+
+def _controlled(terms: QueryTerms, tau: float, kappa: np.ndarray) -> np.ndarray:
+    """f per (level, query): the mode-row form where the mode holds >= tau (per level), else a - kappa * b."""
+    use_mode = (terms.mass >= tau[:, None]) & ~np.isnan(terms.fixed)
+    return np.where(use_mode, terms.fixed, terms.a - kappa[:, None] * terms.b)
+
+
+def _fit(terms: QueryTerms, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per level, the (tau, kappa) with the smallest variance of f over the queries ``cols``."""
+    a, b = terms.a[:, cols], terms.b[:, cols]
+    sub = QueryTerms(a, b, terms.mass[:, cols], terms.fixed[:, cols])
+    best_var = np.full(a.shape[0], np.inf)
+    best_tau, best_kappa = np.zeros(a.shape[0]), np.zeros(a.shape[0])
+    for t in MODE_MASS:
+        tau = np.full(a.shape[0], t)
+        free = ~((sub.mass >= t) & ~np.isnan(sub.fixed))
+        cnt = np.maximum(free.sum(1), 1)
+        bc = np.where(free, b - (np.where(free, b, 0).sum(1) / cnt)[:, None], 0)
+        ac = np.where(free, a - (np.where(free, a, 0).sum(1) / cnt)[:, None], 0)
+        var_b = (bc**2).sum(1)
+        kappa = np.where(var_b > 0, (ac * bc).sum(1) / np.where(var_b > 0, var_b, 1.0), 0.0)
+        var = _controlled(sub, tau, kappa).var(1) if a.shape[1] > 1 else np.zeros(a.shape[0])
+        better = var < best_var
+        best_var = np.where(better, var, best_var)
+        best_tau, best_kappa = np.where(better, t, best_tau), np.where(better, kappa, best_kappa)
+    return best_tau, best_kappa
+
+
+def cross_fitted_values(terms: QueryTerms) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-query values f, (L, Q), and the fitted controls {"tau": (2, L), "kappa": (2, L)}.
+
+    The control is chosen per level and *cross-fitted*: queries are split by parity and each half uses the
+    (mode threshold tau, kappa) that minimizes the variance of f on the other half, so f stays unbiased."""
+    folds = [np.arange(terms.n) % 2 == k for k in (0, 1)]
+    values = np.empty_like(terms.a)
+    taus, kappas = np.zeros((2, terms.a.shape[0])), np.zeros((2, terms.a.shape[0]))
+    for k, fold in enumerate(folds):
+        taus[k], kappas[k] = _fit(terms, ~fold)
+        sub = QueryTerms(terms.a[:, fold], terms.b[:, fold], terms.mass[:, fold], terms.fixed[:, fold])
+        values[:, fold] = _controlled(sub, taus[k], kappas[k])
+    return values, {"tau": taus, "kappa": kappas}
+
+
+def mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise mean and standard error of the mean of (L, Q) values."""
+    q = values.shape[1]
+    return values.mean(1), values.std(1, ddof=1) / math.sqrt(q)
+
+
+def query_block(
+    n: int, dim: int, key: Sequence[int], block: int, size: int, order: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source-row indices and fp32 noise of query block ``block`` (``size`` queries).
+
+    ``order`` (a permutation of the rows) selects rows without replacement; otherwise they are drawn
+    uniformly with replacement."""
+    rng = np.random.default_rng([*key, block])
+    if order is not None:
+        idx = order[block * QUERY_BLOCK : block * QUERY_BLOCK + size]
+    else:
+        idx = rng.integers(0, n, size)
+    return idx, rng.standard_normal((size, dim), dtype=np.float32)
+
+
+def query_terms(
+    rows: torch.Tensor,
+    local: Rows,
+    sigmas: np.ndarray,
+    idx: np.ndarray,
+    eps: np.ndarray,
+    *,
+    chunk_rows: int,
+    partition: RowPartition,
+) -> QueryTerms:
+    """The terms of queries x0 = rows[idx] with noise ``eps``; ``rows`` is the centered fp32 data, ``local``
+    the part of it this process scans (all of it unless sharded)."""
+    x0, e = rows[torch.from_numpy(idx)], torch.from_numpy(eps)
+    offset = partition.local(rows.shape[0]).start
+    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset))
+    h, g = state.inner_terms()
+    sig = torch.from_numpy(sigmas)[:, None]
+    a, b = h, h + sig * g
+    fixed = torch.full_like(a, math.nan)
+    mass = state.mode_weight()
+    use_mode = mass >= MODE_MASS[0]
+    fixed[use_mode & (state.best <= 0)] = 0.0  # the source row (logit exactly 0) is a mode: c = x0
+    lv, qi = torch.nonzero(use_mode & (state.best > 0), as_tuple=True)
+    if len(lv):
+        mode = rows[state.best_row[lv, qi].long()]
+        ez = mode_sums(x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi], local, chunk_rows=chunk_rows)
+        mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
+        mode_x0 = (mode.double() * x0[qi].double()).sum(1)
+        fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
+    return QueryTerms(a.numpy(), b.numpy(), mass.numpy(), fixed.numpy())
+
+
+def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: int) -> int:
+    mean, se = mean_and_stderr(values)
+    target = rel_stderr * np.maximum(mean / dim, floor)
+    return int(np.ceil(values.shape[1] * np.max((se / dim / target) ** 2)))
+
+
+def _curve_terms(
+    rows: torch.Tensor,
+    sigmas: np.ndarray,
+    key: Sequence[int],
+    *,
+    queries: int | None,
+    rel_stderr: float,
+    max_queries: int,
+    all_rows: bool,
+    chunk_rows: int,
+    partition: RowPartition,
+    bar: tqdm,
+) -> QueryTerms:
+    """Stream query blocks until the requested (or automatically chosen) number of queries is done."""
+    n, dim = rows.shape
+    order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
+    total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
+    floor = FLOOR_FRACTION * float(rows.double().var(0, unbiased=False).mean()) if n > 1 else 0.0
+    local = Rows.of(rows[partition.local(n)])
+    parts: list[QueryTerms] = []
+    done, block = 0, 0
+    bar.total += total
+    while True:
+        while done < total:
+            size = min(QUERY_BLOCK, total - done)
+            idx, eps = query_block(n, dim, key, block, size, order)
+            block_terms = query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
+            parts.append(block_terms)
+            done, block = done + size, block + 1
+            bar.update(size)
+        terms = QueryTerms.concat(parts)
+        if all_rows or queries is not None or total >= max_queries:
+            return terms
+        values, _ = cross_fitted_values(terms)
+        needed = min(max_queries, _needed_queries(values, floor, rel_stderr, dim))
+        if needed <= total:
+            return terms
+        grow = min(needed, 4 * total)  # re-check after at most quadrupling
+        bar.total += grow - total
+        total = grow
+
+
+def check_inputs(x: np.ndarray, sigmas: np.ndarray, queries: int | None, rel_stderr: float, labels) -> None:
+    """Raise ``DifflossError`` for unusable data, levels, query counts or labels."""
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise DifflossError(f"data must be a non-empty (N, D) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise DifflossError("data contains NaN or inf; remove or impute those rows")
+    if sigmas.ndim != 1 or len(sigmas) == 0 or not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
+        raise DifflossError(f"noise levels must be finite and > 0, got {sigmas.tolist()}")
+    if queries is not None and queries < 2:
+        raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
+    if not rel_stderr > 0:
+        raise DifflossError(f"rel_stderr must be > 0, got {rel_stderr}")
+    if labels is not None and len(labels) != x.shape[0]:
+        raise DifflossError(f"{len(labels)} labels for {x.shape[0]} rows; give exactly one label per row")
+
+
+def chunk_rows_for(max_memory: int | None, chunk_rows: int | None = None) -> int:
+    """Rows per chunk: ``chunk_rows`` if given, else 4096 capped so a chunk needs at most ``max_memory`` bytes."""
+    if chunk_rows is not None:
+        if chunk_rows < 1:
+            raise DifflossError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        return chunk_rows
+    if max_memory is None:
+        return 4096
+    rows = max_memory // (QUERY_BLOCK * BYTES_PER_ENTRY)
+    if rows < 16:
+        raise DifflossError(
+            f"max_memory {max_memory} bytes is too small; give at least {16 * QUERY_BLOCK * BYTES_PER_ENTRY}"
+        )
+    return int(min(rows, 4096))
+
+
+def centered_rows(x: np.ndarray) -> torch.Tensor:
+    """fp32 rows minus their float64 mean (J* is translation invariant; centering limits cancellation)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    return torch.from_numpy(np.ascontiguousarray(x64 - x64.mean(0), dtype=np.float32))
+
+
+def exact_optimal_loss(
+    x: np.ndarray | torch.Tensor,
+    sigmas: Sequence[float] | np.ndarray,
+    *,
+    queries: int | None = None,
+    rel_stderr: float = 0.01,
+    max_queries: int = 20_000,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+    all_rows: bool = False,
+    chunk_rows: int | None = None,
+    max_memory: int | None = None,
+    progress: bool = False,
+    partition: RowPartition | None = None,
+) -> OptimalLossResult:
+    """J*(s) per dimension at each noise-to-signal ratio in ``sigmas`` for the data ``x`` (N, D).
+
+    ``queries``: number of (x0, eps) draws; by default chosen automatically (at least 1024, at most
+    ``max_queries``) so that every level's stderr is at most ``rel_stderr`` times max(J*, 1% of the
+    per-dimension data variance). ``all_rows``: every row is a source row exactly once (Q = N).
+    ``labels`` (N,) gives the *conditional* optimal loss: the posterior runs within each class; the result
+    holds J* overall (classes weighted by frequency) and ``per_class`` curves. ``chunk_rows`` /
+    ``max_memory`` (bytes) bound the working memory of a chunk. ``partition`` splits rows across
+    processes (see ``diffloss.optimal.sharded``).
+    """
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    check_inputs(x, sig, queries, rel_stderr, labels)
+    chunk = chunk_rows_for(max_memory, chunk_rows)
+    partition = partition or RowPartition()
+    n, dim = x.shape
+    groups = [(0, np.arange(n))]
+    if labels is not None:
+        labels = np.asarray(labels).astype(np.int64)
+        groups = [(int(c), np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
+    curves, errors, controls, n_queries = {}, {}, {}, 0
+    for c, rows_idx in groups:
+        share = len(rows_idx) / n
+        terms = _curve_terms(
+            centered_rows(x[rows_idx]),
+            sig,
+            [seed, c] if labels is not None else [seed],
+            queries=None if queries is None else max(2, round(queries * share)),
+            rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
+            max_queries=max(2, round(max_queries * share)),
+            all_rows=all_rows,
+            chunk_rows=chunk,
+            partition=partition,
+            bar=bar,
+        )
+        values, fitted = cross_fitted_values(terms)
+        mean, se = mean_and_stderr(values)
+        curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
+        n_queries += terms.n
+    bar.close()
+    shares = {c: len(r) / n for c, r in groups}
+    x0_mse = sum(shares[c] * curves[c] for c in curves)
+    stderr = np.sqrt(sum((shares[c] * errors[c]) ** 2 for c in errors))
+    meta = {
+        "seed": seed,
+        "all_rows": all_rows,
+        "rel_stderr": rel_stderr if queries is None and not all_rows else None,
+        "control": "mode row where it holds >= tau of the posterior, else kappa * x; (tau, kappa) cross-fitted",
+        "control_fit": {  # per class (0 = all data), per fold and level; tau null = kappa * x everywhere
+            str(c): {k: np.where(np.isfinite(v), v, None).tolist() for k, v in f.items()} for c, f in controls.items()
+        },
+        "conditional": labels is not None,
+    }
+    return OptimalLossResult(
+        sigmas=sig,
+        x0_mse=x0_mse,
+        stderr=stderr,
+        n_data=n,
+        dim=dim,
+        estimator="exact",
+        n_queries=n_queries,
+        per_class=curves if labels is not None else None,
+        per_class_stderr=errors if labels is not None else None,
+        meta=meta,
+    )

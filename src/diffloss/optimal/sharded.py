@@ -1,0 +1,109 @@
+"""Sharded exact estimation: rows split over ``torch.distributed`` ranks, partial posterior states merged exactly.
+
+Every rank holds the data and draws the same queries (same seed); rank r scans only its contiguous share of
+the rows, and the per-(level, query) shifted log-sum-exp states are all-gathered and merged in rank order
+(``PosteriorSums.merge``), so every rank ends with the same numbers as a single process (up to fp rounding
+of the chunk boundaries). Collectives run on CPU tensors with gloo, or on the current CUDA device with NCCL;
+the scan itself runs on the CPU.
+
+Two ways to launch:
+- ``torchrun --nnodes=2 --nproc-per-node=4 ... -m diffloss optimal-loss ...`` (the CLI notices ``WORLD_SIZE``
+  and joins the process group: gloo on CPU, NCCL when CUDA is available), or in Python
+  ``exact_optimal_loss(x, s, partition=DistributedRows())`` after ``init_process_group``;
+- ``spawn_optimal_loss(x, s, workers=N, ...)`` (``--workers N``): N local processes over gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from diffloss.errors import DifflossError
+from diffloss.optimal.exact import RowPartition, check_inputs, exact_optimal_loss
+from diffloss.optimal.posterior import PosteriorSums
+from diffloss.optimal.result import OptimalLossResult
+
+
+class DistributedRows(RowPartition):
+    """Rows split contiguously over the ranks of the default process group."""
+
+    def __init__(self) -> None:
+        if not dist.is_initialized():
+            raise DifflossError("DistributedRows needs torch.distributed.init_process_group() first")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+
+    def local(self, n: int) -> slice:
+        return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
+
+    def combine(self, state: PosteriorSums) -> PosteriorSums:
+        local = state.stack().contiguous()
+        if self.device is not None:
+            local = local.to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        dist.all_gather(parts, local)
+        merged = PosteriorSums.unstack(parts[0].cpu())
+        for p in parts[1:]:
+            merged = merged.merge(PosteriorSums.unstack(p.cpu()))
+        return merged
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous().to(self.device) if self.device is not None else t.contiguous()
+        dist.all_reduce(t)
+        return t.cpu()
+
+
+def init_from_env() -> bool:
+    """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1); False if there is none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(
+    rank: int, world: int, port: int, threads: int, x: np.ndarray, sigmas: np.ndarray, kwargs: dict, out: str
+) -> None:
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        progress = kwargs.pop("progress", False) and rank == 0
+        result = exact_optimal_loss(x, sigmas, partition=DistributedRows(), progress=progress, **kwargs)
+        if rank == 0:
+            with open(out, "wb") as f:
+                pickle.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_optimal_loss(
+    x: np.ndarray, sigmas: np.ndarray, *, workers: int, threads: int = 1, **kwargs: Any
+) -> OptimalLossResult:
+    """``exact_optimal_loss`` with the rows split over ``workers`` local processes (gloo), each using
+    ``threads`` intra-op threads. Keyword arguments are those of ``exact_optimal_loss`` (but ``partition``)."""
+    if workers < 1:
+        raise DifflossError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return exact_optimal_loss(x, sigmas, **kwargs)
+    x, sigmas = np.asarray(x), np.asarray(sigmas, dtype=np.float64)
+    check_inputs(x, sigmas, kwargs.get("queries"), kwargs.get("rel_stderr", 0.01), kwargs.get("labels"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.pkl")
+        mp.spawn(_worker, args=(workers, _free_port(), threads, x, sigmas, kwargs, out), nprocs=workers)
+        with open(out, "rb") as f:
+            return pickle.load(f)
