@@ -87,16 +87,18 @@ def test_offset_model_gap_is_its_known_excess(data, target):
     assert "furthest from optimal at s = 0.02" in d.summary()  # J* ~ 0 there: the whole loss is the offset
 
 
-def test_model_that_sees_more_than_x_t_is_flagged(data):
-    """A 'model' that knows the clean target (as a leaky wrapper or a convention bug would) beats J*: warned."""
-    proc, tgt = get_process("vp"), get_target("eps")
-    idx, eps = query_block(len(data), data.shape[1], [0], 0, 128, None)
+def oracle_model(data: np.ndarray) -> DiagnosedModel:
+    """A 'model' that knows the noise of the first 128 draws of seed 0 (as a leaky wrapper would): it beats J*."""
+    _, eps = query_block(len(data), data.shape[1], [0], 0, 128, None)
 
     def oracle(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(eps) * 0.9 + 0.1 * (x_t - x_t.mean(0))
 
-    model = DiagnosedModel(oracle, proc, tgt, (3,))
-    d = diagnose(model, data, levels_of(proc, np.array([0.5, 2.0])), queries=128, batch=128)
+    return DiagnosedModel(oracle, get_process("vp"), get_target("eps"), (data.shape[1],))
+
+
+def test_model_that_sees_more_than_x_t_is_flagged(data):
+    d = diagnose(oracle_model(data), data, levels_of(get_process("vp"), np.array([0.5, 2.0])), queries=128, batch=128)
     assert d.below_optimal.all() and "below the optimal loss" in d.warning()
 
 
@@ -177,6 +179,19 @@ def test_ckpt_of_a_train_run(tmp_path):
         assert lv["loss_factor"] == pytest.approx(1 / t**2, rel=1e-9)  # MSE_u = MSE_x0 / t^2 on flow
         assert lv["optimal_loss"] == pytest.approx(lv["optimal_x0_mse"] / t**2, rel=1e-9)
     assert len(csv_out.read_text().splitlines()) == 5 and png.stat().st_size > 0
+
+
+def test_cli_warns_on_stderr_and_in_json(tmp_path, data, monkeypatch):
+    import diffloss.cli.diagnose as cli_diagnose
+
+    monkeypatch.setattr(cli_diagnose, "load_run", lambda path, ema: oracle_model(data))
+    np.save(tmp_path / "x.npy", data)
+    out = tmp_path / "w.json"
+    r = run(["diagnose", "--ckpt", "leaky", "--data", str(tmp_path / "x.npy"), "--sigmas", "0.5,2", "--queries",
+             "128", "--batch", "128", "--json", str(out), "--quiet"])  # fmt: skip
+    assert r.exit_code == 0 and r.stderr.startswith("Warning: the model's loss is below the optimal loss")
+    doc = json.loads(out.read_text())
+    assert doc["below_optimal"] and all(lv["below_optimal"] for lv in doc["levels"]) and doc["warning"]
 
 
 def _fail(args, out):

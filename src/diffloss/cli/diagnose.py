@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from pathlib import Path
 
 import click
 import numpy as np
@@ -87,7 +88,10 @@ def plot_diagnosis(d: Diagnosis, title: str, path: str) -> None:
         ok = y > 0
         a1.plot(s[ok], y[ok], "o-", ms=3, label=label)
         a1.fill_between(s[ok], np.maximum(y - 2 * e, y * 1e-3)[ok], (y + 2 * e)[ok], alpha=0.25)
+    floor = 0.1 * d.model_x0[d.model_x0 > 0].min(initial=np.inf)  # J* ~ 0 at small s would squash the axis
     a1.set(xscale="log", yscale="log", xlabel="noise-to-signal ratio s = σ/α", ylabel="x0 MSE per dimension")
+    if np.isfinite(floor):
+        a1.set_ylim(bottom=floor)
     a2.plot(s, d.ratio, "o-", ms=3, c="C3")
     a2.set(xscale="log", ylim=(0, 1.02), xlabel="noise-to-signal ratio s = σ/α", ylabel="gap ratio (J_θ − J*)/J_θ")
     for ax in (a1, a2):
@@ -170,7 +174,9 @@ def command(
     if csv_out:
         write_text_atomic(csv_out, _csv_text(doc["levels"]))
     if plot_out:
-        plot_diagnosis(d, f"{doc['model']['path']} on {ds.name}: {model.target.name}, {model.process.name}", plot_out)
+        plot_diagnosis(
+            d, f"{Path(doc['model']['path']).name} on {ds.name}: {model.target.name}, {model.process.name}", plot_out
+        )
     if warning:
         click.echo(f"Warning: {warning}", err=True)
     if not quiet:
