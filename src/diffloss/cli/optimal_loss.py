@@ -186,7 +186,7 @@ def _table(doc: dict) -> str:
 @click.option(
     "--rel-stderr",
     type=float,
-    default=0.01,
+    default=0.02,
     show_default=True,
     help="Auto queries: stderr <= this x max(J*, 1% of the data variance) at every level.",
 )

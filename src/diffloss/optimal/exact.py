@@ -203,7 +203,7 @@ def _curve_terms(
     n, dim = rows.shape
     order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
     total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
-    floor = FLOOR_FRACTION * float(rows.double().var(0, unbiased=False).mean()) if n > 1 else 0.0
+    floor = FLOOR_FRACTION * float(rows.var(0, unbiased=False).mean()) if n > 1 else 0.0
     local = Rows.of(rows[partition.local(n)])
     parts: list[QueryTerms] = []
     done, block = 0, 0
