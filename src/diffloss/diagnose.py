@@ -109,12 +109,12 @@ class Diagnosis:
     def summary(self) -> str:
         """One line: where the model is furthest from optimal (largest gap ratio) and by how much."""
         r, s = self.ratio, self.sigmas
-        k, j = int(np.argmax(r)), int(np.argmax(self.gap_x0))
+        k, j, c = int(np.argmax(r)), int(np.argmax(self.gap_x0)), int(np.argmin(r))
         return (
             f"furthest from optimal at s = {s[k]:.4g} (logSNR {self.levels.logsnr[k].item():.3g}): "
             f"(J - J*)/J = {r[k]:.3f}, J_x0 = {self.model_x0[k]:.4g} vs J*_x0 = {self.optimal_x0[k]:.4g}; "
-            f"largest x0 gap {self.gap_x0[j]:.4g} at s = {s[j]:.4g}; gap ratio >= 0.5 at "
-            f"{int((r >= 0.5).sum())} of {len(r)} levels"
+            f"largest x0 gap {self.gap_x0[j]:.4g} at s = {s[j]:.4g}; closest at s = {s[c]:.4g} (ratio {r[c]:.3f}); "
+            f"gap ratio >= 0.5 at {int((r >= 0.5).sum())} of {len(r)} levels"
         )
 
     def warning(self) -> str | None:
