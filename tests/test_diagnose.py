@@ -223,3 +223,16 @@ def test_bad_inputs(tmp_path, digits_file):
     ]:
         cfg_path.write_text(json.dumps({**cfg, **change}))
         assert message in _fail(base + ["--diffusers", str(pipe)], out)
+
+
+@pytest.mark.parametrize("cls", ["DDPMScheduler", "EulerDiscreteScheduler"])
+@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
+def test_scheduler_maps_to_a_process_with_its_alphas_cumprod(cls, schedule):
+    import diffusers
+
+    from diffloss.pretrained import scheduler_process
+
+    sched = getattr(diffusers, cls)(num_train_timesteps=500, beta_schedule=schedule, beta_end=0.03)
+    proc = scheduler_process(dict(sched.config, _class_name=cls))
+    assert proc.discrete and proc.T == 500
+    np.testing.assert_allclose(proc.alphas_cumprod().numpy(), sched.alphas_cumprod.numpy(), rtol=2e-5)

@@ -182,7 +182,7 @@ def _block_terms(
     model: DiagnosedModel, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor, eps: torch.Tensor, levels: Levels,
     batch: int, chunk_rows: int,
 ) -> np.ndarray:  # fmt: skip
-    """Per-query terms (6, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D)."""
+    """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D)."""
     sig = levels.nsr.numpy()
     m = posterior_mean(x0c, eps, rows, sig, chunk_rows=chunk_rows)  # centered units
     x0 = x0c.double() + mean

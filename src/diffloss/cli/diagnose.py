@@ -124,7 +124,7 @@ def command(
     """Compare a trained model's denoising loss with the optimal loss J* level by level.
 
     At each noise-to-signal ratio s = σ/α the model sees x_t = α·x0 + σ·ε for Q draws (x0 a row of DATA,
-    ε ~ N(0, I)); the optimal x0-predictor is the posterior mean over all rows of DATA (float64). Model and
+    ε ~ N(0, I)); the optimal x0-predictor is the posterior mean over all rows of DATA (float64 sums). Model and
     optimum use the *same* draws, so their difference has its own small standard error. Reported per level,
     as per-dimension MSE in x0 units and in the units of the model's target: the model's loss J_θ, the
     optimal loss J*, the reducible gap J_θ − J* (estimated by E||x̂0 − m||²/D: unbiased, non-negative,
