@@ -179,22 +179,24 @@ def _predict(model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, levels:
 
 
 def _block_terms(
-    model: DiagnosedModel, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor, eps: torch.Tensor, levels: Levels,
-    batch: int, chunk_rows: int,
+    model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor,
+    levels: Levels, batch: int, chunk_rows: int,
 ) -> np.ndarray:  # fmt: skip
-    """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D)."""
+    """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D).
+
+    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as ``rows``, the
+    posterior's centered data; ``mean`` is the float64 row mean), ``eps`` the fp32 noise."""
     sig = levels.nsr.numpy()
-    m = posterior_mean(x0c, eps, rows, sig, chunk_rows=chunk_rows)  # centered units
-    x0 = x0c.double() + mean
-    e64 = eps.double()
+    mc = posterior_mean(x0c, eps, rows, sig, chunk_rows=chunk_rows)  # centered: m = mc + mean
+    x0, e64 = x0.double(), eps.double()
     out = np.empty((4, len(sig), len(x0)))
+    sq = lambda v: v.pow(2).sum(1).numpy()  # noqa: E731
     for k in range(len(sig)):
         pred, a, s, x_t = _predict(model, x0, e64, levels, k, batch)
         a_t, s_t = expand_like(torch.tensor(a), x_t), expand_like(torch.tensor(s), x_t)
-        x_hat = model.target.to_x0_eps(pred, x_t, a_t, s_t)[0] - mean
+        x_hat = model.target.to_x0_eps(pred, x_t, a_t, s_t)[0]
         y = model.target.value(x0, e64, a_t, s_t)
-        sq = lambda v: v.pow(2).sum(1).numpy()  # noqa: E731
-        out[:, k] = [sq(x_hat - x0c.double()), sq(m[k] - x0c.double()), sq(x_hat - m[k]), sq(pred - y)]
+        out[:, k] = [sq(x_hat - x0), sq(mc[k] - x0c.double()), sq(x_hat - mean - mc[k]), sq(pred - y)]
     return out
 
 
@@ -232,10 +234,11 @@ def diagnose(
         for block, lo in enumerate(range(0, queries, QUERY_BLOCK)):
             size = min(QUERY_BLOCK, queries - lo)
             idx, eps = query_block(n, dim, [seed], block, size, None)
-            terms = _block_terms(
-                model, local, mean, rows[torch.from_numpy(idx)], torch.from_numpy(eps), levels, batch, chunk_rows
+            i = torch.from_numpy(idx)
+            x0 = torch.from_numpy(x[idx])
+            parts.append(
+                _block_terms(model, x0, torch.from_numpy(eps), local, mean, rows[i], levels, batch, chunk_rows)
             )
-            parts.append(terms)
             bar.update(size)
     model_sq, opt_sq, gap_sq, target_sq = np.concatenate(parts, 2) / dim
     a, s = model.process.alpha_sigma(levels.t)
