@@ -87,6 +87,16 @@ def test_offset_model_gap_is_its_known_excess(data, target):
     assert "furthest from optimal at s = 0.02" in d.summary()  # J* ~ 0 there: the whole loss is the offset
 
 
+def test_zero_noise_predictor_has_closed_form_loss(data):
+    """eps_hat = 0 gives x0_hat = x_t / alpha, so J_x0 = s^2 E||eps||^2 / D = s^2 and J_eps = 1 (up to MC error)."""
+    proc = get_process("vp-cosine")
+    model = DiagnosedModel(lambda x_t, c: torch.zeros_like(x_t), proc, get_target("eps"), (3,))
+    d = diagnose(model, data, levels_of(proc), queries=512)
+    assert np.all(np.abs(d.model_x0 / SIGMAS**2 - 1) <= 4 * d.model_x0_se / SIGMAS**2)
+    assert np.all(np.abs(d.model_target - 1) <= 4 * d.model_target_se)
+    assert np.all(d.gap_x0 > 0) and not d.below_optimal.any()
+
+
 def oracle_model(data: np.ndarray) -> DiagnosedModel:
     """A 'model' that knows the noise of the first 128 draws of seed 0 (as a leaky wrapper would): it beats J*."""
     _, eps = query_block(len(data), data.shape[1], [0], 0, 128, None)
