@@ -233,6 +233,10 @@ def test_bad_inputs(tmp_path, digits_file):
     ]:
         cfg_path.write_text(json.dumps({**cfg, **change}))
         assert message in _fail(base + ["--diffusers", str(pipe)], out)
+    cfg_path.write_text(json.dumps(cfg))
+    for weights in (pipe / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    assert "cannot load the UNet2DModel" in _fail(base + ["--diffusers", str(pipe)], out)
 
 
 @pytest.mark.parametrize("cls", ["DDPMScheduler", "EulerDiscreteScheduler"])

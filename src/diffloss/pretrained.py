@@ -81,7 +81,10 @@ def load_diffusers(path: str | Path) -> DiagnosedModel:
         raise unknown_name("prediction_type (supported)", kind, PREDICTION_TYPES)
     from diffusers import UNet2DModel
 
-    unet = UNet2DModel.from_pretrained(unet_dir).eval().requires_grad_(False)
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False).eval().requires_grad_(False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DifflossError(f"cannot load the UNet2DModel in {unet_dir}: {str(e).splitlines()[0]}") from None
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     shape = (int(unet.config.in_channels), int(h), int(w))
