@@ -214,8 +214,8 @@ def diagnose(
     """Diagnose ``model`` on data ``x`` (N, D) (in the model's units, e.g. images in [-1, 1]) at ``levels``.
 
     ``queries`` (x0, eps) draws, the same at every level: source rows uniformly with replacement and fp32
-    noise, from ``numpy.random.default_rng([seed, block])`` in blocks of 256 (as the exact optimal-loss
-    estimator draws them, so J* here equals ``exact_optimal_loss``'s direct form on the same draws).
+    noise, from ``numpy.random.default_rng([seed, block])`` in blocks of 256: the draws of
+    ``exact_optimal_loss`` with the same seed and ``queries`` (J* here is their direct form ||m - x0||^2).
     ``batch`` bounds the model's batch size, ``chunk_rows`` the posterior's row chunk."""
     x = np.asarray(x)
     n, dim = x.shape
