@@ -20,6 +20,10 @@ near-duplicates, where fp32 cancellation would matter at small s — are recompu
 Each chunk is exponentiated against the running shift (initially 0, the source row's logit); the rare
 (level, query) pairs that would overflow are redone against their own maximum, and shifted logits below
 ``EXP_MIN`` count as weight exactly 0 (so a posterior collapsed onto the source row gives exactly 0).
+Per chunk, a bound on every far logit (from the smallest far distance and the largest -g / sqrt(d)) lets a
+level skip the queries whose far rows would all fall below ``EXP_MIN``: only their near entries are summed,
+with identical results. The state also tracks the posterior mode (largest logit and its row), and
+``mode_sums`` is a second pass over the rows for (level, query) pairs whose mode row is the control.
 """
 
 from __future__ import annotations
