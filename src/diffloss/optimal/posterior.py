@@ -292,3 +292,33 @@ def mode_sums(
         e = (d * a).sub_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
         total += (e * (modes @ block.x.T)).sum(1).double()
     return total
+
+
+def posterior_mean(
+    x0: torch.Tensor, eps: torch.Tensor, rows: Rows, sigmas: np.ndarray, *, chunk_rows: int = 4096
+) -> torch.Tensor:
+    """The posterior mean m(x) = sum_i softmax_i(-||x - y_i||^2 / (2 s^2)) y_i at x = x0 + s eps, float64
+    (L, q, D), for queries (x0, eps), both (q, D) fp32, over all ``rows`` at every s in ``sigmas``.
+
+    Streamed over row chunks with a running log-sum-exp; logits come from the same (d, g) terms as
+    ``posterior_sums`` (near entries exact in float64), the weighted sums of rows are float64."""
+    L, (q, dim) = len(sigmas), x0.shape
+    x0_sq = x0.double().pow(2).sum(1).float()
+    eps_x0 = (eps.double() * x0.double()).sum(1).float()
+    queries = torch.cat([x0, eps])
+    shift = torch.full((L, q), -math.inf, dtype=torch.float64)
+    z = torch.zeros(L, q, dtype=torch.float64)
+    acc = torch.zeros(L, q, dim, dtype=torch.float64)
+    for lo in range(0, len(rows), chunk_rows):
+        block = Rows(rows.x[lo : lo + chunk_rows], rows.sq[lo : lo + chunk_rows])
+        d, g, _, _ = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
+        y = block.x.double()
+        for k, s in enumerate(float(v) for v in sigmas):
+            logit = d.double() * (-0.5 / s**2) - g.double() / s
+            new = torch.maximum(shift[k], logit.amax(1))
+            scale = torch.exp(shift[k] - new)
+            e = torch.exp(logit - new[:, None])
+            z[k] = z[k] * scale + e.sum(1)
+            acc[k] = acc[k] * scale[:, None] + e @ y
+            shift[k] = new
+    return acc / z[..., None]

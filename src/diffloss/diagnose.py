@@ -1,0 +1,248 @@
+"""Diagnosis: a model's denoising loss per noise level against the optimal loss J*, on the same draws.
+
+For each level s = sigma / alpha and each query (x0 a data row, eps ~ N(0, I)) the model sees
+x_t = alpha * x0 + sigma * eps and predicts its target; from that prediction follows an x0 prediction x_hat.
+The optimal x0-predictor is the posterior mean m(x_t / alpha) over all N rows (``posterior_mean``, float64).
+Every quantity below is a per-dimension mean (over the D entries of a sample), averaged over Q queries that
+are *the same* at every level and for model and optimum (common random numbers):
+
+- J_theta = E||x_hat - x0||^2 / D (x0 units) and E||y_hat - y||^2 / D (target units, from the raw prediction);
+- J*      = E||m - x0||^2 / D, times the target's ``loss_factor`` in target units;
+- gap     = J_theta - J*, estimated by E||x_hat - m||^2 / D. Since E[x0 - m | x_t] = 0, the per-query paired
+  difference ||x_hat - x0||^2 - ||m - x0||^2 equals ||x_hat - m||^2 plus a zero-mean cross term
+  2 <x0 - m, m - x_hat> uncorrelated with it; dropping that term leaves an unbiased, non-negative estimator
+  with strictly smaller variance. It relies on m being the posterior of the very data the queries come from,
+  which holds here by construction;
+- ratio   = gap / J_theta, the fraction of the model's loss that is reducible (the same in both units).
+
+The *paired* difference is kept as a check: any function of x_t has J_theta >= J* in expectation, so a
+paired difference below 0 by more than ``BELOW_Z`` standard errors (in x0 or in target units) means the
+comparison is broken (a unit or convention bug, or a "model" that sees more than x_t); it is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffloss.errors import DifflossError
+from diffloss.levels import Denoiser, Levels, model_condition
+from diffloss.optimal.exact import QUERY_BLOCK, centered_rows, mean_and_stderr, query_block
+from diffloss.optimal.posterior import Rows, posterior_mean
+from diffloss.process import Process
+from diffloss.target import Target, expand_like
+
+BELOW_Z = 4.0  # standard errors below J* at which a level is flagged (about 3e-5 false alarms per level)
+RATIO_FLOOR = 1e-9  # J_theta below this times its largest value is rounding noise: gap ratio reported as 0
+
+
+@dataclass(frozen=True)
+class DiagnosedModel:
+    """A denoiser ``(x_t, c) -> prediction of target`` with the conventions needed to evaluate it: its
+    process, target, per-sample ``shape`` and the level condition ``cond`` it takes (see ``diffloss.levels``)."""
+
+    denoiser: Denoiser
+    process: Process
+    target: Target
+    shape: tuple[int, ...]
+    cond: str = "t"
+
+
+@dataclass
+class Diagnosis:
+    """Per-level results, each an (L,) float64 array; ``*_se`` are standard errors over the queries.
+
+    ``model_x0`` / ``optimal_x0`` / ``gap_x0`` / ``paired_x0`` are in x0 units, ``model_target`` /
+    ``optimal_target`` / ``gap_target`` / ``paired_target`` in the units of the model's target (``factor``
+    converts x0 units to target units per level). ``below_optimal`` flags levels where the model's loss is
+    below J* beyond noise (see the module docstring)."""
+
+    levels: Levels
+    factor: np.ndarray
+    model_x0: np.ndarray
+    model_x0_se: np.ndarray
+    optimal_x0: np.ndarray
+    optimal_x0_se: np.ndarray
+    gap_x0: np.ndarray
+    gap_x0_se: np.ndarray
+    paired_x0: np.ndarray
+    paired_x0_se: np.ndarray
+    model_target: np.ndarray
+    model_target_se: np.ndarray
+    paired_target: np.ndarray
+    paired_target_se: np.ndarray
+    n_queries: int
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        return self.levels.nsr.numpy()
+
+    @property
+    def optimal_target(self) -> np.ndarray:
+        return self.optimal_x0 * self.factor
+
+    @property
+    def gap_target(self) -> np.ndarray:
+        return self.gap_x0 * self.factor
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """(J_theta - J*) / J_theta per level; 0 where J_theta is at floating-point noise level (below
+        ``RATIO_FLOOR`` times its largest value over the levels), where the ratio means nothing."""
+        ok = self.model_x0 > RATIO_FLOOR * self.model_x0.max(initial=0.0)
+        return np.divide(self.gap_x0, self.model_x0, out=np.zeros_like(self.gap_x0), where=ok)
+
+    @property
+    def below_optimal(self) -> np.ndarray:
+        def below(diff, se, ref):
+            return diff < -(BELOW_Z * se + 1e-9 * np.abs(ref))
+
+        return below(self.paired_x0, self.paired_x0_se, self.optimal_x0) | below(
+            self.paired_target, self.paired_target_se, self.optimal_target
+        )
+
+    def summary(self) -> str:
+        """One line: where the model is furthest from optimal (largest gap ratio) and by how much."""
+        r, s = self.ratio, self.sigmas
+        k, j, c = int(np.argmax(r)), int(np.argmax(self.gap_x0)), int(np.argmin(r))
+        return (
+            f"furthest from optimal at s = {s[k]:.4g} (logSNR {self.levels.logsnr[k].item():.3g}): "
+            f"(J - J*)/J = {r[k]:.3f}, J_x0 = {self.model_x0[k]:.4g} vs J*_x0 = {self.optimal_x0[k]:.4g}; "
+            f"largest x0 gap {self.gap_x0[j]:.4g} at s = {s[j]:.4g}; closest at s = {s[c]:.4g} (ratio {r[c]:.3f}); "
+            f"gap ratio >= 0.5 at {int((r >= 0.5).sum())} of {len(r)} levels"
+        )
+
+    def warning(self) -> str | None:
+        """The text of the below-J* warning, or None when no level is flagged."""
+        bad = np.flatnonzero(self.below_optimal)
+        if not len(bad):
+            return None
+        where = ", ".join(f"{self.sigmas[i]:.4g}" for i in bad)
+        return (
+            f"the model's loss is below the optimal loss J* beyond noise at s = {where}: no function of x_t can "
+            "do that, so the comparison is broken (wrong target, process, data scaling or timestep convention, "
+            "or a model that sees more than x_t)"
+        )
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One plain dict per level (the JSON ``levels`` entries)."""
+        cols = {
+            "sigma": self.sigmas,
+            "logsnr": self.levels.logsnr.numpy(),
+            "t": self.levels.t.numpy(),
+            "model_x0_mse": self.model_x0,
+            "model_x0_stderr": self.model_x0_se,
+            "optimal_x0_mse": self.optimal_x0,
+            "optimal_x0_stderr": self.optimal_x0_se,
+            "gap_x0": self.gap_x0,
+            "gap_x0_stderr": self.gap_x0_se,
+            "paired_gap_x0": self.paired_x0,
+            "paired_gap_x0_stderr": self.paired_x0_se,
+            "loss_factor": self.factor,
+            "model_loss": self.model_target,
+            "model_loss_stderr": self.model_target_se,
+            "optimal_loss": self.optimal_target,
+            "optimal_loss_stderr": self.optimal_x0_se * self.factor,
+            "gap_loss": self.gap_target,
+            "gap_loss_stderr": self.gap_x0_se * self.factor,
+            "paired_gap_loss": self.paired_target,
+            "paired_gap_loss_stderr": self.paired_target_se,
+            "gap_ratio": self.ratio,
+        }
+        rows = [{k: float(v[i]) for k, v in cols.items()} for i in range(len(self.sigmas))]
+        for i, row in enumerate(rows):
+            if self.levels.timestep is not None:
+                row["timestep"] = int(self.levels.timestep[i])
+            row["below_optimal"] = bool(self.below_optimal[i])
+        return rows
+
+
+def _predict(model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, levels: Levels, k: int, batch: int):
+    """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input)."""
+    a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))
+    x_t = (a * x0 + s * eps).float()
+    one = Levels(
+        levels.t[k : k + 1], levels.logsnr[k : k + 1], None if levels.timestep is None else levels.timestep[k : k + 1]
+    )
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(x_t), batch):
+            xb = x_t[lo : lo + batch].reshape(-1, *model.shape)
+            c = model_condition(one, model.process, model.cond, xb).expand(xb.shape[0])
+            out.append(model.denoiser(xb, c).reshape(xb.shape[0], -1).double())
+    return torch.cat(out), a, s, x_t.double()
+
+
+def _block_terms(
+    model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor,
+    levels: Levels, batch: int, chunk_rows: int,
+) -> np.ndarray:  # fmt: skip
+    """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D).
+
+    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as ``rows``, the
+    posterior's centered data; ``mean`` is the float64 row mean), ``eps`` the fp32 noise."""
+    sig = levels.nsr.numpy()
+    mc = posterior_mean(x0c, eps, rows, sig, chunk_rows=chunk_rows)  # centered: m = mc + mean
+    x0, e64 = x0.double(), eps.double()
+    out = np.empty((4, len(sig), len(x0)))
+    sq = lambda v: v.pow(2).sum(1).numpy()  # noqa: E731
+    for k in range(len(sig)):
+        pred, a, s, x_t = _predict(model, x0, e64, levels, k, batch)
+        a_t, s_t = expand_like(torch.tensor(a), x_t), expand_like(torch.tensor(s), x_t)
+        x_hat = model.target.to_x0_eps(pred, x_t, a_t, s_t)[0]
+        y = model.target.value(x0, e64, a_t, s_t)
+        out[:, k] = [sq(x_hat - x0), sq(mc[k] - x0c.double()), sq(x_hat - mean - mc[k]), sq(pred - y)]
+    return out
+
+
+def diagnose(
+    model: DiagnosedModel,
+    x: np.ndarray,
+    levels: Levels,
+    *,
+    queries: int = 1024,
+    seed: int = 0,
+    batch: int = 256,
+    chunk_rows: int = 4096,
+    progress: bool = False,
+) -> Diagnosis:
+    """Diagnose ``model`` on data ``x`` (N, D) (in the model's units, e.g. images in [-1, 1]) at ``levels``.
+
+    ``queries`` (x0, eps) draws, the same at every level: source rows uniformly with replacement and fp32
+    noise, from ``numpy.random.default_rng([seed, block])`` in blocks of 256: the draws of
+    ``exact_optimal_loss`` with the same seed and ``queries`` (J* here is their direct form ||m - x0||^2).
+    ``batch`` bounds the model's batch size, ``chunk_rows`` the posterior's row chunk."""
+    x = np.asarray(x)
+    n, dim = x.shape
+    if dim != math.prod(model.shape):
+        raise DifflossError(
+            f"the data has {dim} values per sample but the model takes shape {model.shape} "
+            f"({math.prod(model.shape)} values); give data of the model's shape"
+        )
+    if queries < 2:
+        raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
+    rows = centered_rows(x)
+    mean = torch.from_numpy(np.asarray(x, dtype=np.float64).mean(0))
+    local = Rows.of(rows)
+    parts = []
+    with tqdm(total=queries, unit="query", desc="diagnose", disable=not progress, leave=False) as bar:
+        for block, lo in enumerate(range(0, queries, QUERY_BLOCK)):
+            size = min(QUERY_BLOCK, queries - lo)
+            idx, eps = query_block(n, dim, [seed], block, size, None)
+            i = torch.from_numpy(idx)
+            x0 = torch.from_numpy(x[idx])
+            parts.append(
+                _block_terms(model, x0, torch.from_numpy(eps), local, mean, rows[i], levels, batch, chunk_rows)
+            )
+            bar.update(size)
+    model_sq, opt_sq, gap_sq, target_sq = np.concatenate(parts, 2) / dim
+    a, s = model.process.alpha_sigma(levels.t)
+    factor = model.target.loss_factor(a, s).numpy().astype(np.float64)
+    stats = [mean_and_stderr(v) for v in (model_sq, opt_sq, gap_sq, model_sq - opt_sq, target_sq)]
+    paired_target = mean_and_stderr(target_sq - factor[:, None] * opt_sq)
+    return Diagnosis(levels, factor, *[v for pair in stats for v in pair], *paired_target, n_queries=queries)
