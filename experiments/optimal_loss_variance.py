@@ -5,10 +5,11 @@ forms of D * J*(s) (data centered at its mean, m the posterior mean over all N r
 
 - direct      ||x0 - m||^2                (c = m; needs the extra product P . Y per level)
 - inner       <x0, x0 - m>                (c = 0; inner products with the rows only)
-- controlled  <x0 - kappa x, x0 - m>      (c = kappa(s) x, cross-fitted; what ``exact_optimal_loss`` uses)
+- controlled  <x0 - c(x), x0 - m>         (what ``exact_optimal_loss`` uses: c = the posterior mode row where it
+                                          is dominant, else kappa(s) x with kappa cross-fitted)
 
-The direct and reference terms come from a float64 posterior computed here independently of the library
-(softmax over float64 logits, m = P . Y); the controlled form uses the library's streamed terms on the same
+The direct and inner forms come from a posterior computed here independently of the library (softmax over
+float64 logits, m = P . Y); the controlled form uses the library's streamed terms on the same
 queries, and the script checks that the library's A = <x0, x0 - m> matches the reference.
 
     PYTHONPATH=src python experiments/optimal_loss_variance.py [--queries 1000] [--levels 16] [--rows 50000]
@@ -29,6 +30,7 @@ from diffloss.cli.common import log_spaced
 from diffloss.data import load_dataset
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 from diffloss.optimal.exact import (
+    MODE_MASS,
     RowPartition,
     centered_rows,
     cross_fitted_values,
@@ -44,7 +46,8 @@ REPORTS = Path(__file__).resolve().parent.parent / "reports"
 def reference_terms(
     y: torch.Tensor, idx: np.ndarray, eps: np.ndarray, sigmas: np.ndarray, batch: int = 100
 ) -> dict[str, np.ndarray]:
-    """float64 per-query direct ||x0 - m||^2 and A = <x0, x0 - m>, each (L, Q), over centered rows ``y``."""
+    """Per-query direct ||x0 - m||^2 (m = P . Y in fp32) and A = <x0, x0 - m> = sum_i w_i <x0, x0 - y_i> (float64),
+    each (L, Q), over centered rows ``y``; P from float64 logits."""
     y64 = y.double()
     ysq = (y64 * y64).sum(1)
     direct, inner = np.zeros((len(sigmas), len(idx))), np.zeros((len(sigmas), len(idx)))
@@ -58,7 +61,7 @@ def reference_terms(
             w = torch.softmax(logits, 1)
             m = (w.float() @ y).double()
             direct[k, lo : lo + batch] = ((x0 - m) ** 2).sum(1).numpy()
-            inner[k, lo : lo + batch] = (x0 * (x0 - m)).sum(1).numpy()
+            inner[k, lo : lo + batch] = (w * ((x0 * x0).sum(1, keepdim=True) - g0)).sum(1).numpy()  # all float64
     return {"direct": direct, "inner": inner}
 
 
@@ -77,7 +80,7 @@ def main() -> None:
     sigmas = np.asarray(log_spaced(args.levels))
     idx, eps = query_block(n, dim, [args.seed], 0, args.queries, None)
     terms = query_terms(y, Rows.of(y), sigmas, idx, eps, chunk_rows=4096, partition=RowPartition())
-    controlled, kappa = cross_fitted_values(terms)
+    controlled, fitted = cross_fitted_values(terms)
     a = terms.a
     ref = reference_terms(y, idx, eps, sigmas)
     agree = float(np.max(np.abs(a - ref["inner"]) / (np.abs(ref["inner"]).max(1, keepdims=True) + 1e-9)))
@@ -93,7 +96,8 @@ def main() -> None:
         "seed": args.seed,
         "sigmas": sigmas.tolist(),
         "forms": stats,
-        "kappa": kappa.mean(0).tolist(),
+        "tau_fold0": np.where(np.isfinite(fitted["tau"][0]), fitted["tau"][0], None).tolist(),
+        "kappa_fold0": fitted["kappa"][0].tolist(),
         "ratio_controlled_over_direct": [None if np.isnan(r) else float(r) for r in ratio],
         "max_ratio": float(np.nanmax(ratio)),
         "within_1_5x_everywhere": ok,
@@ -143,7 +147,7 @@ def _markdown(doc: dict, args: argparse.Namespace) -> str:
         r = doc["ratio_controlled_over_direct"][i]
         rows.append(
             f"| {s:.4g} | {d_m:.4g} | {c_m:.4g} | {d_se:.3g} | {i_se:.3g} | {c_se:.3g} | "
-            f"{'0 / 0' if r is None else f'{r:.2f}'} | {doc['kappa'][i]:.3f} |"
+            f"{'0 / 0' if r is None else f'{r:.2f}'} | {doc['tau_fold0'][i] or '–'} | {doc['kappa_fold0'][i]:.3f} |"
         )
     verdict = "**yes**" if doc["within_1_5x_everywhere"] else "**no**"
     return "\n".join(
@@ -157,16 +161,21 @@ def _markdown(doc: dict, args: argparse.Namespace) -> str:
             "",
             "Forms of D·J* (data centered, m the posterior mean over all rows, x = x0 + s·ε): **direct** "
             "‖x0 − m‖² (needs P·Y per level); **inner** ⟨x0, x0 − m⟩ (c = 0); **controlled** "
-            "⟨x0 − κ(s)·x, x0 − m⟩ with κ the cross-fitted regression coefficient of ⟨x0, x0 − m⟩ on the "
-            "zero-mean control ⟨x, x0 − m⟩ — the form `exact_optimal_loss` reports. It needs only the Gram "
-            "products X0·Yᵀ and E·Yᵀ shared by all levels.",
+            "⟨x0 − c(x), x0 − m⟩, the form `exact_optimal_loss` reports: c = the posterior mode row where it "
+            f"holds ≥ τ ∈ {{{', '.join(f'{t:g}' for t in MODE_MASS[:-1])}}} of the weight "
+            "(0 exactly when that is the source row, else one extra pass "
+            "over the rows for that query), else c = κ(s)·x with κ the cross-fitted regression coefficient of "
+            "⟨x0, x0 − m⟩ on the zero-mean control ⟨x, x0 − m⟩. τ and κ are chosen per level on one half of the "
+            "queries and applied to the other (cross-fitting; the table shows one fold's, – = never the mode). "
+            "Both need "
+            "only inner products with the rows, i.e. the Gram products X0·Yᵀ and E·Yᵀ shared by all levels.",
             "",
             f"Controlled stderr ≤ 1.5 × direct at every level: {verdict} (max ratio {doc['max_ratio']:.2f}). "
             f"The library's streamed ⟨x0, x0 − m⟩ agrees with the float64 reference to "
             f"{doc['library_vs_reference_max_rel_diff_A']:.1e} (relative to each level's largest value).",
             "",
-            "| s | J* direct | J* controlled | stderr direct | stderr inner | stderr controlled | ratio c/d | κ |",
-            "|---|---|---|---|---|---|---|---|",
+            "| s | J* direct | J* controlled | stderr direct | stderr inner | stderr controlled | ratio c/d | τ | κ |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "![stderr by form](optimal_loss_variance.png)",

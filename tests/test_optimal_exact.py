@@ -94,7 +94,8 @@ def test_huge_s_gives_the_per_dimension_data_variance():
 
 
 def brute_force_terms(x, idx, eps, s):
-    """float64 reference: posterior mean m over all rows, A = <x0, x0 - m>, B = <x, x0 - m>, direct ||x0 - m||^2."""
+    """float64 reference: posterior mean m over all rows, A = <x0, x0 - m>, B = <x, x0 - m>, direct ||x0 - m||^2,
+    the mode's weight and the mode-row form <x0 - y_mode, x0 - m>."""
     xc = x - x.mean(0)
     x0 = xc[idx]
     xt = x0 + s * eps
@@ -102,7 +103,14 @@ def brute_force_terms(x, idx, eps, s):
     lw = -d2 / (2 * s * s)
     w = np.exp(lw - logsumexp(lw, 1, keepdims=True))
     m = w @ xc
-    return ((x0 * (x0 - m)).sum(1), (xt * (x0 - m)).sum(1), ((x0 - m) ** 2).sum(1))
+    mode = xc[w.argmax(1)]
+    return (
+        (x0 * (x0 - m)).sum(1),
+        (xt * (x0 - m)).sum(1),
+        ((x0 - m) ** 2).sum(1),
+        w.max(1),
+        ((x0 - mode) * (x0 - m)).sum(1),
+    )
 
 
 @pytest.mark.parametrize("dim", [2, 7, 20])
@@ -115,11 +123,19 @@ def test_posterior_terms_match_float64_brute_force(dim):
     rows = centered_rows(x)
     terms = query_terms(rows, Rows.of(rows), sig, idx, eps, chunk_rows=32, partition=RowPartition())
     a, b = terms.a, terms.b
+    n_mode_rows = 0
     for k, s in enumerate(sig):
-        a_ref, b_ref, _ = brute_force_terms(x, idx, eps.astype(np.float64), s)
+        a_ref, b_ref, _, mass_ref, mode_ref = brute_force_terms(x, idx, eps.astype(np.float64), s)
         scale = np.abs(a_ref).max() + 1e-3
         assert np.abs(a[k] - a_ref).max() <= 1e-4 * scale
         assert np.abs(b[k] - b_ref).max() <= 1e-4 * (np.abs(b_ref).max() + 1e-3)
+        np.testing.assert_allclose(terms.mass[k], mass_ref, rtol=1e-4)
+        has = ~np.isnan(terms.fixed[k])
+        clear = np.abs(mass_ref - 0.5) > 1e-6  # the duplicated rows 5, 6 sit exactly at 0.5 when x0 is one of them
+        np.testing.assert_array_equal(has[clear], mass_ref[clear] >= 0.5)
+        assert np.all(np.abs(terms.fixed[k][has] - mode_ref[has]) <= 1e-4 * scale)
+        n_mode_rows += int(np.sum(has & (np.abs(mode_ref) > 1e-9)))
+    assert n_mode_rows > 0  # the second pass (mode row != source) was exercised
 
 
 @pytest.mark.parametrize("dim", [3, 12])

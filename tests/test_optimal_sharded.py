@@ -36,8 +36,10 @@ def test_two_workers_match_one_process():
     kw = dict(queries=300, seed=5, chunk_rows=50, labels=labels)
     one = exact_optimal_loss(x, sig, **kw)
     two = spawn_optimal_loss(x, sig, workers=2, **kw)
-    np.testing.assert_allclose(two.x0_mse, one.x0_mse, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(two.stderr, one.stderr, rtol=1e-6, atol=1e-9)
+    # equal to 1e-6 of the curve's scale (chunk boundaries and running shifts differ: fp32 rounding only)
+    tol = 1e-6 * one.x0_mse.max()
+    np.testing.assert_allclose(two.x0_mse, one.x0_mse, rtol=1e-6, atol=tol)
+    np.testing.assert_allclose(two.stderr, one.stderr, rtol=1e-6, atol=tol)
     for c in one.per_class:
-        np.testing.assert_allclose(two.per_class[c], one.per_class[c], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(two.per_class[c], one.per_class[c], rtol=1e-6, atol=tol)
     assert two.n_queries == one.n_queries

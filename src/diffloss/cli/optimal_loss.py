@@ -16,6 +16,7 @@ from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.optimal.cache import cache_key, load_cached, store_cached
 from diffloss.optimal.result import OptimalLossResult
+from diffloss.optimal.sharded import init_from_env
 from diffloss.process import Process, get_process
 from diffloss.target import Target, get_target
 
@@ -92,9 +93,9 @@ def _estimate(ds: Dataset, sigmas: np.ndarray, opts: dict, conditional: bool, pr
         max_memory=opts["max_memory"],
         progress=progress,
     )
-    from diffloss.optimal.sharded import DistributedRows, init_from_env, spawn_optimal_loss
+    from diffloss.optimal.sharded import DistributedRows, spawn_optimal_loss
 
-    if init_from_env():
+    if torch.distributed.is_initialized():
         from diffloss.optimal.exact import exact_optimal_loss
 
         return exact_optimal_loss(ds.x, sigmas, partition=DistributedRows(), **kwargs)
@@ -183,7 +184,11 @@ def _table(doc: dict) -> str:
 @click.option("--estimator", default="exact", show_default=True, help="exact | stochastic.")
 @click.option("--queries", type=int, default=None, help="Number of (x0, ε) draws [default: chosen for --rel-stderr].")
 @click.option(
-    "--rel-stderr", type=float, default=0.01, show_default=True, help="Target relative stderr (auto queries)."
+    "--rel-stderr",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Auto queries: stderr <= this x max(J*, 1% of the data variance) at every level.",
 )
 @click.option("--max-queries", type=int, default=20000, show_default=True, help="Cap on automatic queries.")
 @click.option("--all-rows", is_flag=True, help="Exact: use every row once as x0 (Q = N; lower variance).")
@@ -194,7 +199,7 @@ def _table(doc: dict) -> str:
 @click.option("--correction", default=None, help="Stochastic: cDOL coefficient C [default 4N/L; inf = SNIS].")
 @click.option("--max-memory", default=None, help="Exact: working-memory bound per chunk, e.g. 512M.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Exact: split rows over N local processes.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see below).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see above).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a log-log PNG here.")
@@ -267,10 +272,12 @@ def command(
         opts["correction"] = c
     settings = {k: v for k, v in opts.items() if k not in ("max_memory", "workers", "threads")}
     key = cache_key(ds.fingerprint, settings)
-    result = None if no_cache else load_cached(key)
+    distributed = estimator == "exact" and init_from_env()  # under torchrun: every rank scans its share of rows
+    use_cache = not no_cache and not distributed  # ranks must agree on whether to compute
+    result = load_cached(key) if use_cache else None
     if result is None:
-        result = _estimate(ds, s, opts, conditional, progress=not quiet)
-        if not no_cache and _is_main_rank():
+        result = _estimate(ds, s, opts, conditional, progress=not quiet and _is_main_rank())
+        if not no_cache and _is_main_rank():  # rank 0 may still store it for later single-process runs
             store_cached(key, result)
     if not _is_main_rank():
         return

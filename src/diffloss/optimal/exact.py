@@ -7,14 +7,16 @@ for every c. c = m is the direct form (it needs the extra product P . Y per leve
 products with the rows but is very noisy at small s. We choose c per (level, query) as a function of x only,
 on data centered at its mean (x = x0 + s eps):
 
-- where the posterior mode holds at least ``MODE_MASS`` of the weight, c = the mode row y_k. If the mode is
-  the source row (or a duplicate), f = 0 exactly; otherwise f = <x0 - y_k, x0 - m>, from a second pass over
-  the rows for those few pairs (``posterior.mode_sums``). This handles the rare-event regime of small s, where
-  the posterior almost always sits on the source and forms linear in the weights are noisy;
-- elsewhere c = kappa(s) * x: f = A - kappa * B with A = <x0, x0 - m> and the zero-mean control
-  B = <x, x0 - m>, both read off the streamed posterior sums. kappa is the regression coefficient of A on
-  B over these queries, fitted per level and *cross-fitted* (queries split by parity, each half uses the
-  other half's kappa), so the estimate stays unbiased.
+- c = the mode row y_k where the posterior mode holds at least a mass tau. If the mode is the source row (or
+  a duplicate), f = 0 exactly; otherwise f = <x0 - y_k, x0 - m>, from a second pass over the rows for those
+  few pairs (``posterior.mode_sums``). This handles the rare-event regime of small s, where the posterior
+  almost always sits on the source and forms linear in the weights are noisy;
+- elsewhere c = kappa * x: f = A - kappa * B with A = <x0, x0 - m> and the zero-mean control
+  B = <x, x0 - m>, both read off the streamed posterior sums.
+
+tau (from ``MODE_MASS``; inf = never) and kappa (the regression coefficient of A on B) are chosen per level to
+minimize the variance of f, and *cross-fitted* (queries split by parity, each half uses the other half's
+choice), so the estimate stays unbiased.
 
 The standard error is the sample std of f / sqrt(Q).
 
@@ -42,7 +44,8 @@ QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the 
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
 BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, exp, temps
-MODE_MASS = 0.99  # posterior mass of the mode above which the control is the mode row
+# candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
+MODE_MASS = (0.5, 0.7, 0.9, 0.99, math.inf)
 
 
 class RowPartition:
@@ -63,11 +66,13 @@ class RowPartition:
 
 @dataclass
 class QueryTerms:
-    """Per-(level, query) terms, each (L, Q) float64 (sums over D): A = <x0, x0 - m>, B = <x, x0 - m>, and
-    ``fixed`` = <x0 - y_k, x0 - m> where the mode row y_k is the control (NaN elsewhere)."""
+    """Per-(level, query) terms, each (L, Q) float64 (sums over D): A = <x0, x0 - m>, B = <x, x0 - m>, the
+    posterior ``mass`` of the mode row y_k, and ``fixed`` = <x0 - y_k, x0 - m> where that mass is at least
+    ``MODE_MASS[0]`` (NaN elsewhere)."""
 
     a: np.ndarray
     b: np.ndarray
+    mass: np.ndarray
     fixed: np.ndarray
 
     @property
@@ -76,29 +81,50 @@ class QueryTerms:
 
     @staticmethod
     def concat(parts: Sequence[QueryTerms]) -> QueryTerms:
-        return QueryTerms(*(np.concatenate([getattr(p, k) for p in parts], 1) for k in ("a", "b", "fixed")))
+        keys = ("a", "b", "mass", "fixed")
+        return QueryTerms(*(np.concatenate([getattr(p, k) for p in parts], 1) for k in keys))
 
 
-def cross_fitted_values(terms: QueryTerms) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query values f, (L, Q): ``fixed`` where set, else a - kappa * b; and the kappas per level, (2, L).
+def _controlled(terms: QueryTerms, tau: float, kappa: np.ndarray) -> np.ndarray:
+    """f per (level, query): the mode-row form where the mode holds >= tau (per level), else a - kappa * b."""
+    use_mode = (terms.mass >= tau[:, None]) & ~np.isnan(terms.fixed)
+    return np.where(use_mode, terms.fixed, terms.a - kappa[:, None] * terms.b)
 
-    kappa = Cov(a, b) / Var(b) over the queries without a fixed value is fitted per level on the queries of
-    the other parity (cross-fitting)."""
-    a, b = terms.a, terms.b
-    free = np.isnan(terms.fixed)
-    folds = [np.arange(a.shape[1]) % 2 == k for k in (0, 1)]
-    kappas = np.zeros((2, a.shape[0]))
+
+def _fit(terms: QueryTerms, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per level, the (tau, kappa) with the smallest variance of f over the queries ``cols``."""
+    a, b = terms.a[:, cols], terms.b[:, cols]
+    sub = QueryTerms(a, b, terms.mass[:, cols], terms.fixed[:, cols])
+    best_var = np.full(a.shape[0], np.inf)
+    best_tau, best_kappa = np.zeros(a.shape[0]), np.zeros(a.shape[0])
+    for t in MODE_MASS:
+        tau = np.full(a.shape[0], t)
+        free = ~((sub.mass >= t) & ~np.isnan(sub.fixed))
+        cnt = np.maximum(free.sum(1), 1)
+        bc = np.where(free, b - (np.where(free, b, 0).sum(1) / cnt)[:, None], 0)
+        ac = np.where(free, a - (np.where(free, a, 0).sum(1) / cnt)[:, None], 0)
+        var_b = (bc**2).sum(1)
+        kappa = np.where(var_b > 0, (ac * bc).sum(1) / np.where(var_b > 0, var_b, 1.0), 0.0)
+        var = _controlled(sub, tau, kappa).var(1) if a.shape[1] > 1 else np.zeros(a.shape[0])
+        better = var < best_var
+        best_var = np.where(better, var, best_var)
+        best_tau, best_kappa = np.where(better, t, best_tau), np.where(better, kappa, best_kappa)
+    return best_tau, best_kappa
+
+
+def cross_fitted_values(terms: QueryTerms) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-query values f, (L, Q), and the fitted controls {"tau": (2, L), "kappa": (2, L)}.
+
+    The control is chosen per level and *cross-fitted*: queries are split by parity and each half uses the
+    (mode threshold tau, kappa) that minimizes the variance of f on the other half, so f stays unbiased."""
+    folds = [np.arange(terms.n) % 2 == k for k in (0, 1)]
+    values = np.empty_like(terms.a)
+    taus, kappas = np.zeros((2, terms.a.shape[0])), np.zeros((2, terms.a.shape[0]))
     for k, fold in enumerate(folds):
-        w = free & ~fold[None, :]
-        cnt = w.sum(1)
-        ma = np.where(w, a, 0).sum(1) / np.maximum(cnt, 1)
-        mb = np.where(w, b, 0).sum(1) / np.maximum(cnt, 1)
-        bc = np.where(w, b - mb[:, None], 0)
-        var = (bc**2).sum(1)
-        cov = (np.where(w, a - ma[:, None], 0) * bc).sum(1)
-        kappas[k] = np.where((var > 0) & (cnt >= 2), cov / np.where(var > 0, var, 1.0), 0.0)
-    kappa_q = np.where(folds[0][None, :], kappas[0][:, None], kappas[1][:, None])
-    return np.where(free, a - kappa_q * b, terms.fixed), kappas
+        taus[k], kappas[k] = _fit(terms, ~fold)
+        sub = QueryTerms(terms.a[:, fold], terms.b[:, fold], terms.mass[:, fold], terms.fixed[:, fold])
+        values[:, fold] = _controlled(sub, taus[k], kappas[k])
+    return values, {"tau": taus, "kappa": kappas}
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +167,8 @@ def query_terms(
     sig = torch.from_numpy(sigmas)[:, None]
     a, b = h, h + sig * g
     fixed = torch.full_like(a, math.nan)
-    use_mode = state.mode_weight() >= MODE_MASS
+    mass = state.mode_weight()
+    use_mode = mass >= MODE_MASS[0]
     fixed[use_mode & (state.best <= 0)] = 0.0  # the source row (logit exactly 0) is a mode: c = x0
     lv, qi = torch.nonzero(use_mode & (state.best > 0), as_tuple=True)
     if len(lv):
@@ -150,7 +177,7 @@ def query_terms(
         mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
         mode_x0 = (mode.double() * x0[qi].double()).sum(1)
         fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
-    return QueryTerms(a.numpy(), b.numpy(), fixed.numpy())
+    return QueryTerms(a.numpy(), b.numpy(), mass.numpy(), fixed.numpy())
 
 
 def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: int) -> int:
@@ -176,7 +203,7 @@ def _curve_terms(
     n, dim = rows.shape
     order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
     total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
-    floor = FLOOR_FRACTION * float(rows.double().var(0, unbiased=False).mean()) if n > 1 else 0.0
+    floor = FLOOR_FRACTION * float(rows.var(0, unbiased=False).mean()) if n > 1 else 0.0
     local = Rows.of(rows[partition.local(n)])
     parts: list[QueryTerms] = []
     done, block = 0, 0
@@ -275,7 +302,7 @@ def exact_optimal_loss(
         labels = np.asarray(labels).astype(np.int64)
         groups = [(int(c), np.flatnonzero(labels == c)) for c in np.unique(labels)]
     bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
-    curves, errors, kappas, n_queries = {}, {}, {}, 0
+    curves, errors, controls, n_queries = {}, {}, {}, 0
     for c, rows_idx in groups:
         share = len(rows_idx) / n
         terms = _curve_terms(
@@ -290,9 +317,9 @@ def exact_optimal_loss(
             partition=partition,
             bar=bar,
         )
-        values, kappa = cross_fitted_values(terms)
+        values, fitted = cross_fitted_values(terms)
         mean, se = mean_and_stderr(values)
-        curves[c], errors[c], kappas[c] = mean / dim, se / dim, kappa.mean(0)
+        curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
         n_queries += terms.n
     bar.close()
     shares = {c: len(r) / n for c, r in groups}
@@ -302,8 +329,10 @@ def exact_optimal_loss(
         "seed": seed,
         "all_rows": all_rows,
         "rel_stderr": rel_stderr if queries is None and not all_rows else None,
-        "control": f"mode row where it holds >= {MODE_MASS} of the posterior, else cross-fitted kappa * x",
-        "kappa": (kappas[0] if labels is None else np.mean(list(kappas.values()), 0)).tolist(),
+        "control": "mode row where it holds >= tau of the posterior, else kappa * x; (tau, kappa) cross-fitted",
+        "control_fit": {  # per class (0 = all data), per fold and level; tau null = kappa * x everywhere
+            str(c): {k: np.where(np.isfinite(v), v, None).tolist() for k, v in f.items()} for c, f in controls.items()
+        },
         "conditional": labels is not None,
     }
     return OptimalLossResult(

@@ -32,6 +32,9 @@ def plot_optimal_loss(
         ok = y > 0
         ax.plot(s[ok], y[ok], "o-", ms=3, label=f"J* ({result.estimator}, {result.n_queries} queries)")
         ax.fill_between(s[ok], np.maximum(y - 2 * e, y * 1e-3)[ok], (y + 2 * e)[ok], alpha=0.3, label="±2 stderr")
+        if not ok.all():
+            note = f"J* = 0 at {int((~ok).sum())} levels (s ≤ {s[~ok].max():.3g}; off the log axis)"
+            ax.plot([], [], " ", label=note)
         if name == "x0":
             ax.axhline(data_variance, ls="--", c="k", lw=1, label=f"data variance per dim {data_variance:.4g}")
         ax.set(xscale="log", yscale="log", xlabel="noise-to-signal ratio s = σ/α")

@@ -20,6 +20,10 @@ near-duplicates, where fp32 cancellation would matter at small s — are recompu
 Each chunk is exponentiated against the running shift (initially 0, the source row's logit); the rare
 (level, query) pairs that would overflow are redone against their own maximum, and shifted logits below
 ``EXP_MIN`` count as weight exactly 0 (so a posterior collapsed onto the source row gives exactly 0).
+Per chunk, a bound on every far logit (from the smallest far distance and the largest -g / sqrt(d)) lets a
+level skip the queries whose far rows would all fall below ``EXP_MIN``: only their near entries are summed,
+with identical results. The state also tracks the posterior mode (largest logit and its row), and
+``mode_sums`` is a second pass over the rows for (level, query) pairs whose mode row is the control.
 """
 
 from __future__ import annotations
@@ -120,8 +124,9 @@ def _exact_entries(
 
 def _chunk_terms(
     x0: torch.Tensor, eps: torch.Tensor, queries: torch.Tensor, rows: Rows, x0_sq: torch.Tensor, eps_x0: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 (d, g, h), each (q, n), for queries (x0, eps) against ``rows``, with near entries made exact.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """fp32 (d, g, h), each (q, n), for queries (x0, eps) against ``rows``, with the near entries (their
+    (query, row) indices are returned too) made exact.
 
     ``queries`` is [x0; eps] stacked, (2q, D): one GEMM gives both Gram products."""
     q = x0.shape[0]
@@ -134,7 +139,43 @@ def _chunk_terms(
     if len(qi):
         de, gx, hx = _exact_entries(x0, eps, rows.x, qi, ri)
         d[qi, ri], g[qi, ri], h[qi, ri] = de.float(), gx.float(), hx.float()
-    return d, g, h
+    return d, g, h, (qi, ri)
+
+
+def _far_reach(d: torch.Tensor, g: torch.Tensor, near: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(2, q) float64: per query, the smallest distance d_min and the largest t = -g / sqrt(d) over the far
+    (not near) entries. Every far logit then obeys delta = -d / (2 s^2) - g / s <= -d / (2 s^2) + t sqrt(d) / s,
+    bounded by ``_logit_bound``."""
+    df = d.clone()
+    df[near] = math.inf
+    t = g.div(df.sqrt()).neg_()
+    t[near] = -math.inf
+    return torch.stack([df.amin(1), t.amax(1)]).double()
+
+
+def _logit_bound(reach: torch.Tensor, s: float) -> torch.Tensor:
+    """Upper bound (q,) of the far logits at level s: max over r >= sqrt(d_min) of -r^2/(2 s^2) + t r / s."""
+    r0, t = reach[0].sqrt(), reach[1]
+    at_r0 = -(r0**2) / (2 * s * s) + t * r0 / s
+    return torch.where(r0 >= s * t, at_r0, t * t / 2)
+
+
+def _near_sums(
+    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, near: tuple[torch.Tensor, torch.Tensor], inv2s2: float,
+    invs: float, shift: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """The chunk state (6, q) of the near entries alone (every far weight is 0 at this level), in float64."""
+    qi, ri = near
+    q = d.shape[0]
+    logit = -d[near].double() * inv2s2 - g[near].double() * invs
+    e = torch.exp(logit - shift[qi])
+    zeros = torch.zeros(q, dtype=torch.float64)
+    sums = [zeros.index_add(0, qi, v) for v in (e, e * h[near].double(), e * g[near].double())]
+    best = torch.full((q,), -math.inf, dtype=torch.float64).scatter_reduce(0, qi, logit, "amax")
+    best_row = torch.full((q,), -1.0, dtype=torch.float64)
+    top = logit == best[qi]
+    best_row[qi[top]] = ri[top].double()
+    return torch.stack([shift, *sums, best, best_row])
 
 
 def _shifted_sums(logit: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -143,24 +184,40 @@ def _shifted_sums(logit: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torc
     Logits below ``EXP_MIN`` count as exactly 0 (exp's underflow path is ~100x slower than its normal path,
     and weights of exp(-87) ~ 1e-38 relative to the source row's are far below fp32 resolution anyway)."""
     e = logit.clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
-    return torch.stack([e.sum(1), (e * h).sum(1), (e * g).sum(1)]).double()
+    buf = torch.empty_like(e)
+    return torch.stack([e.sum(1), torch.mul(e, h, out=buf).sum(1), torch.mul(e, g, out=buf).sum(1)]).double()
+
+
+def _logits(d: torch.Tensor, g: torch.Tensor, inv2s2: float, invs: float) -> torch.Tensor:
+    return torch.mul(d, -inv2s2).sub_(g, alpha=invs)
 
 
 def _level_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, inv2s2: float, invs: float, shift: torch.Tensor
+    d: torch.Tensor,
+    g: torch.Tensor,
+    h: torch.Tensor,
+    inv2s2: float,
+    invs: float,
+    shift: torch.Tensor,
+    best_so_far: torch.Tensor,
 ) -> torch.Tensor:
     """One level's chunk state (6, q) = (shift, z, zh, zg, best, best_row) against the running ``shift`` (q,).
 
-    ``best_row`` is relative to the chunk. Queries whose largest logit exceeds the running shift by more
-    than fp32's exp range are redone against their own maximum."""
-    logit = torch.mul(d, -inv2s2).sub_(g, alpha=invs)
-    best, best_row = logit.max(1)
-    sums = _shifted_sums(logit - shift.float()[:, None], h, g)
+    ``best_row`` (relative to the chunk) is only located where the chunk beats ``best_so_far`` (else -1).
+    Queries whose largest logit exceeds the running shift by more than fp32's exp range are redone against
+    their own maximum."""
+    logit = _logits(d, g, inv2s2, invs)
+    best = logit.amax(1)
+    best_row = torch.full_like(best, -1.0)
+    upd = best.double() > best_so_far
+    if upd.any():
+        best_row[upd] = logit[upd].argmax(1).float()
+    sums = _shifted_sums(logit.sub_(shift.float()[:, None]), h, g)
     shift = shift.clone()
     bad = ~torch.isfinite(sums).all(0)
     if bad.any():
-        lb = logit[bad]
-        sums[:, bad] = _shifted_sums(lb - best[bad][:, None], h[bad], g[bad])
+        lb = _logits(d[bad], g[bad], inv2s2, invs)
+        sums[:, bad] = _shifted_sums(lb.sub_(best[bad][:, None]), h[bad], g[bad])
         shift[bad] = best[bad].double()
     return torch.cat([shift[None], sums, best.double()[None], best_row.double()[None]])
 
@@ -189,8 +246,22 @@ def posterior_sums(
     invs = [1.0 / float(s) for s in sigmas]
     for lo in range(0, len(rows), chunk_rows):
         block = Rows(rows.x[lo : lo + chunk_rows], rows.sq[lo : lo + chunk_rows])
-        d, g, h = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
-        parts = torch.stack([_level_sums(d, g, h, inv2s2[k], invs[k], state.shift[k]) for k in range(L)], 1)
+        d, g, h, near = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
+        reach = _far_reach(d, g, near)
+        parts = []
+        for k in range(L):
+            # queries whose far logits all fall below the exp range contribute only their near entries
+            active = _logit_bound(reach, float(sigmas[k])) - state.shift[k] >= EXP_MIN - 8
+            if active.all():
+                parts.append(_level_sums(d, g, h, inv2s2[k], invs[k], state.shift[k], state.best[k]))
+                continue
+            part = _near_sums(d, g, h, near, inv2s2[k], invs[k], state.shift[k])
+            if active.any():
+                part[:, active] = _level_sums(
+                    d[active], g[active], h[active], inv2s2[k], invs[k], state.shift[k][active], state.best[k][active]
+                )
+            parts.append(part)
+        parts = torch.stack(parts, 1)
         parts[5] += row_offset + lo
         state = state.merge(PosteriorSums.unstack(parts)).renormalized()
     return state
@@ -217,7 +288,7 @@ def mode_sums(
     total = torch.zeros(len(x0), dtype=torch.float64)
     for lo in range(0, len(rows), chunk_rows):
         block = Rows(rows.x[lo : lo + chunk_rows], rows.sq[lo : lo + chunk_rows])
-        d, g, _ = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
+        d, g, _, _ = _chunk_terms(x0, eps, queries, block, x0_sq, eps_x0)
         e = (d * a).sub_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
         total += (e * (modes @ block.x.T)).sum(1).double()
     return total
