@@ -87,7 +87,7 @@ class LevelDensity(ABC):
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
-    def observe(self, logsnr: torch.Tensor, x0_mse: torch.Tensor, process: Process) -> None:
+    def observe(self, logsnr: torch.Tensor, x0_mse: torch.Tensor, process: Process) -> None:  # noqa: B027 (no-op default)
         """Adaptive densities: take the per-sample x0 MSE (B,) (unweighted, per-dimension mean) of a training
         batch at log-SNRs ``logsnr`` (B,). Fixed densities ignore it."""
 
