@@ -16,7 +16,8 @@ Files in the output directory:
   each sample's loss a per-dimension mean, weighted as configured, over the steps since the last line),
   ``loss_by_logsnr`` (the same mean split into log-SNR buckets), ``lr``, ``grad_norm``, ``time`` (seconds
   since this process started) and ``samples_per_sec``; every ``eval_every`` steps a line with ``eval_loss``,
-  the loss of the EMA model on a fixed batch with fixed noise;
+  the loss of the EMA model on a fixed batch with fixed noise (levels from the density: for an adaptive one,
+  its current state, so eval losses of different steps use different levels);
 - ``checkpoint.safetensors``: the latest checkpoint (every ``ckpt_every`` steps and at the end).
 """
 
