@@ -12,6 +12,11 @@ the implied weight of a training objective is p(lambda) * w(lambda).
   4 scale^2) (Esser et al. 2024).
 - ``uniform-logsnr``: lambda ~ U(lam_min, lam_max), clipped to the process's range (Kingma & Gao 2023).
 - ``tabulated``: any density of lambda, constant on cells (``density_from_function``), e.g. [OPT]'s schedule.
+- ``optimal``: adaptive, p(lambda) proportional to w(lambda) * (J_theta(lambda) - J*(lambda)), the weighted
+  reducible loss of the model being trained (Xu et al. 2025; ``OptimalDensity``).
+
+Adaptive densities (``adaptive = True``) are told the model's per-sample losses by the training loop through
+``observe`` and keep a state (``state`` / ``load_state``, a dict of tensors) that goes into checkpoints.
 
 Densities given in lambda (edm-lognormal, logit-normal, uniform-logsnr) are truncated to the log-SNR range the
 process reaches, so every level is a valid time of the process; for EDM's defaults that removes 2e-5 of the mass.
@@ -32,6 +37,7 @@ from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
 from diffloss.errors import DifflossError
 from diffloss.levels import Levels
 from diffloss.process import Process, Tensorish, as_f64
+from diffloss.schedule import OptimalSchedule
 
 
 def _uniform(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,6 +62,7 @@ class LevelDensity(ABC):
     """A distribution of noise levels. Subclasses are frozen dataclasses whose fields are the parameters."""
 
     name: ClassVar[str]
+    adaptive: ClassVar[bool] = False
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator, process: Process) -> Levels:
@@ -79,6 +86,19 @@ class LevelDensity(ABC):
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+    def observe(self, logsnr: torch.Tensor, x0_mse: torch.Tensor, process: Process) -> None:  # noqa: B027 (no-op default)
+        """Adaptive densities: take the per-sample x0 MSE (B,) (unweighted, per-dimension mean) of a training
+        batch at log-SNRs ``logsnr`` (B,). Fixed densities ignore it."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The state an adaptive density has accumulated (empty for fixed densities)."""
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore ``state()``."""
+        if state:
+            raise DifflossError(f"level density {self.name!r} keeps no state, got {sorted(state)}")
 
 
 @dataclass(frozen=True)
@@ -282,8 +302,93 @@ def density_from_function(
     return Tabulated(tuple(edges.tolist()), tuple(values.tolist()))
 
 
+@dataclass(frozen=True)
+class OptimalDensity(OptimalSchedule, LevelDensity):
+    """Xu et al.'s adaptive level density: p(lambda) proportional to w(lambda) * (J_theta(lambda) - J*(lambda)).
+
+    w and J* are those of ``diffloss.schedule.OptimalSchedule`` (same parameters as the ``optimal`` weighting).
+    The density is constant on ``buckets`` equal cells of lambda spanning the J* table (clipped to the process's
+    range), sampled uniformly within a cell. J_theta, the model's current per-level loss, is tracked per cell as
+    an exponential moving average of the batch-mean per-sample x0 MSE (unweighted, per-dimension mean) of the
+    samples that fell in the cell: J_k <- J_k + ema_rate * (mean - J_k), the first observation taken as is.
+    Cell k gets mass proportional to g_k = w(lambda_k) * max(J_k - J*(lambda_k), 0) at the cell midpoint
+    lambda_k; a cell never observed gets the largest g of the observed ones (all cells equal before any
+    observation). The result is mixed with the uniform density on the cells, weight ``explore``, so that every
+    cell keeps being visited and its J_k stays current."""
+
+    name: ClassVar[str] = "optimal"
+    adaptive: ClassVar[bool] = True
+    ema_rate: float = 0.02
+    buckets: int = 32
+    explore: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.ema_rate <= 1 or not 0 < self.explore <= 1 or self.buckets < 1:
+            raise DifflossError(
+                f"optimal density needs 0 < ema_rate <= 1, 0 < explore <= 1 and buckets >= 1, got "
+                f"ema_rate={self.ema_rate}, explore={self.explore}, buckets={self.buckets}"
+            )
+        object.__setattr__(self, "_jtheta", torch.zeros(self.buckets, dtype=torch.float64))
+        object.__setattr__(self, "_seen", torch.zeros(self.buckets, dtype=torch.bool))
+
+    def support(self, process):
+        lo, hi = process.logsnr_range()
+        a, b = max(lo, self.jstar_logsnr[0]), min(hi, self.jstar_logsnr[-1])
+        if not a < b:
+            raise DifflossError(
+                f"the J* table spans log-SNR [{self.jstar_logsnr[0]:g}, {self.jstar_logsnr[-1]:g}], outside the "
+                f"range [{lo:.4g}, {hi:.4g}] of process {process.name!r}; compute J* at this process's levels"
+            )
+        return a, b
+
+    def edges(self, process: Process) -> torch.Tensor:
+        """The ``buckets`` + 1 cell edges in lambda."""
+        return torch.linspace(*self.support(process), self.buckets + 1, dtype=torch.float64)
+
+    def cell_mass(self, process: Process) -> torch.Tensor:
+        """Probability of each cell under the current state (sums to 1)."""
+        edges = self.edges(process)
+        mid = (edges[1:] + edges[:-1]) / 2
+        g = self.schedule_weight(mid) * (self._jtheta - self.optimal_loss(mid)).clamp(min=0)
+        if self._seen.any():
+            g = torch.where(self._seen, g, g[self._seen].max())
+        g = g / g.sum() if g.sum() > 0 else torch.full_like(g, 1 / self.buckets)
+        return (1 - self.explore) * g + self.explore / self.buckets
+
+    def _table(self, process: Process) -> Tabulated:
+        return Tabulated(tuple(self.edges(process).tolist()), tuple(self.cell_mass(process).log().tolist()))
+
+    def sample(self, n, generator, process):
+        return self._table(process).sample(n, generator, process)
+
+    def _log_prob_inside(self, lam, process):
+        return self._table(process)._log_prob_inside(lam, process)
+
+    def observe(self, logsnr, x0_mse, process):
+        edges = self.edges(process)
+        inside = (logsnr >= edges[0]) & (logsnr <= edges[-1])
+        k = (torch.searchsorted(edges, logsnr[inside], right=True) - 1).clamp(0, self.buckets - 1)
+        count = torch.zeros(self.buckets, dtype=torch.float64).index_add_(0, k, torch.ones_like(k, dtype=torch.float64))
+        total = torch.zeros(self.buckets, dtype=torch.float64).index_add_(0, k, x0_mse[inside].to(torch.float64))
+        hit = count > 0
+        mean = total[hit] / count[hit]
+        old = self._jtheta[hit]
+        self._jtheta[hit] = torch.where(self._seen[hit], old + self.ema_rate * (mean - old), mean)
+        self._seen.logical_or_(hit)
+
+    def state(self):
+        return {"jtheta": self._jtheta.clone(), "seen": self._seen.clone()}
+
+    def load_state(self, state):
+        if set(state) != {"jtheta", "seen"} or state["jtheta"].shape != (self.buckets,):
+            raise DifflossError(f"the optimal density's saved state does not fit {self.buckets} buckets")
+        self._jtheta.copy_(state["jtheta"])
+        self._seen.copy_(state["seen"])
+
+
 DENSITIES: dict[str, type[LevelDensity]] = {
-    c.name: c for c in (UniformT, EDMLogNormal, LogitNormal, UniformLogSNR, Tabulated)
+    c.name: c for c in (UniformT, EDMLogNormal, LogitNormal, UniformLogSNR, Tabulated, OptimalDensity)
 }
 _ALIASES = {
     "uniform": "uniform-t",
@@ -295,7 +400,7 @@ _ALIASES = {
 
 def get_density(name: str, **params: Any) -> LevelDensity:
     """A level density by name (``uniform-t``, ``edm-lognormal``, ``logit-normal``/``sd3``, ``uniform-logsnr``,
-    ``tabulated``) and parameters; string parameter values are converted to the parameter's type."""
+    ``tabulated``, ``optimal``) and parameters; string parameter values are converted to the parameter's type."""
     return build(DENSITIES, "level density", name, params, _ALIASES)
 
 

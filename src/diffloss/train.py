@@ -5,7 +5,9 @@ read or advanced): model initialization (``seed``), the data order (``seed + 1``
 noise of the loss (``seed + 2``). A checkpoint holds the model, the EMA model, the AdamW state, the step,
 both running generator states and the data order (current permutation and position), so a run resumed from
 a checkpoint continues exactly as the uninterrupted run would have (same thread count assumed: CPU kernels
-may sum in a different order with a different number of threads).
+may sum in a different order with a different number of threads). An adaptive level density (``optimal``)
+is told each batch's per-sample x0 MSE after the update (``LevelDensity.observe``) and its state is saved in
+the checkpoint too.
 
 Files in the output directory:
 
@@ -14,7 +16,8 @@ Files in the output directory:
   each sample's loss a per-dimension mean, weighted as configured, over the steps since the last line),
   ``loss_by_logsnr`` (the same mean split into log-SNR buckets), ``lr``, ``grad_norm``, ``time`` (seconds
   since this process started) and ``samples_per_sec``; every ``eval_every`` steps a line with ``eval_loss``,
-  the loss of the EMA model on a fixed batch with fixed noise;
+  the loss of the EMA model on a fixed batch with fixed noise (levels from the density: for an adaptive one,
+  its current state, so eval losses of different steps use different levels);
 - ``checkpoint.safetensors``: the latest checkpoint (every ``ckpt_every`` steps and at the end).
 """
 
@@ -233,6 +236,7 @@ class Run:
         per_sample, levels = self.loss(self.model, x0, self.noise)
         if not torch.isfinite(per_sample).all():
             raise DifflossError(f"the loss became non-finite at step {self.step}; lower --lr or raise --grad-clip")
+        self.observe(per_sample.detach(), levels.logsnr)
         self.opt.zero_grad(set_to_none=True)
         per_sample.mean().backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -247,6 +251,12 @@ class Run:
         self.step += 1
         return per_sample.detach(), levels.logsnr, float(norm)
 
+    def observe(self, per_sample: torch.Tensor, logsnr: torch.Tensor) -> None:
+        """Tell an adaptive density the batch's per-sample x0 MSE: the weighted loss divided by w_x0(lambda)."""
+        density, weighting, process = (self.objective[k] for k in ("density", "weighting", "process"))
+        if density.adaptive:
+            density.observe(logsnr, per_sample.double() / weighting.x0_weight(logsnr, process), process)
+
     # ---- checkpoints ------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
@@ -254,6 +264,7 @@ class Run:
         for i, state in self.opt.state_dict()["state"].items():
             out |= {f"optim/{i}/{k}": v for k, v in state.items()}
         out |= {f"order/{k}": v for k, v in self.order.state().items()}
+        out |= {f"density/{k}": v for k, v in self.objective["density"].state().items()}
         out["rng/noise"] = self.noise.get_state()
         return out
 
@@ -284,6 +295,7 @@ class Run:
                 states.setdefault(int(i), {})[name] = v
             self.opt.load_state_dict({"state": states, "param_groups": meta["optim_groups"]})
             self.order.load(part("order/"))
+            self.objective["density"].load_state(part("density/"))
             self.noise.set_state(tensors["rng/noise"])
             self.step = int(meta["step"])
         except (KeyError, RuntimeError, ValueError) as e:

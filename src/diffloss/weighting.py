@@ -18,6 +18,8 @@ Scheme: w_x0 (SNR = e^lambda, s = e^(-lambda/2), sd = sigma_data) -- as publishe
 - ``edm``: SNR + 1 / sd^2 -- (s^2 + sd^2) / (s sd)^2 on x0 -- Karras et al. 2022.
 - ``debiased``: sqrt(SNR) -- 1 / sqrt(SNR) on eps -- Yu et al. 2024.
 - ``sigmoid`` (VDM++): e^b sigmoid(lambda - b) -- sigmoid(b - lambda) on eps -- Kingma & Gao 2023.
+- ``optimal``: a min(1/J*, w_max) + Gaussian bump in ln s below s* -- the same on x0 -- Xu et al. 2025
+  (``diffloss.schedule``; needs the J* table of the data).
 
 Consequences users get wrong in the wild: min-SNR-5 on v (VP) is min(SNR, 5) / (SNR + 1), not
 min(SNR, 5) / SNR; debiased on v (VP) is sqrt(SNR) / (SNR + 1) and on the flow velocity t(1 - t).
@@ -40,6 +42,7 @@ from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
 from diffloss.density import LevelDensity
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.process import Process, Tensorish, as_f64
+from diffloss.schedule import OptimalSchedule
 from diffloss.target import Target, get_target
 
 
@@ -212,8 +215,21 @@ class Sigmoid(Weighting):
         return math.exp(self.bias) * torch.sigmoid(lam - self.bias)
 
 
+@dataclass(frozen=True)
+class OptimalWeight(OptimalSchedule, Weighting):
+    """Xu et al.'s optimal-loss-based weight (formula and parameters: ``diffloss.schedule.OptimalSchedule``)."""
+
+    name: ClassVar[str] = "optimal"
+    PUBLISHED: ClassVar[str] = "x0"
+    FORMULA: ClassVar[str] = "a*min(1/J*, w_max) + h*exp(-(ln s - ln c)^2/(2 b^2))*[s < s*] on x0"
+
+    def x0_weight(self, lam, process):
+        return self.schedule_weight(lam)
+
+
 WEIGHTINGS: dict[str, type[Weighting]] = {
-    c.name: c for c in (Constant, SNR, TruncatedSNR, MinSNR, SoftMinSNR, P2, EDMWeight, Debiased, Sigmoid)
+    c.name: c
+    for c in (Constant, SNR, TruncatedSNR, MinSNR, SoftMinSNR, P2, EDMWeight, Debiased, Sigmoid, OptimalWeight)
 }
 _ALIASES = {"vdm++": "sigmoid", "min-snr-gamma": "min-snr", "max-snr": "truncated-snr", "none": "constant"}
 

@@ -6,12 +6,14 @@ import sys
 
 import click
 
-from diffloss.density import density_from_spec
+from diffloss.config import parse_spec
+from diffloss.density import density_from_spec, get_density
+from diffloss.errors import DifflossError
 from diffloss.models import PRESETS, default_backbone
 from diffloss.process import PROCESSES, get_process
 from diffloss.target import get_target
 from diffloss.train import TrainConfig, train
-from diffloss.weighting import weighting_from_spec
+from diffloss.weighting import get_weighting
 
 
 def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: int | None, width: int, depth: int):
@@ -20,6 +22,27 @@ def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: in
     if name == "unet":
         return {"name": "unet", "preset": preset, "channels": channels}
     return {"name": name, "width": width, "depth": depth}
+
+
+def objective_configs(weighting: str, density: str, process, data: str, optimal_loss: str | None, quiet: bool):
+    """(weighting config, density config) of the specs; ``optimal`` ones get the J* table of DATA, read from
+    ``optimal_loss`` (a `diffloss optimal-loss --json` report) or computed (and cached) by the exact estimator."""
+    from diffloss.data import load_dataset
+    from diffloss.optimal.reference import compute_table, read_table
+
+    (w_name, w_params), (d_name, d_params) = parse_spec(weighting), parse_spec(density)
+    jstar: dict = {}
+    if "optimal" in (w_name, d_name):
+        ds = load_dataset(data)
+        lam, j = (
+            read_table(optimal_loss, ds.fingerprint) if optimal_loss else compute_table(ds, process, progress=not quiet)
+        )
+        jstar = {"jstar_logsnr": lam, "jstar": j}
+    elif optimal_loss:
+        raise DifflossError("--optimal-loss is only used with --weighting optimal or --density optimal; drop it")
+    w = get_weighting(w_name, **{**w_params, **(jstar if w_name == "optimal" else {})})
+    d = get_density(d_name, **{**d_params, **jstar}) if d_name == "optimal" else density_from_spec(density, process)
+    return w.to_dict(), d.to_dict()
 
 
 @click.command("train")
@@ -31,15 +54,23 @@ def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: in
 @click.option(
     "--weighting",
     default=None,
-    help="Loss weight, NAME[:key=value,...] (e.g. min-snr:gamma=5, debiased, edm). "
+    help="Loss weight, NAME[:key=value,...] (e.g. min-snr:gamma=5, debiased, edm, optimal). "
     "Default: constant:on=TARGET, the plain MSE of the target.",
 )
 @click.option(
     "--density",
     default="default",
     show_default=True,
-    help="Level density, NAME[:key=value,...] (uniform-t, edm-lognormal, logit-normal, uniform-logsnr); "
+    help="Level density, NAME[:key=value,...] (uniform-t, edm-lognormal, logit-normal, uniform-logsnr, optimal); "
     "'default' is the process's usual one.",
+)
+@click.option(
+    "--optimal-loss",
+    "optimal_loss",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="J* of DATA for the optimal weighting/density: a `diffloss optimal-loss --json` report. "
+    "Default: computed at training start by the exact estimator (32 levels, cached).",
 )
 @click.option("--steps", type=int, required=True, help="Total optimizer updates (with --resume: the new total).")
 @click.option("--batch", type=int, default=64, show_default=True, help="Batch size (at most the number of samples).")
@@ -71,8 +102,8 @@ def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: in
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    data, process, target, weighting, density, steps, batch, seed, out, resume, overwrite, backbone, preset,
-    channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every, log_every,
+    data, process, target, weighting, density, optimal_loss, steps, batch, seed, out, resume, overwrite, backbone,
+    preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every, log_every,
     eval_every, threads, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
@@ -88,8 +119,17 @@ def command(
     --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
     changed option is refused with the list of differing keys.
 
+    The optimal-loss-based schedule of Xu et al. 2025 (`--weighting optimal --density optimal`): weight
+    a*min(1/J*, w_max) plus a Gaussian bump in ln s below s*, and levels drawn in proportion to the weighted
+    gap w*(J_theta - J*) between the model's tracked per-level loss and the optimal loss J* of DATA
+    (parameters: diffloss.schedule, diffloss.density.OptimalDensity). J* comes from --optimal-loss or is
+    computed once (exact estimator, cached by the data fingerprint).
+
     Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
     --out runs/digits
+
+    Example: diffloss train --data digits --weighting optimal --density optimal:buckets=16 --steps 3000
+    --out runs/digits-optimal
     """
     import torch
 
@@ -99,12 +139,15 @@ def command(
     proc = get_process(process)
     tgt = get_target(target)
     shape = load_dataset(data).shape
+    weighting_cfg, density_cfg = objective_configs(
+        weighting or f"constant:on={tgt.name}", density, proc, data, optimal_loss, quiet
+    )
     cfg = TrainConfig(
         data=data,
         process=proc.to_dict(),
         target=tgt.name,
-        weighting=weighting_from_spec(weighting or f"constant:on={tgt.name}").to_dict(),
-        density=density_from_spec(density, proc).to_dict(),
+        weighting=weighting_cfg,
+        density=density_cfg,
         backbone=backbone_config(backbone, shape, preset, channels, width, depth),
         steps=steps,
         batch=batch,

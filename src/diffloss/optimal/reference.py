@@ -1,0 +1,80 @@
+"""The J* table a training schedule needs: read from a ``diffloss optimal-loss --json`` file or computed once.
+
+A table is ``(logsnr, x0_mse)``: increasing log-SNRs and J* there as per-dimension x0 MSE, the form the
+``optimal`` weighting and density take as parameters (``jstar_logsnr``, ``jstar``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffloss.cli.common import log_spaced
+from diffloss.data import Dataset
+from diffloss.errors import DifflossError
+from diffloss.optimal.cache import cache_key, load_cached, store_cached
+from diffloss.optimal.result import OptimalLossResult
+from diffloss.process import Process
+
+Table = tuple[list[float], list[float]]
+DEFAULT_LEVELS = 32
+
+
+def table_of(result: OptimalLossResult) -> Table:
+    """The (logsnr, x0_mse) table of a result, sorted by log-SNR."""
+    order = np.argsort(result.logsnr)
+    return result.logsnr[order].tolist(), result.x0_mse[order].tolist()
+
+
+def read_table(path: str | Path, fingerprint: str) -> Table:
+    """The table in a ``diffloss optimal-loss --json`` report, refused unless it was computed on the data with
+    ``fingerprint``."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        levels, made_on = doc["levels"], doc["data"]["fingerprint"]
+        pairs = sorted((float(v["logsnr"]), float(v["x0_mse"])) for v in levels)
+    except FileNotFoundError:
+        raise DifflossError(
+            f"--optimal-loss {path}: no such file; write it with `diffloss optimal-loss --json`"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DifflossError(
+            f"--optimal-loss {path}: not a `diffloss optimal-loss --json` report (needs levels[].logsnr, "
+            "levels[].x0_mse and data.fingerprint)"
+        ) from None
+    if made_on != fingerprint:
+        raise DifflossError(
+            f"--optimal-loss {path} was computed on other data (fingerprint {made_on[:12]}..., this data "
+            f"{fingerprint[:12]}...); recompute it with `diffloss optimal-loss --data ...` on the training data"
+        )
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def compute_table(data: Dataset, process: Process, levels: int = DEFAULT_LEVELS, *, progress: bool = False) -> Table:
+    """J* of ``data`` at ``levels`` log-spaced noise-to-signal ratios (``diffloss optimal-loss``'s default levels
+    that ``process`` reaches) by the exact estimator with its default settings, through the results cache that
+    ``diffloss optimal-loss`` uses (same key, so either one reuses the other's result)."""
+    from diffloss.optimal.exact import exact_optimal_loss
+
+    lo, hi = process.logsnr_range()
+    s = np.asarray([v for v in log_spaced(levels) if lo <= -2 * np.log(v) <= hi])
+    if len(s) < 2:
+        raise DifflossError(f"process {process.name!r} reaches fewer than 2 of the default J* levels")
+    settings = {
+        "estimator": "exact",
+        "queries": None,
+        "seed": 0,
+        "rel_stderr": 0.01,
+        "max_queries": 20_000,
+        "all_rows": False,
+        "conditional": False,
+        "sigmas": s.tolist(),
+    }
+    key = cache_key(data.fingerprint, settings)
+    result = load_cached(key)
+    if result is None:
+        result = exact_optimal_loss(data.x, s, progress=progress)
+        store_cached(key, result)
+    return table_of(result)
