@@ -19,3 +19,5 @@ def get_density(name: str, **params: Any) -> Density:
 
 
 __all__ = ["TARGETS", "Density", "get_density"]
+
+from diffloss.bridge.targets import synthetic  # noqa: E402,F401  (registers its targets)
