@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from diffloss.cli import diagnose, eval, formulation, info, optimal_loss, sample, train, weighting
+    from diffloss.cli import bridge, diagnose, eval, formulation, info, optimal_loss, sample, train, weighting
 
-    for mod in (info, formulation, optimal_loss, diagnose, weighting, train, sample, eval):
+    for mod in (info, formulation, optimal_loss, diagnose, weighting, train, sample, eval, bridge):
         cli.add_command(mod.command)
 
 
