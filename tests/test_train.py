@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from diffloss.checkpoint import load_checkpoint
 from diffloss.cli import cli
 from diffloss.process import get_process
-from diffloss.train import CHECKPOINT_FILE, TrainConfig, config_diff, logsnr_bucket, lr_at, train
+from diffloss.train import CHECKPOINT_FILE, TrainConfig, config_diff, logsnr_bucket, lr_at, train, window_record
 
 MLP_ARGS = ["--data", "moons", "--backbone", "mlp", "--width", "32", "--depth", "1", "--batch", "16", "--quiet"]
 UNET_ARGS = ["--data", "digits", "--backbone", "unet", "--channels", "8", "--batch", "8", "--quiet"]
@@ -189,3 +189,9 @@ def test_config_diff_and_schedules():
     assert [logsnr_bucket(v) for v in (-11, -10, 0.1, 10, float("inf"))] == [
         "[-inf,-10)", "[-10,-5)", "[0,2.5)", "[10,inf)", "[10,inf)"
     ]  # fmt: skip
+
+
+def test_window_record_buckets_by_logsnr():
+    rec = window_record(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([20.0, 1.0, -20.0, 1.5]))
+    assert rec == {"loss": 2.5, "loss_by_logsnr": {"[-inf,-10)": 3.0, "[0,2.5)": 3.0, "[10,inf)": 1.0}}
+    assert list(rec["loss_by_logsnr"]) == ["[-inf,-10)", "[0,2.5)", "[10,inf)"]

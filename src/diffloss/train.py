@@ -384,15 +384,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
                 progress(run, per_sample.mean().item())
             if run.step % cfg.log_every == 0 or run.step == cfg.steps:
                 now = time.perf_counter()
-                loss, lam_all = torch.cat(losses).double(), torch.cat(lams)
-                buckets: dict[str, list[float]] = {}
-                for v, l in zip(loss.tolist(), lam_all.tolist()):
-                    buckets.setdefault(logsnr_bucket(l), []).append(v)
+                record = window_record(torch.cat(losses), torch.cat(lams))
                 emit(
                     {
                         "step": run.step,
-                        "loss": loss.mean().item(),
-                        "loss_by_logsnr": {k: sum(v) / len(v) for k, v in sorted(buckets.items(), key=_bucket_key)},
+                        **record,
                         "lr": lr_at(cfg, run.step - 1),
                         "grad_norm": norm,
                         "time": now - start,
@@ -407,5 +403,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     return run
 
 
-def _bucket_key(item: tuple[str, Any]) -> float:
-    return float(item[0][1:].split(",")[0])
+def window_record(losses: torch.Tensor, logsnr: torch.Tensor) -> dict[str, Any]:
+    """``loss`` (mean of per-sample losses) and ``loss_by_logsnr`` (the mean within each ``LOGSNR_EDGES``
+    bucket that received samples, buckets in increasing log-SNR order)."""
+    buckets: dict[str, list[float]] = {}
+    for v, lam in sorted(zip(losses.double().tolist(), logsnr.tolist()), key=lambda p: p[1]):
+        buckets.setdefault(logsnr_bucket(lam), []).append(v)
+    return {"loss": losses.double().mean().item(), "loss_by_logsnr": {k: sum(v) / len(v) for k, v in buckets.items()}}
