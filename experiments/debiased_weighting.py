@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,19 @@ def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> dict[tuple, t
     return {k: mean_std(v) for k, v in groups.items()}
 
 
+def nfe(sampler: str, steps: int) -> int:
+    """Network evaluations of one sampling run: ``steps`` for ddim / euler, 2 steps - 1 for heun / dpm2 (their
+    last step to s = 0 is an Euler step)."""
+    return 2 * steps - 1 if sampler in ("heun", "dpm2") else steps
+
+
+def expected_seconds(preset: Preset, n_runs: int, step_seconds: float, nfe_seconds: float) -> float:
+    """Runtime of ``n_runs`` runs: each trains ``train_steps[-1]`` updates and makes every evaluation of
+    ``eval_points`` (``nfe_seconds`` = one network evaluation of ``n_samples`` rows)."""
+    per_run = preset.train_steps[-1] * step_seconds + sum(nfe(s, k) for _, s, k in eval_points(preset)) * nfe_seconds
+    return n_runs * per_run
+
+
 # ---- training and evaluation (the slow part) ---------------------------------------------------------------
 
 
@@ -216,6 +229,38 @@ class Evaluator:
         k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))
         out = {"fid": fid(feats, self.ref_features), "kid": k.mean, "kid_std": k.std}
         return out | {"n_samples": n, "seconds": time.perf_counter() - start}
+
+
+def measure_cost(preset: Preset, workdir: Path, steps: int = 40) -> dict[str, Any]:
+    """Time one training update (the mean over updates 21..``steps`` of a throwaway eps-constant run, so start-up
+    is excluded) and one network evaluation of ``n_samples`` rows (from 5 ddim steps on that model); returns
+    both with the expected runtime of the whole preset on this machine now."""
+    import json
+    import os
+
+    from diffloss.train import train
+    from diffloss.trained import load_trained, sample_trained
+
+    spec = RunSpec(VARIANTS[0], 0)
+    cfg = replace(train_config(preset, spec, steps), log_every=steps // 2, warmup=1)
+    train(cfg, workdir, overwrite=True)
+    last = json.loads((workdir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    step_seconds = preset.batch / last["samples_per_sec"]
+    trained = load_trained(workdir)
+    sample_trained(trained, preset.n_samples, steps=1, sampler="ddim", seed=0)  # warm-up
+    t0 = time.perf_counter()
+    sample_trained(trained, preset.n_samples, steps=5, sampler="ddim", seed=0)
+    nfe_seconds = (time.perf_counter() - t0) / 5
+    n_runs = len(run_grid(preset))
+    return {
+        "preset": preset.name,
+        "step_seconds": step_seconds,
+        "nfe_seconds": nfe_seconds,
+        "runs": n_runs,
+        "expected_hours": expected_seconds(preset, n_runs, step_seconds, nfe_seconds) / 3600,
+        "load_average": os.getloadavg()[0],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: Evaluator, log) -> None:
@@ -341,7 +386,25 @@ def verdict(agg: dict[tuple, tuple[float, float, int]], preset: Preset) -> list[
     return lines
 
 
-def write_report(root: Path, preset: Preset, command: str, report: Path, runtime: str) -> None:
+def runtime_text(root: Path, preset: Preset, rows: Sequence[dict[str, Any]]) -> str:
+    """The expected runtime (from ROOT/cost.json of ``--measure``, if any) and the compute the finished
+    evaluations took."""
+    import json
+
+    spent = sum(r.get("seconds", 0) + r.get("train_seconds", 0) for r in rows) / 3600
+    text = f"the finished evaluations took {spent:.2f} h (training + sampling, one thread)."
+    cost_file = root / "cost.json"
+    if cost_file.exists():
+        c = json.loads(cost_file.read_text(encoding="utf-8"))
+        text = (
+            f"expected {c['expected_hours']:.2f} h for all {c['runs']} runs, from `--measure` at {c['measured_at']} "
+            f"(one training update {c['step_seconds']:.3f} s, one network evaluation of {preset.n_samples} samples "
+            f"{c['nfe_seconds']:.3f} s, load average {c['load_average']:.1f} on 2 cores); " + text
+        )
+    return text
+
+
+def write_report(root: Path, preset: Preset, command: str, report: Path) -> None:
     rows = collect(root, preset)
     agg = aggregate(rows)
     csv_path = report.with_suffix(".csv")
@@ -372,7 +435,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path, runtime
         "128-d feature space of the project's own classifier (README, *Sample quality without downloads*): "
         "not comparable with Inception FIDs, and biased upwards at small sample sizes (compare at equal n only).",
         "",
-        f"Runtime: {runtime}",
+        f"Runtime: {runtime_text(root, preset, rows)}",
         "",
         "| variant | process | target | weighting (as given to `diffloss train`) |",
         "|---|---|---|---|",
@@ -427,25 +490,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
     ap.add_argument("--report", type=Path, default=REPORT, help=f"markdown report to write (default {REPORT})")
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished runs")
+    ap.add_argument(
+        "--measure",
+        action="store_true",
+        help="only time a training step and a sampling step and "
+        "write the expected runtime of the preset to ROOT/cost.json",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
-    ap.add_argument("--runtime", default="see the README of the preset", help="runtime sentence for the report")
     args = ap.parse_args(argv)
+    import json
+
     import torch
 
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
-    command = "PYTHONPATH=src python experiments/debiased_weighting.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    if args.measure:
+        cost = measure_cost(preset, args.root / "cost-run")
+        write_json_atomic(args.root / "cost.json", cost)
+        print(json.dumps(cost, indent=2))
+        return 0
     if not args.report_only:
         evaluator = Evaluator(preset.ref)
         for spec in run_grid(preset):
             run_one(preset, spec, args.root / "runs" / spec.name, evaluator, log)
-    write_report(args.root, preset, command, args.report, args.runtime)
+    write_report(args.root, preset, command, args.report)
     log(f"wrote {args.report}")
     return 0
 

@@ -111,3 +111,11 @@ def test_run_one_trains_in_stages_skips_finished_work_and_matches_one_uninterrup
     straight, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
     assert staged.keys() == straight.keys()
     assert all(torch.equal(staged[k], straight[k]) for k in straight)
+
+
+def test_expected_runtime_counts_updates_and_network_evaluations():
+    """heun with k steps makes 2k - 1 network calls (Euler on the last step), ddim k; by hand: 10 updates at
+    0.5 s and 4 + 4 + 5 = 13 calls at 2 s per run, 3 runs -> 3 * (5 + 26) s."""
+    assert [dw.nfe("ddim", 7), dw.nfe("heun", 7), dw.nfe("dpm2", 1)] == [7, 13, 1]
+    p = replace(dw.PRESETS["smoke"], train_steps=(5, 10), probe=("ddim", 4), grid=(("ddim", 4), ("heun", 3)))
+    assert dw.expected_seconds(p, 3, 0.5, 2.0) == pytest.approx(3 * (10 * 0.5 + 13 * 2.0))
