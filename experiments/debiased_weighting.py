@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ import numpy as np
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "debiased_weighting.md"
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
 SAMPLE_SEED = 12345  # starting noise of every evaluation: all runs are compared on the same noise
-PAPER = "Yu et al. 2024, Table 1: FID-10k 7.7 (DDPM, constant weight on eps) -> 6.0 (debiased)"
+PAPER = "FID-10k 7.7 for DDPM (constant weight on eps) -> 6.0 with the debiased weight (-22%), on their image setup"
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,15 @@ def _grid(samplers: Sequence[str], steps: Sequence[int]) -> tuple[tuple[str, int
     return tuple((s, k) for s in samplers for k in steps)
 
 
-_SAMPLING = _grid(("ddim", "heun"), (5, 10, 20, 50))
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("smoke", "digits", "digits", (0, 1), (10, 20), 32, "tiny", 64, ("ddim", 4),
                _grid(("ddim", "heun"), (2, 4)), warmup=5),
-        Preset("digits", "digits", "digits", (0, 1, 2), (300, 600, 1200), 64, "tiny", 500, ("ddim", 20), _SAMPLING),
-        Preset("mnist", "mnist", "mnist:test", (0, 1, 2), (100, 200, 400), 32, "tiny", 500, ("ddim", 20), _SAMPLING),
+        Preset("digits", "digits", "digits", (0, 1, 2), (300, 600, 1200), 64, "tiny", 500, ("ddim", 20),
+               _grid(("ddim", "heun"), (5, 10, 20, 50))),
+        Preset("mnist", "mnist", "mnist:test", (0, 1, 2), (100, 200, 400), 32, "tiny", 200, ("ddim", 10),
+               _grid(("ddim",), (5, 10, 20)) + _grid(("heun",), (5, 10))),
     )
 }  # fmt: skip
 
@@ -112,8 +113,9 @@ class RunSpec:
 
 
 def run_grid(preset: Preset, variants: Sequence[Variant] = VARIANTS) -> list[RunSpec]:
-    """Every variant x seed of the preset, variant-major (all seeds of the first variant first)."""
-    return [RunSpec(v, s) for v in variants for s in preset.seeds]
+    """Every variant x seed of the preset, seed-major (every variant of the first seed first), so that a
+    partial run already compares all variants."""
+    return [RunSpec(v, s) for s in preset.seeds for v in variants]
 
 
 def eval_points(preset: Preset) -> list[tuple[int, str, int]]:
@@ -231,33 +233,43 @@ class Evaluator:
         return out | {"n_samples": n, "seconds": time.perf_counter() - start}
 
 
-def measure_cost(preset: Preset, workdir: Path, steps: int = 40) -> dict[str, Any]:
-    """Time one training update (the mean over updates 21..``steps`` of a throwaway eps-constant run, so start-up
-    is excluded) and one network evaluation of ``n_samples`` rows (from 5 ddim steps on that model); returns
-    both with the expected runtime of the whole preset on this machine now."""
-    import json
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) per call of ``fn``, averaged over ``repeats`` calls."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
+
+
+def measure_cost(preset: Preset, repeats: int = 20) -> dict[str, Any]:
+    """Time one training update (eps-constant, after ``repeats`` warm-up updates) and one network evaluation of
+    ``n_samples`` rows (one ddim step), in wall-clock and in this process's CPU seconds; on a shared machine the
+    CPU time is close to what the same work takes on an idle one. Returns both with the expected runtime."""
     import os
 
-    from diffloss.train import train
-    from diffloss.trained import load_trained, sample_trained
+    import torch
 
-    spec = RunSpec(VARIANTS[0], 0)
-    cfg = replace(train_config(preset, spec, steps), log_every=steps // 2, warmup=1)
-    train(cfg, workdir, overwrite=True)
-    last = json.loads((workdir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])
-    step_seconds = preset.batch / last["samples_per_sec"]
-    trained = load_trained(workdir)
-    sample_trained(trained, preset.n_samples, steps=1, sampler="ddim", seed=0)  # warm-up
-    t0 = time.perf_counter()
-    sample_trained(trained, preset.n_samples, steps=5, sampler="ddim", seed=0)
-    nfe_seconds = (time.perf_counter() - t0) / 5
+    from diffloss.sample import x0_denoiser
+    from diffloss.train import Run
+
+    run = Run.create(train_config(preset, RunSpec(VARIANTS[0], 0), repeats * 2))
+    _timed(run.update, repeats)
+    step_wall, step_cpu = _timed(run.update, repeats)
+    denoise = x0_denoiser(run.ema.eval(), run.ema.process, run.objective["target"])
+    x, s = torch.randn(preset.n_samples, *run.data.shape), torch.full((preset.n_samples,), 1.0)
+    with torch.no_grad():
+        nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5)
     n_runs = len(run_grid(preset))
     return {
         "preset": preset.name,
-        "step_seconds": step_seconds,
-        "nfe_seconds": nfe_seconds,
         "runs": n_runs,
-        "expected_hours": expected_seconds(preset, n_runs, step_seconds, nfe_seconds) / 3600,
+        "step_seconds": {"wall": step_wall, "cpu": step_cpu},
+        "nfe_seconds": {"wall": nfe_wall, "cpu": nfe_cpu},
+        "expected_hours": {
+            "wall": expected_seconds(preset, n_runs, step_wall, nfe_wall) / 3600,
+            "cpu": expected_seconds(preset, n_runs, step_cpu, nfe_cpu) / 3600,
+        },
+        "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -397,11 +409,40 @@ def runtime_text(root: Path, preset: Preset, rows: Sequence[dict[str, Any]]) -> 
     if cost_file.exists():
         c = json.loads(cost_file.read_text(encoding="utf-8"))
         text = (
-            f"expected {c['expected_hours']:.2f} h for all {c['runs']} runs, from `--measure` at {c['measured_at']} "
-            f"(one training update {c['step_seconds']:.3f} s, one network evaluation of {preset.n_samples} samples "
-            f"{c['nfe_seconds']:.3f} s, load average {c['load_average']:.1f} on 2 cores); " + text
+            f"`--measure` at {c['measured_at']} (load average {c['load_average']:.1f} on 2 cores, {c['threads']} "
+            f"thread): one training update {c['step_seconds']['wall']:.3f} s wall / {c['step_seconds']['cpu']:.3f} s "
+            f"CPU, one network evaluation of {preset.n_samples} samples {c['nfe_seconds']['wall']:.3f} s wall / "
+            f"{c['nfe_seconds']['cpu']:.3f} s CPU; expected for all {c['runs']} runs: "
+            f"{c['expected_hours']['cpu']:.2f} h on an idle machine (CPU time), {c['expected_hours']['wall']:.2f} h "
+            "at the load of the measurement; " + text
         )
     return text
+
+
+def summary(agg: dict[tuple, tuple[float, float, int]], preset: Preset) -> str:
+    """One sentence per claim for eps-prediction at the last step: FID with the probe sampler, and FID at the
+    fewest sampling steps of each sampler."""
+    last = preset.train_steps[-1]
+    base, deb = agg.get(("eps-constant", last, *preset.probe)), agg.get(("eps-debiased", last, *preset.probe))
+    if not base or not deb or min(base[2], deb[2]) < 2:
+        return "**Claims: not decidable yet (eps-constant and eps-debiased need at least 2 finished seeds each).**"
+    few = {s: min(k for s2, k in preset.grid if s2 == s) for s, _ in preset.grid}
+    out = [f"**Claim 1 (better FID), eps, {preset.probe[0]} {preset.probe[1]} steps: {_claim(base, deb)}.**"]
+    for sampler, k in sorted(few.items()):
+        b, d = agg.get(("eps-constant", last, sampler, k)), agg.get(("eps-debiased", last, sampler, k))
+        if b and d:
+            out.append(f"**Claim 2 (few sampling steps), eps, {sampler} {k} steps: {_claim(b, d)}.**")
+    return " ".join(out)
+
+
+def _claim(base: tuple[float, float, int], deb: tuple[float, float, int]) -> str:
+    """'holds' / 'does not hold (...)' for 'debiased has the lower FID', with the evidence."""
+    change = 100 * (deb[0] - base[0]) / base[0]
+    noise = max(np.nan_to_num(base[1]), np.nan_to_num(deb[1]))
+    evidence = f"FID {base[0]:.3g} -> {deb[0]:.3g} ({change:+.0f}%, seed std up to {noise:.2g})"
+    if abs(deb[0] - base[0]) <= noise:
+        return f"not supported, no difference beyond the seed spread: {evidence}"
+    return f"holds here: {evidence}" if deb[0] < base[0] else f"does not hold, debiased is worse: {evidence}"
 
 
 def write_report(root: Path, preset: Preset, command: str, report: Path) -> None:
@@ -468,9 +509,10 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     lines += [
         "## Debiased vs constant, and the paper's claims",
         "",
-        f"Paper: {PAPER}, on 64x64 / 256x256 face and image data with a large UNet (a -22% change), and "
-        "better samples with fewer sampling steps. Here, at training step "
-        f"{last}:",
+        f"Paper (Yu et al. 2024, arXiv 2310.08442): {PAPER}; and good samples with fewer sampling steps. "
+        f"Here, at training step {last}:",
+        "",
+        summary(agg, preset),
         "",
         "| family | sampler | steps | constant | debiased | change | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -488,7 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
     ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument("--report", type=Path, default=REPORT, help=f"markdown report to write (default {REPORT})")
+    ap.add_argument(
+        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/debiased_weighting[_PRESET].md)"
+    )
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished runs")
     ap.add_argument(
         "--measure",
@@ -504,13 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
+    report = args.report or REPORTS / f"debiased_weighting{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     if args.measure:
-        cost = measure_cost(preset, args.root / "cost-run")
+        cost = measure_cost(preset)
         write_json_atomic(args.root / "cost.json", cost)
         print(json.dumps(cost, indent=2))
         return 0
@@ -518,8 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluator = Evaluator(preset.ref)
         for spec in run_grid(preset):
             run_one(preset, spec, args.root / "runs" / spec.name, evaluator, log)
-    write_report(args.root, preset, command, args.report)
-    log(f"wrote {args.report}")
+    write_report(args.root, preset, command, report)
+    log(f"wrote {report}")
     return 0
 
 
