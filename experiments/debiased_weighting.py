@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import shutil
 import sys
@@ -42,6 +43,12 @@ from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 SAMPLE_SEED = 12345  # starting noise of every evaluation: all runs are compared on the same noise
 PAPER = "FID-10k 7.7 for DDPM (constant weight on eps) -> 6.0 with the debiased weight (-22%), on their image setup"
+
+
+Stat = tuple[float, float, int]
+"""(mean, sample std, number of seeds) of a metric over seeds."""
+Agg = dict[tuple[str, int, str, int], Stat]
+"""(variant, training step, sampler, sampling steps) -> ``Stat``."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def missing_evals(run_dir: Path, preset: Preset) -> list[tuple[int, str, int]]:
     return [p for p in eval_points(preset) if not eval_path(run_dir, *p).exists()]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+def mean_std(values: Sequence[float]) -> Stat:
     """(mean, sample standard deviation with n - 1 (nan for one value), n) of finite ``values``."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
@@ -142,7 +149,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
 
-def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> dict[tuple, tuple[float, float, int]]:
+def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> Agg:
     """``mean_std`` of ``row[key]`` over seeds, grouped by (variant, step, sampler, sampling steps)."""
     groups: dict[tuple, list[float]] = {}
     for r in rows:
@@ -225,11 +232,11 @@ class Evaluator:
 
         start = time.perf_counter()
         x = sample_trained(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
-        if not np.isfinite(x).all():
-            return {"fid": math.nan, "kid": math.nan, "kid_std": math.nan, "seconds": time.perf_counter() - start}
-        feats = classifier_features(np.clip(x, -1, 1), self.classifier)
-        k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))
-        out = {"fid": fid(feats, self.ref_features), "kid": k.mean, "kid_std": k.std}
+        out = {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}  # a diverged model (non-finite samples)
+        if np.isfinite(x).all():
+            feats = classifier_features(np.clip(x, -1, 1), self.classifier)
+            k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))
+            out = {"fid": fid(feats, self.ref_features), "kid": k.mean, "kid_std": k.std}
         return out | {"n_samples": n, "seconds": time.perf_counter() - start}
 
 
@@ -294,8 +301,6 @@ def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: Evaluator, 
 
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
     """Every finished evaluation under ``root`` for the preset's grid (missing ones are left out)."""
-    import json
-
     rows = []
     for spec in run_grid(preset):
         for point in eval_points(preset):
@@ -318,91 +323,89 @@ def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def fmt(ms: tuple[float, float, int]) -> str:
+def fmt(ms: Stat) -> str:
     mean, std, n = ms
     if n == 0:
         return "—"
     return f"{mean:.3g} ± {std:.2g} (n={n})" if n > 1 else f"{mean:.3g} (n=1)"
 
 
-def plot(agg: dict[tuple, tuple[float, float, int]], preset: Preset, out: Path) -> list[Path]:
-    """Two figures: FID vs training step (probe sampler) and FID vs sampling steps at the last step (one panel
-    per sampler); mean over seeds with a ± std band."""
+def series(agg: Agg, variant: str, axis: str, step: int, sampler: str, nsteps: int) -> list[tuple[int, Stat]]:
+    """Sorted (x, statistic) of one variant along ``axis``: ``"step"`` (training steps at the given sampler and
+    sampling steps) or ``"nsteps"`` (sampling steps of ``sampler`` at training step ``step``)."""
+    if axis == "step":
+        return sorted((k[1], v) for k, v in agg.items() if k[0] == variant and k[2:] == (sampler, nsteps))
+    return sorted((k[3], v) for k, v in agg.items() if k[0] == variant and k[1] == step and k[2] == sampler)
+
+
+def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
+    """Two figures next to ``out``: FID vs training step (probe sampler) and FID vs sampling steps at the last
+    step (one panel per sampler); mean over seeds with a ± std band, log-log axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     last, samplers = preset.train_steps[-1], sorted({s for s, _ in preset.grid})
-    figs = []
     fig, ax = plt.subplots(figsize=(6, 4))
-    panels = [("train", ax, [(k[1], v) for k, v in agg.items() if k[2:] == preset.probe], "training step")]
     fig2, axes = plt.subplots(1, len(samplers), figsize=(5 * len(samplers), 4), squeeze=False)
-    for sampler, a in zip(samplers, axes[0]):
-        pts = [(k[3], v) for k, v in agg.items() if k[1] == last and k[2] == sampler]
-        panels.append((sampler, a, pts, f"sampling steps ({sampler})"))
-    for title, a, _, xlabel in panels:
+    panels = [(ax, "step", *preset.probe, "training step")]
+    panels += [(a, "nsteps", s, 0, f"sampling steps ({s})") for s, a in zip(samplers, axes[0])]
+    for a, axis, sampler, nsteps, xlabel in panels:
         for variant in VARIANTS:
-            if title == "train":
-                pts = sorted((k[1], v) for k, v in agg.items() if k[0] == variant.name and k[2:] == preset.probe)
-            else:
-                pts = sorted(
-                    (k[3], v) for k, v in agg.items() if k[0] == variant.name and k[1] == last and k[2] == title
-                )
+            pts = series(agg, variant.name, axis, last, sampler, nsteps)
             if not pts:
                 continue
-            xs = np.array([p[0] for p in pts], dtype=float)
-            m = np.array([p[1][0] for p in pts])
-            s = np.nan_to_num(np.array([p[1][1] for p in pts]))
-            style = "-" if variant.target == "eps" else "--" if variant.target == "v" else ":"
+            xs = np.array([x for x, _ in pts], dtype=float)
+            m, sd = np.array([v[0] for _, v in pts]), np.nan_to_num(np.array([v[1] for _, v in pts]))
+            style = {"eps": "-", "v": "--"}.get(variant.target, ":")
             (line,) = a.plot(xs, m, style, marker="o", ms=3, label=variant.name)
-            a.fill_between(xs, m - s, m + s, color=line.get_color(), alpha=0.15)
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.set_xlabel(xlabel)
-        a.set_ylabel("FID (classifier features)")
+            a.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+        a.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="FID (classifier features)")
         a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=7)
     ax.set_title(f"FID vs training step ({preset.probe[0]}, {preset.probe[1]} steps)")
-    ax.legend(fontsize=7)
-    axes[0][0].legend(fontsize=7)
     fig2.suptitle(f"FID vs sampling steps at training step {last}")
+    paths = []
     for f, suffix in ((fig, "train_steps"), (fig2, "sampling_steps")):
         path = out.with_name(f"{out.stem}_{suffix}.png")
         f.tight_layout()
         atomic_write(path, lambda tmp, f=f: f.savefig(tmp, dpi=110, format="png"))
         plt.close(f)
-        figs.append(path)
-    return figs
+        paths.append(path)
+    return paths
 
 
-def verdict(agg: dict[tuple, tuple[float, float, int]], preset: Preset) -> list[str]:
-    """Plain-language comparisons of debiased against constant at the last step, each stated with its evidence
-    (a difference counts only when the means differ by more than the larger of the two standard deviations)."""
+def compare(base: Stat, deb: Stat) -> tuple[float, str]:
+    """(relative change of the mean FID in %, verdict) of debiased against its baseline. A difference counts
+    only when the means differ by more than the larger of the two seed standard deviations, and needs at
+    least 2 seeds a side."""
+    change = 100 * (deb[0] - base[0]) / base[0]
+    if min(base[2], deb[2]) < 2:
+        return change, "undecided (fewer than 2 seeds)"
+    if abs(deb[0] - base[0]) <= max(base[1], deb[1]):
+        return change, "no difference beyond the seed spread"
+    return change, "debiased better" if deb[0] < base[0] else "debiased worse"
+
+
+def verdict(agg: Agg, preset: Preset) -> list[str]:
+    """Table rows: debiased against constant for each family (eps, v, flow) and each sampler x steps at the
+    last training step, with means ± std, the relative change and ``compare``'s verdict."""
     last = preset.train_steps[-1]
     lines = []
     for family in ("eps", "v", "flow"):
-        for sampler, k in sorted({preset.probe, *preset.grid}, key=lambda p: (p[0], p[1])):
+        for sampler, k in sorted({preset.probe, *preset.grid}):
             base = agg.get((f"{family}-constant", last, sampler, k))
             deb = agg.get((f"{family}-debiased", last, sampler, k))
-            if not base or not deb or base[2] == 0 or deb[2] == 0:
-                continue
-            change = 100 * (deb[0] - base[0]) / base[0]
-            noise = max(np.nan_to_num(base[1]), np.nan_to_num(deb[1]))
-            if base[2] < 2 or deb[2] < 2:
-                word = "no claim possible (fewer than 2 seeds)"
-            elif abs(deb[0] - base[0]) <= noise:
-                word = "no difference beyond the seed spread"
-            else:
-                word = "debiased better" if deb[0] < base[0] else "debiased worse"
-            lines.append(f"| {family} | {sampler} | {k} | {fmt(base)} | {fmt(deb)} | {change:+.0f}% | {word} |")
+            if base and deb and base[2] and deb[2]:
+                change, word = compare(base, deb)
+                lines.append(f"| {family} | {sampler} | {k} | {fmt(base)} | {fmt(deb)} | {change:+.0f}% | {word} |")
     return lines
 
 
 def runtime_text(root: Path, preset: Preset, rows: Sequence[dict[str, Any]]) -> str:
     """The expected runtime (from ROOT/cost.json of ``--measure``, if any) and the compute the finished
     evaluations took."""
-    import json
-
     spent = sum(r.get("seconds", 0) + r.get("train_seconds", 0) for r in rows) / 3600
     text = f"the finished evaluations took {spent:.2f} h (training + sampling, one thread)."
     cost_file = root / "cost.json"
@@ -419,7 +422,7 @@ def runtime_text(root: Path, preset: Preset, rows: Sequence[dict[str, Any]]) -> 
     return text
 
 
-def summary(agg: dict[tuple, tuple[float, float, int]], preset: Preset) -> str:
+def summary(agg: Agg, preset: Preset) -> str:
     """One sentence per claim for eps-prediction at the last step: FID with the probe sampler, and FID at the
     fewest sampling steps of each sampler."""
     last = preset.train_steps[-1]
@@ -435,14 +438,15 @@ def summary(agg: dict[tuple, tuple[float, float, int]], preset: Preset) -> str:
     return " ".join(out)
 
 
-def _claim(base: tuple[float, float, int], deb: tuple[float, float, int]) -> str:
-    """'holds' / 'does not hold (...)' for 'debiased has the lower FID', with the evidence."""
-    change = 100 * (deb[0] - base[0]) / base[0]
-    noise = max(np.nan_to_num(base[1]), np.nan_to_num(deb[1]))
-    evidence = f"FID {base[0]:.3g} -> {deb[0]:.3g} ({change:+.0f}%, seed std up to {noise:.2g})"
-    if abs(deb[0] - base[0]) <= noise:
-        return f"not supported, no difference beyond the seed spread: {evidence}"
-    return f"holds here: {evidence}" if deb[0] < base[0] else f"does not hold, debiased is worse: {evidence}"
+def _claim(base: Stat, deb: Stat) -> str:
+    """'holds here' / 'does not hold' / 'not supported' for "debiased has the lower FID", with the evidence."""
+    change, word = compare(base, deb)
+    evidence = f"FID {base[0]:.3g} -> {deb[0]:.3g} ({change:+.0f}%, seed std {base[1]:.2g} / {deb[1]:.2g})"
+    if word == "debiased better":
+        return f"holds here: {evidence}"
+    if word == "debiased worse":
+        return f"does not hold, debiased is worse: {evidence}"
+    return f"not supported ({word}): {evidence}"
 
 
 def write_report(root: Path, preset: Preset, command: str, report: Path) -> None:
@@ -542,8 +546,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
     args = ap.parse_args(argv)
-    import json
-
     import torch
 
     torch.set_num_threads(args.threads)

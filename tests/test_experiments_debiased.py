@@ -120,3 +120,10 @@ def test_expected_runtime_counts_updates_and_network_evaluations():
     assert [dw.nfe("ddim", 7), dw.nfe("heun", 7), dw.nfe("dpm2", 1)] == [7, 13, 1]
     p = replace(dw.PRESETS["smoke"], train_steps=(5, 10), probe=("ddim", 4), grid=(("ddim", 4), ("heun", 3)))
     assert dw.expected_seconds(p, 3, 0.5, 2.0) == pytest.approx(3 * (10 * 0.5 + 13 * 2.0))
+
+
+def test_compare_counts_a_difference_only_beyond_the_larger_seed_std():
+    assert dw.compare((10.0, 1.0, 3), (8.0, 1.5, 3)) == (pytest.approx(-20.0), "debiased better")
+    assert dw.compare((10.0, 1.0, 3), (12.5, 2.0, 3)) == (pytest.approx(25.0), "debiased worse")
+    assert dw.compare((10.0, 1.0, 3), (9.0, 1.5, 3))[1] == "no difference beyond the seed spread"
+    assert dw.compare((10.0, math.nan, 1), (5.0, 0.1, 3))[1].startswith("undecided")
