@@ -490,6 +490,12 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "is sqrt(SNR)/(SNR + 1), on the flow velocity t(1 - t) (diffloss.weighting). `constant` is weight 1 on "
         "the variant's own target (on eps: DDPM's L_simple, the paper's baseline).",
         "",
+        "Caveats: the weights are the published formulas, not normalized, and every variant uses the same lr and "
+        "gradient-norm clip 1.0. AdamW is invariant to a constant loss scale, but the clip is not: on eps the "
+        "debiased weight reaches e^5 = 148 at the VP process's lowest log-SNR (-10), so its gradients are clipped "
+        "more often. FID in classifier features from a few hundred samples measures coarse sample quality; "
+        "small models trained for minutes are far from the paper's regime.",
+        "",
         f"## FID vs training step ({preset.probe[0]}, {preset.probe[1]} sampling steps), mean ± std over seeds",
         "",
         "| variant | " + " | ".join(f"step {s}" for s in preset.train_steps) + " |",
