@@ -127,3 +127,27 @@ def test_compare_counts_a_difference_only_beyond_the_larger_seed_std():
     assert dw.compare((10.0, 1.0, 3), (12.5, 2.0, 3)) == (pytest.approx(25.0), "debiased worse")
     assert dw.compare((10.0, 1.0, 3), (9.0, 1.5, 3))[1] == "no difference beyond the seed spread"
     assert dw.compare((10.0, math.nan, 1), (5.0, 0.1, 3))[1].startswith("undecided")
+
+
+@pytest.mark.parametrize(
+    ("variant", "closed_form"),
+    [
+        ("eps-debiased", lambda snr, t: snr**-0.5),
+        ("v-debiased", lambda snr, t: snr**0.5 / (snr + 1)),
+        ("flow-debiased", lambda snr, t: t * (1 - t)),
+        ("eps-constant", lambda snr, t: torch.ones_like(snr)),
+        ("eps-min-snr-5", lambda snr, t: snr.clamp(max=5) / snr),
+        ("eps-p2", lambda snr, t: 1 / (1 + snr)),
+    ],
+)
+def test_each_run_trains_with_the_published_weight_converted_to_its_target(variant, closed_form):
+    from diffloss.process import process_from_dict
+    from diffloss.weighting import weighting_from_dict
+
+    spec = dw.RunSpec(next(v for v in dw.VARIANTS if v.name == variant), 0)
+    cfg = dw.train_config(dw.PRESETS["smoke"], spec, 10)
+    process = process_from_dict(cfg.process)
+    t = torch.tensor([0.1, 0.4, 0.8], dtype=torch.float64)
+    lam = process.logsnr(t)
+    got = weighting_from_dict(cfg.weighting).weight(lam, process, cfg.target)
+    torch.testing.assert_close(got, closed_form(lam.exp(), t))
