@@ -1,0 +1,153 @@
+"""The pure parts of experiments/debiased_weighting.py: the run grid, the evaluation points, mean ± std over
+seeds, and the skip / resume logic (with a fake evaluator, on a 2-step digits run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffloss.checkpoint import load_checkpoint
+
+_PATH = Path(__file__).resolve().parent.parent / "experiments" / "debiased_weighting.py"
+_spec = importlib.util.spec_from_file_location("debiased_weighting", _PATH)
+dw = importlib.util.module_from_spec(_spec)
+sys.modules["debiased_weighting"] = dw
+_spec.loader.exec_module(dw)
+
+
+def test_grid_is_every_variant_times_every_seed_with_unique_names():
+    preset = dw.PRESETS["digits"]
+    grid = dw.run_grid(preset)
+    assert len(grid) == 8 * 3
+    assert len({s.name for s in grid}) == len(grid)
+    assert [s.name for s in grid[:2]] == ["eps-constant-s0", "eps-debiased-s0"]
+    assert [s.name for s in grid[8:10]] == ["eps-constant-s1", "eps-debiased-s1"]
+
+
+def test_variants_cover_the_issue():
+    """eps on VP with the four weightings, and v / flow with the debiased weight (and their constant baselines)."""
+    by_name = {v.name: v for v in dw.VARIANTS}
+    eps = {v.weighting.split(":")[0] for v in dw.VARIANTS if v.target == "eps" and v.process == "vp"}
+    assert eps == {"constant", "debiased", "min-snr", "p2"}
+    assert by_name["v-debiased"].target == "v" and by_name["flow-debiased"].process == "flow"
+    for p in dw.PRESETS.values():
+        assert len(p.seeds) >= 2 and list(p.train_steps) == sorted(set(p.train_steps))
+    assert all(len(p.seeds) >= 3 for name, p in dw.PRESETS.items() if name != "smoke")
+
+
+def test_eval_points_probe_every_step_and_the_grid_once_at_the_end():
+    p = replace(dw.PRESETS["smoke"], train_steps=(5, 10), probe=("ddim", 4), grid=(("ddim", 2), ("ddim", 4)))
+    assert dw.eval_points(p) == [(5, "ddim", 4), (10, "ddim", 4), (10, "ddim", 2)]
+
+
+def test_mean_std_matches_statistics_module():
+    values = [3.0, 7.5, 4.25, 9.0]
+    mean, std, n = dw.mean_std(values)
+    assert mean == pytest.approx(statistics.mean(values), rel=1e-12)
+    assert std == pytest.approx(statistics.stdev(values), rel=1e-12)
+    assert n == 4
+    assert dw.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+
+
+def test_mean_std_drops_non_finite_and_handles_one_or_zero_values():
+    assert dw.mean_std([2.0, math.nan, 4.0])[:2] == (3.0, pytest.approx(math.sqrt(2)))
+    mean, std, n = dw.mean_std([5.0])
+    assert (mean, n) == (5.0, 1) and math.isnan(std)
+    assert dw.mean_std([math.inf])[2] == 0
+
+
+def test_aggregate_groups_over_seeds_only():
+    rows = [
+        {"variant": "a", "seed": s, "step": 10, "sampler": "ddim", "nsteps": 4, "fid": f} for s, f in enumerate((1, 3))
+    ]
+    rows.append({"variant": "a", "seed": 0, "step": 20, "sampler": "ddim", "nsteps": 4, "fid": 7.0})
+    agg = dw.aggregate(rows)
+    assert agg[("a", 10, "ddim", 4)] == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert agg[("a", 20, "ddim", 4)][0] == 7.0 and agg[("a", 20, "ddim", 4)][2] == 1
+
+
+class FakeEvaluator:
+    """Records the checkpoint step of each call; its 'FID' is that step, so the file contents are checkable."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str, int]] = []
+
+    def __call__(self, ckpt, n, sampler, steps):
+        step = load_checkpoint(ckpt)[1]["step"]
+        self.calls.append((step, sampler, steps))
+        return {"fid": float(step), "kid": 0.0, "kid_std": 0.0}
+
+
+def test_run_one_trains_in_stages_skips_finished_work_and_matches_one_uninterrupted_run(tmp_path):
+    preset = replace(dw.PRESETS["smoke"], train_steps=(2, 4), batch=8, probe=("ddim", 2), grid=(("heun", 2),))
+    spec = dw.RunSpec(dw.VARIANTS[1], 0)
+    run_dir = tmp_path / "runs" / spec.name
+    fake = FakeEvaluator()
+    dw.run_one(preset, spec, run_dir, fake, lambda msg: None)
+    assert fake.calls == [(2, "ddim", 2), (4, "ddim", 2), (4, "heun", 2)]
+    assert dw.missing_evals(run_dir, preset) == []
+    rows = dw.collect(tmp_path, preset)
+    assert [(r["step"], r["sampler"], r["fid"]) for r in rows] == [(2, "ddim", 2.0), (4, "ddim", 4.0), (4, "heun", 4.0)]
+
+    again = FakeEvaluator()
+    dw.run_one(preset, spec, run_dir, again, lambda msg: None)
+    assert again.calls == []  # everything finished: nothing trained or evaluated
+
+    dw.eval_path(run_dir, 2, "ddim", 2).unlink()
+    redo = FakeEvaluator()
+    dw.run_one(preset, spec, run_dir, redo, lambda msg: None)
+    assert redo.calls == [(2, "ddim", 2)]  # from the kept step-2 checkpoint, though training went on to 4
+
+    from diffloss.train import train
+
+    train(dw.train_config(preset, spec, 4), tmp_path / "straight")
+    staged, _ = load_checkpoint(run_dir / "ckpt-4.safetensors")
+    straight, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
+    assert staged.keys() == straight.keys()
+    assert all(torch.equal(staged[k], straight[k]) for k in straight)
+
+
+def test_expected_runtime_counts_updates_and_network_evaluations():
+    """heun with k steps makes 2k - 1 network calls (Euler on the last step), ddim k; by hand: 10 updates at
+    0.5 s and 4 + 4 + 5 = 13 calls at 2 s per run, 3 runs -> 3 * (5 + 26) s."""
+    assert [dw.nfe("ddim", 7), dw.nfe("heun", 7), dw.nfe("dpm2", 1)] == [7, 13, 1]
+    p = replace(dw.PRESETS["smoke"], train_steps=(5, 10), probe=("ddim", 4), grid=(("ddim", 4), ("heun", 3)))
+    assert dw.expected_seconds(p, 3, 0.5, 2.0) == pytest.approx(3 * (10 * 0.5 + 13 * 2.0))
+
+
+def test_compare_counts_a_difference_only_beyond_the_larger_seed_std():
+    assert dw.compare((10.0, 1.0, 3), (8.0, 1.5, 3)) == (pytest.approx(-20.0), "debiased better")
+    assert dw.compare((10.0, 1.0, 3), (12.5, 2.0, 3)) == (pytest.approx(25.0), "debiased worse")
+    assert dw.compare((10.0, 1.0, 3), (9.0, 1.5, 3))[1] == "no difference beyond the seed spread"
+    assert dw.compare((10.0, math.nan, 1), (5.0, 0.1, 3))[1].startswith("undecided")
+
+
+@pytest.mark.parametrize(
+    ("variant", "closed_form"),
+    [
+        ("eps-debiased", lambda snr, t: snr**-0.5),
+        ("v-debiased", lambda snr, t: snr**0.5 / (snr + 1)),
+        ("flow-debiased", lambda snr, t: t * (1 - t)),
+        ("eps-constant", lambda snr, t: torch.ones_like(snr)),
+        ("eps-min-snr-5", lambda snr, t: snr.clamp(max=5) / snr),
+        ("eps-p2", lambda snr, t: 1 / (1 + snr)),
+    ],
+)
+def test_each_run_trains_with_the_published_weight_converted_to_its_target(variant, closed_form):
+    from diffloss.process import process_from_dict
+    from diffloss.weighting import weighting_from_dict
+
+    spec = dw.RunSpec(next(v for v in dw.VARIANTS if v.name == variant), 0)
+    cfg = dw.train_config(dw.PRESETS["smoke"], spec, 10)
+    process = process_from_dict(cfg.process)
+    t = torch.tensor([0.1, 0.4, 0.8], dtype=torch.float64)
+    lam = process.logsnr(t)
+    got = weighting_from_dict(cfg.weighting).weight(lam, process, cfg.target)
+    torch.testing.assert_close(got, closed_form(lam.exp(), t))
