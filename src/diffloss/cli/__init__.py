@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from diffloss.cli import formulation, info
+    from diffloss.cli import bridge, formulation, info
 
-    for mod in (info, formulation):
+    for mod in (info, formulation, bridge):
         cli.add_command(mod.command)
 
 

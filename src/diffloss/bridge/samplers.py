@@ -1,0 +1,202 @@
+"""DIS, DBS and CMCD as one discretized bridge between a learnable Gaussian prior and a target.
+
+Time runs from t_0 = 0 (prior) to t_K = 1 (target) in K steps of h = 1/K. All three samplers share
+
+    forward kernel   F_k(x_{k+1} | x_k)  = N(A(x_k)     + h * fwd_k(x_k),         V)
+    backward kernel  B_k(x_k | x_{k+1})  = N(A(x_{k+1}) + h * bwd_{k+1}(x_{k+1}), V)
+
+with A(x) = mu + rho * (x - mu), rho = exp(-h D / (2 s^2)), V = s^2 (1 - rho^2), per dimension. Here N(mu, s^2) is
+the prior and D = sigma^2 the learned per-dimension diffusion coefficient. (A, V) is the exact one-step transition
+of the Ornstein-Uhlenbeck process dX = (D/2) grad log p_0(X) dt + sigma dW, which leaves the prior invariant and is
+reversible; the remaining drifts are added by Euler-Maruyama. So with zero control and target = Z * prior the
+forward and backward paths have equal densities and R = -log Z exactly (not only as K -> infinity).
+
+    DIS  : fwd = D u(x, t),                       bwd = 0 (the fixed noising reference)
+    DBS  : fwd = D u(x, t),                       bwd = D v(x, t)          (u, v from one network)
+    CMCD : fwd = D (beta_t/2 g(x) + u(x, t)),     bwd = D (beta_t/2 g(x) - u(x, t))
+
+with g = grad log p~ - grad log p_0, so that the uncontrolled CMCD drift is (D/2) grad log pi_beta of the annealed
+path pi_beta ~ p_0^(1-beta) p~^beta, and beta_0 = 0 < beta_1 < ... < beta_K = 1 learned (softmax increments).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffloss.bridge.networks import ControlNet
+from diffloss.bridge.targets.base import Density
+from diffloss.errors import DifflossError, unknown_name
+
+SAMPLERS = ("dis", "dbs", "cmcd")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Everything that defines a sampler's architecture; JSON-serializable with ``to_dict``/``from_dict``.
+
+    ``init_sigma`` is the initial diffusion coefficient sigma (per dimension; None = sqrt(2) * init_std, which makes
+    the reference relax at rate 1 per unit time). ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    """
+
+    sampler: str
+    dim: int
+    steps: int = 128
+    hidden: tuple[int, ...] = (64, 64)
+    time_features: int = 32
+    init_std: float = 1.0
+    init_sigma: float | None = None
+    learn_sigma: bool = True
+    learn_prior: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise unknown_name("sampler", self.sampler, SAMPLERS)
+        if self.steps < 1:
+            raise DifflossError(f"--steps must be >= 1 (the number of Euler-Maruyama steps), got {self.steps}")
+        if self.dim < 1:
+            raise DifflossError(f"dimension must be >= 1, got {self.dim}")
+        if not (self.init_std > 0 and math.isfinite(self.init_std)):
+            raise DifflossError(f"--init-std must be a positive number, got {self.init_std}")
+        if self.init_sigma is not None and not (self.init_sigma > 0 and math.isfinite(self.init_sigma)):
+            raise DifflossError(f"--init-sigma must be a positive number, got {self.init_sigma}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise DifflossError(f"--hidden must be positive layer widths like 64,64, got {self.hidden}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplerConfig:
+        return cls(**{**d, "hidden": tuple(d["hidden"])})
+
+
+class BridgeSampler(nn.Module):
+    """Learnable prior N(mu, s^2), diffusion coefficient sigma, control network and (CMCD) annealing schedule."""
+
+    def __init__(self, cfg: SamplerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        init_sigma = cfg.init_sigma if cfg.init_sigma is not None else math.sqrt(2.0) * cfg.init_std
+        self.prior_mean = nn.Parameter(torch.zeros(d), requires_grad=cfg.learn_prior)
+        self.prior_log_std = nn.Parameter(torch.full((d,), math.log(cfg.init_std)), requires_grad=cfg.learn_prior)
+        self.log_sigma = nn.Parameter(torch.full((d,), math.log(init_sigma)), requires_grad=cfg.learn_sigma)
+        out = 2 * d if cfg.sampler == "dbs" else d
+        self.net = ControlNet(d, out, cfg.hidden, cfg.time_features)
+        if cfg.sampler == "cmcd":
+            self.beta_logits = nn.Parameter(torch.zeros(cfg.steps))
+
+    @property
+    def steps(self) -> int:
+        return self.cfg.steps
+
+    def betas(self) -> torch.Tensor:
+        """Annealing schedule beta_0..beta_K, (K+1,), from 0 to 1 (CMCD); starts linear."""
+        inc = torch.softmax(self.beta_logits, 0)
+        return torch.cat([inc.new_zeros(1), torch.cumsum(inc, 0)]).clamp(max=1.0)
+
+    def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log N(x; mu, diag(s^2)), (B, d) -> (B,)."""
+        return gaussian_log_prob(x, self.prior_mean, 2 * self.prior_log_std)
+
+    def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Reparameterized prior draws mu + s * z, (n, d)."""
+        z = torch.randn(n, self.cfg.dim, generator=generator, dtype=self.prior_mean.dtype)
+        return self.prior_mean + torch.exp(self.prior_log_std) * z
+
+    def reference_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rho, log V) per dimension: the exact one-step OU transition that keeps the prior invariant."""
+        h = 1.0 / self.steps
+        rate = h * torch.exp(2 * self.log_sigma - 2 * self.prior_log_std)  # h D / s^2
+        return torch.exp(-rate / 2), 2 * self.prior_log_std + torch.log(-torch.expm1(-rate))
+
+    def drifts(self, x: torch.Tensor, k: int, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only)."""
+        t = k / self.steps
+        diff = torch.exp(2 * self.log_sigma)
+        if self.cfg.sampler == "dis":
+            return diff * self.net(x, t), torch.zeros_like(x)
+        if self.cfg.sampler == "dbs":
+            u, v = self.net(x, t).chunk(2, dim=1)
+            return diff * u, diff * v
+        u = self.net(x, t)
+        langevin = 0.5 * self.betas()[k] * g
+        return diff * (langevin + u), diff * (langevin - u)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(exp(log_var))) summed over the last dimension, (B, d) -> (B,)."""
+    return -0.5 * (((x - mean) ** 2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+
+
+@dataclass
+class Path:
+    """One batch of simulated trajectories: final states and the two path log densities, each (B,).
+
+    ``log_q`` = log p_0(x_0) + sum_k log F_k, the forward path density; ``log_p`` = log p~(x_K) + sum_k log B_k, the
+    unnormalized backward path density. R = log_q - log_p is the log Radon-Nikodym derivative of DESIGN.md section 5.
+    """
+
+    x: torch.Tensor
+    log_q: torch.Tensor
+    log_p: torch.Tensor
+
+    @property
+    def log_rn(self) -> torch.Tensor:
+        return self.log_q - self.log_p
+
+
+def _target_score(target: Density, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """grad log p~(x), (B, d); differentiable in x (second order) when ``create_graph``."""
+    with torch.enable_grad():
+        xi = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+        (score,) = torch.autograd.grad(target.log_prob(xi).sum(), xi, create_graph=create_graph)
+    return score
+
+
+def simulate(
+    model: BridgeSampler, target: Density, n: int, generator: torch.Generator, *, detach_path: bool = False
+) -> Path:
+    """Run K Euler-Maruyama steps from the prior and accumulate log q and log p of the path once.
+
+    ``detach_path=False`` keeps gradients through the states (reparameterization: rKL-R). ``detach_path=True`` stops
+    them at every state, so gradients flow only through the kernels' parameters at fixed states (LV, rKL-LD, TB).
+    """
+    K = model.steps
+    grad_path = not detach_path and torch.is_grad_enabled()
+    rho, log_v = model.reference_kernel()
+    std = torch.exp(0.5 * log_v)
+    mu = model.prior_mean
+    inv_prior_var = torch.exp(-2 * model.prior_log_std)
+    cmcd = model.cfg.sampler == "cmcd"
+
+    def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = None
+        if cmcd:
+            g = _target_score(target, x, grad_path) + (x - mu) * inv_prior_var
+        return model.drifts(x, k, g)
+
+    x = model.sample_prior(n, generator)
+    if detach_path:
+        x = x.detach()
+    log_q = model.prior_log_prob(x)
+    log_p = torch.zeros_like(log_q)
+    fwd, _ = at(x, 0)
+    for k in range(K):
+        mean_f = mu + rho * (x - mu) + fwd / K
+        x_new = mean_f + std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        if detach_path:
+            x_new = x_new.detach()
+        fwd, bwd = at(x_new, k + 1)
+        mean_b = mu + rho * (x_new - mu) + bwd / K
+        log_q = log_q + gaussian_log_prob(x_new, mean_f, log_v)
+        log_p = log_p + gaussian_log_prob(x, mean_b, log_v)
+        x = x_new
+    return Path(x, log_q, log_p + target.log_prob(x))

@@ -1,0 +1,187 @@
+"""Synthetic sampling targets: Gaussian (for tests), Funnel, GMM40, mixture of Student-t, Many-Well.
+
+Definitions follow the reference benchmark (Blessing et al., DenisBless/variational_sampling_methods); the mixture
+locations are the benchmark's JAX-PRNG draws, shipped in ``diffloss/assets/bridge`` (see the README there).
+Every ``log_prob`` is unnormalized where ``log_Z != 0``, batched (B, d) -> (B,) and computes in the input's dtype.
+``init_std`` is the suggested standard deviation of the sampler's initial Gaussian prior.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from importlib import resources
+
+import numpy as np
+import torch
+
+from diffloss.bridge.targets import TARGETS
+from diffloss.bridge.targets.base import Density
+from diffloss.errors import DifflossError
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def mixture_locations(kind: str, dim: int, seed: int = 0, prng: str = "legacy") -> torch.Tensor:
+    """Component locations (K, dim) float64 from the shipped ``jax_prng_mixture_locs.npz``."""
+    key = f"{kind}_d{dim}_seed{seed}_{prng}"
+    with resources.files("diffloss").joinpath("assets/bridge/jax_prng_mixture_locs.npz").open("rb") as f:
+        data = np.load(f, allow_pickle=False)
+        if key not in data.files:
+            raise DifflossError(
+                f"no stored {kind} locations for dim={dim}, seed={seed}, prng={prng!r}; "
+                "stored: dim 2 or 50, seed 0-2, prng legacy or partitionable"
+            )
+        return torch.from_numpy(data[key].astype(np.float64))
+
+
+class Gaussian(Density):
+    """Diagonal Gaussian N(mean, diag(std^2)) times exp(log_Z): an exactly known target for tests."""
+
+    name = "gaussian"
+
+    def __init__(self, dim: int = 2, mean: float = 1.0, std: float = 0.5, log_Z: float = 0.0):
+        self.dim, self.mean, self.std, self.log_Z = dim, float(mean), float(std), float(log_Z)
+        self.init_std = 1.0
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.std
+        return self.log_Z - 0.5 * (z**2).sum(-1) - self.dim * (math.log(self.std) + 0.5 * _LOG_2PI)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.mean + self.std * torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+
+
+class Funnel(Density):
+    """Neal's funnel: x_0 ~ N(0, 3^2), x_i | x_0 ~ N(0, e^{x_0}) for i >= 1; normalized (log Z = 0)."""
+
+    name = "funnel"
+    log_Z = 0.0
+    init_std = 1.0
+
+    def __init__(self, dim: int = 10):
+        if dim < 2:
+            raise DifflossError(f"funnel needs dim >= 2, got {dim}")
+        self.dim = dim
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        v, rest = x[:, 0], x[:, 1:]
+        log_v = -0.5 * (v / 3.0) ** 2 - math.log(3.0) - 0.5 * _LOG_2PI
+        log_rest = -0.5 * (rest**2).sum(-1) * torch.exp(-v) - 0.5 * (self.dim - 1) * (v + _LOG_2PI)
+        return log_v + log_rest
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Exact draws, clipped to [-30, 30] as in the reference benchmark."""
+        v = 3.0 * torch.randn(n, 1, generator=generator, dtype=torch.float64)
+        rest = torch.exp(v / 2) * torch.randn(n, self.dim - 1, generator=generator, dtype=torch.float64)
+        return torch.cat([v, rest], 1).clamp(-30.0, 30.0)
+
+
+class _Mixture(Density):
+    """Equal-weight mixture of product components centred at ``self.locs`` (K, dim); log Z = 0."""
+
+    log_Z = 0.0
+    locs: torch.Tensor
+
+    @abstractmethod
+    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate log density of one component at z = x - loc, elementwise."""
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        locs = self.locs.to(x.dtype)
+        per = self.component_log_prob(x[:, None, :] - locs[None]).sum(-1)  # (B, K)
+        return torch.logsumexp(per, 1) - math.log(len(locs))
+
+    def modes(self) -> torch.Tensor:
+        return self.locs
+
+    def _pick(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.locs[torch.randint(len(self.locs), (n,), generator=generator)]
+
+
+class GMM40(_Mixture):
+    """40 equal-weight components N(mu_k, I) in d=50 (benchmark means, ``legacy`` seed 0 by default)."""
+
+    name = "gmm40"
+
+    def __init__(self, dim: int = 50, seed: int = 0, prng: str = "legacy"):
+        self.locs = mixture_locations("gmm40", dim, seed, prng)
+        self.dim = dim
+        self.init_std = float(torch.sqrt(1.0 + self.locs.var(0, unbiased=False).mean()))
+
+    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * z**2 - 0.5 * _LOG_2PI
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self._pick(n, generator) + torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+
+
+class MixtureStudentT(_Mixture):
+    """10 equal-weight components, each a product of Student-t(df=2, loc mu_k, scale 1), d=50."""
+
+    name = "mos"
+    df = 2.0
+
+    def __init__(self, dim: int = 50, seed: int = 0, prng: str = "legacy"):
+        self.locs = mixture_locations("mos10", dim, seed, prng)
+        self.dim = dim
+        self.init_std = float(torch.sqrt(1.0 + self.locs.var(0, unbiased=False).mean()))
+
+    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        nu = self.df
+        const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        return const - 0.5 * (nu + 1) * torch.log1p(z**2 / nu)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        normal = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        # chi^2 with df = 2 is 2 * Exp(1) = -2 log U
+        chi2 = -2.0 * torch.log(torch.rand(n, self.dim, generator=generator, dtype=torch.float64))
+        return self._pick(n, generator) + normal / torch.sqrt(chi2 / self.df)
+
+
+class ManyWell(Density):
+    """Many-Well, d=32: 16 independent pairs with log p~(a, b) = 0.5 a + 6 a^2 - a^4 - b^2/2.
+
+    log Z = 16 (log 11784.50927 + 0.5 log 2 pi) = 164.6957. ``sample`` is exact up to a grid: each double-well
+    coordinate is drawn by inverting its CDF tabulated on 20001 points of [-3, 3] (mass outside < 1e-30).
+    """
+
+    name = "many_well"
+    init_std = 1.0
+    _Z_WELL = 11784.50927
+
+    def __init__(self, dim: int = 32):
+        if dim % 2:
+            raise DifflossError(f"many_well needs an even dim, got {dim}")
+        self.dim = dim
+        self.log_Z = dim // 2 * (math.log(self._Z_WELL) + 0.5 * _LOG_2PI)
+
+    @staticmethod
+    def well_log_prob(a: torch.Tensor) -> torch.Tensor:
+        """Unnormalized log density of one double-well coordinate, elementwise."""
+        return 0.5 * a + 6.0 * a**2 - a**4
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x[:, 0::2], x[:, 1::2]
+        return (self.well_log_prob(a) - 0.5 * b**2).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        grid = torch.linspace(-3.0, 3.0, 20001, dtype=torch.float64)
+        p = torch.exp(self.well_log_prob(grid) - self.well_log_prob(grid).max())
+        cdf = torch.cumsum(p, 0)
+        cdf = cdf / cdf[-1]
+        u = torch.rand(n * (self.dim // 2), generator=generator, dtype=torch.float64)
+        a = grid[torch.searchsorted(cdf, u).clamp(max=len(grid) - 1)].reshape(n, self.dim // 2)
+        b = torch.randn(n, self.dim // 2, generator=generator, dtype=torch.float64)
+        return torch.stack([a, b], 2).reshape(n, self.dim)
+
+
+TARGETS.update(
+    {
+        "gaussian": Gaussian,
+        "funnel": Funnel,
+        "gmm40": GMM40,
+        "mos": MixtureStudentT,
+        "many_well": ManyWell,
+    }
+)
