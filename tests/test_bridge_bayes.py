@@ -396,7 +396,7 @@ def test_sonar_log_z_is_just_above_published_elbo(densities):
 def test_every_packaged_data_file_has_its_provenance():
     readme = (DATA / "README.md").read_text()
     files = sorted(p.name for p in DATA.iterdir() if p.name != "README.md")
-    assert files == sorted(["sonar.npz", "ionosphere.npz", "german.data-numeric", "german_credit10k.npy",
-                            "seeds.json", "brownian_observations.json", "pines.csv", "jax_prng_mixture_locs.npz"])  # fmt: skip
+    assert files == sorted(["sonar.npz", "ionosphere.npz", "german.data-numeric", "german_credit10k.npy", "seeds.json",
+                            "brownian_observations.json", "pines.csv", "jax_prng_mixture_locs.npz"])  # fmt: skip
     for name in files:
         assert f"| `{name}` |" in readme

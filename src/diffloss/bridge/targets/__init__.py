@@ -20,5 +20,4 @@ def get_density(name: str, **params: Any) -> Density:
 
 __all__ = ["TARGETS", "Density", "get_density"]
 
-from diffloss.bridge.targets import bayes  # noqa: E402,F401  (registers the Bayesian targets)
-from diffloss.bridge.targets import synthetic  # noqa: E402,F401  (registers its targets)
+from diffloss.bridge.targets import bayes, synthetic  # noqa: E402,F401  (each registers its targets)
