@@ -39,8 +39,9 @@ SAMPLERS = ("dis", "dbs", "cmcd")
 class SamplerConfig:
     """Everything that defines a sampler's architecture; JSON-serializable with ``to_dict``/``from_dict``.
 
-    ``init_sigma`` is the initial diffusion coefficient sigma (per dimension; None = sqrt(2) * init_std, which makes
-    the reference relax at rate 1 per unit time). ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
+    implementations; keep sigma^2 / (2K) well below the target's smallest variance for a stable CMCD Langevin step).
+    ``learn_sigma`` / ``learn_prior`` switch learning them off.
     """
 
     sampler: str
@@ -49,7 +50,7 @@ class SamplerConfig:
     hidden: tuple[int, ...] = (64, 64)
     time_features: int = 32
     init_std: float = 1.0
-    init_sigma: float | None = None
+    init_sigma: float = 1.0
     learn_sigma: bool = True
     learn_prior: bool = True
 
@@ -62,7 +63,7 @@ class SamplerConfig:
             raise DifflossError(f"dimension must be >= 1, got {self.dim}")
         if not (self.init_std > 0 and math.isfinite(self.init_std)):
             raise DifflossError(f"--init-std must be a positive number, got {self.init_std}")
-        if self.init_sigma is not None and not (self.init_sigma > 0 and math.isfinite(self.init_sigma)):
+        if not (self.init_sigma > 0 and math.isfinite(self.init_sigma)):
             raise DifflossError(f"--init-sigma must be a positive number, got {self.init_sigma}")
         if not self.hidden or min(self.hidden) < 1:
             raise DifflossError(f"--hidden must be positive layer widths like 64,64, got {self.hidden}")
@@ -84,10 +85,9 @@ class BridgeSampler(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
-        init_sigma = cfg.init_sigma if cfg.init_sigma is not None else math.sqrt(2.0) * cfg.init_std
         self.prior_mean = nn.Parameter(torch.zeros(d), requires_grad=cfg.learn_prior)
         self.prior_log_std = nn.Parameter(torch.full((d,), math.log(cfg.init_std)), requires_grad=cfg.learn_prior)
-        self.log_sigma = nn.Parameter(torch.full((d,), math.log(init_sigma)), requires_grad=cfg.learn_sigma)
+        self.log_sigma = nn.Parameter(torch.full((d,), math.log(cfg.init_sigma)), requires_grad=cfg.learn_sigma)
         out = 2 * d if cfg.sampler == "dbs" else d
         self.net = ControlNet(d, out, cfg.hidden, cfg.time_features)
         if cfg.sampler == "cmcd":
