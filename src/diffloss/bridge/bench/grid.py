@@ -150,9 +150,10 @@ PRESETS: dict[str, Preset] = {
         description=(
             "a budget for a 2-core CPU machine: 2000 iterations, batch 64, K=32, RAdam, lr 0.005, clipping 1, cosine "
             "decay, metrics on 2000 samples; LGCP 1000 iterations of batch 16. Measured cost (benchmarks/"
-            "bridge_bench_timing.py): about 3 CPU hours for the 5 × 3 × 3 × 3 grid, i.e. about 1.5 h on 2 free cores "
-            "(two processes with disjoint --targets). 20x fewer iterations, 30x smaller batches (LGCP 19x) and 4x "
-            "fewer steps than the paper: expect ELBOs below the published ones."
+            "bridge_bench_timing.py): 3.2 CPU hours for the 5 × 3 × 3 × 3 grid, i.e. 1.6 h on 2 free cores (two "
+            "processes with disjoint --targets). 20x fewer iterations, 31x smaller batches (LGCP 19x) and 4x fewer "
+            "steps than the paper (so a 4x larger Langevin step sigma^2/(2K) at the initial sigma 1): expect ELBOs "
+            "below the published ones and more divergences."
         ),
         budget=Budget(iterations=2000, batch=64, steps=32, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"iterations": 1000, "batch": 16}},
