@@ -10,7 +10,9 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from diffloss.bridge.bench import Budget, Preset, finished_rows, make_grid, write_report
 from diffloss.bridge.bench import run as bench_run
+from diffloss.bridge.bench.run import run_grid
 from diffloss.cli import cli as diffloss_cli
 
 GRID = ["--preset", "smoke", "--targets", "seeds", "--samplers", "dis", "--losses", "lv,rkl-ld", "--seeds", "0"]
@@ -136,3 +138,16 @@ def test_help_is_a_manual():
     r = CliRunner().invoke(diffloss_cli, ["bridge", "bench", "--help"])
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "Example:" in text and "GPU" in text and "not run yet" in text
+
+
+def test_a_diverging_run_is_reported_with_its_iteration(tmp_path):
+    """A learning rate of 1000 throws the parameters (log sigma among them) thousands of units in one step, so the
+    next simulation is non-finite: training stops there and the cell states the iteration."""
+    blowup = Preset("blowup", "lr 1000", Budget(iterations=20, batch=4, steps=4, learning_rate=1e3, eval_samples=8))
+    cells = make_grid(["seeds"], ["dis"], ["lv"], [0])
+    assert run_grid(cells, blowup, tmp_path, quiet=True) == []
+    (row,) = finished_rows(cells, tmp_path)
+    assert row["diverged_at"] is not None and 1 <= row["diverged_at"] <= 3 and row["iterations"] < 20
+    (md, *_) = write_report([row], blowup, tmp_path / "r.md", expected=cells)
+    assert f"| dis | lv | diverged at {row['diverged_at']} |" in md.read_text()
+    assert "(1 diverged, 0 failed)" in md.read_text()
