@@ -114,8 +114,13 @@ def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler):
     assert bool((diff.abs() < 5 * se + 1e-6).all()), (diff / (se + 1e-12)).abs().max()
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("loss", LOSSES)
+GRID = [(s, loss) for s in SAMPLERS for loss in LOSSES]
+QUICK = {("cmcd", "rkl-r"), ("cmcd", "lv"), ("cmcd", "rkl-ld"), ("dis", "rkl-r"), ("dbs", "tb"), ("dis", "lv")}
+
+
+@pytest.mark.parametrize(
+    "sampler, loss", [c if c in QUICK else pytest.param(*c, marks=pytest.mark.slow) for c in GRID]
+)  # every sampler x loss with -m slow; the default run covers every sampler and every loss
 def test_training_raises_elbo_toward_log_z(sampler, loss):
     """2-D Gaussian target (mean 1, std 0.5, log Z = 0) from a N(0, I) prior: 100 steps close most of the gap."""
     cfg = make_config("gaussian", sampler, steps=8, loss=loss, iters=100, batch=128, lr=3e-2, hidden=(16,))

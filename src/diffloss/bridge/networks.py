@@ -30,6 +30,7 @@ class ControlNet(nn.Module):
         nn.init.zeros_(last.bias)
         self.mlp = nn.Sequential(*layers, last)
 
-    def forward(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x (B, dim), t a 0-dim tensor (a tensor, not a float, so that torch.compile does not specialize on it)."""
+        tt = t.expand(x.shape[0])
         return self.mlp(torch.cat([x, time_embedding(tt, self.time_features)], 1))

@@ -119,7 +119,7 @@ class BridgeSampler(nn.Module):
 
     def drifts(self, x: torch.Tensor, k: int, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only)."""
-        t = k / self.steps
+        t = torch.tensor(k / self.steps, dtype=x.dtype)
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
             return diff * self.net(x, t), torch.zeros_like(x)

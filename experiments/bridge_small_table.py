@@ -1,0 +1,53 @@
+"""Summarize the runs of experiments/bridge_small_runs.sh as a Markdown table (stdout, or --out FILE).
+
+Usage: python experiments/bridge_small_table.py runs/bridge_small [--out reports/bridge_small_table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from diffloss.io import write_text_atomic
+
+COLUMNS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
+
+
+def fmt(v: object) -> str:
+    return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def table(root: Path) -> str:
+    rows = [
+        "| target | sampler | loss | σ₀ | ELBO | log Ẑ | abs(log Ẑ − 0) | ESS | Sinkhorn (ε) | MMD | EMC | iters "
+        "| diverged at |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(root.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        cfg = json.loads((path.parent / "config.json").read_text())
+        err = "–" if m.get("log_z_error") is None else f"{abs(m['log_z_error']):.3g}"
+        sink = "–" if m["sinkhorn"] is None else f"{m['sinkhorn']:.4g} ({m['sinkhorn_eps']:.3g})"
+        rows.append(
+            f"| {cfg['target']} | {cfg['sampler']['sampler']} | {cfg['loss']} | {fmt(cfg['sampler']['init_sigma'])} "
+            f"| {fmt(m['elbo'])} | {fmt(m['log_z'])} "
+            f"| {err} | {fmt(m['ess'])} | {sink} | {fmt(m['mmd'])} | {fmt(m['emc'])} | {m['iterations']} "
+            f"| {fmt(m['diverged_at'])} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    text = table(a.root)
+    if a.out:
+        write_text_atomic(a.out, text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
