@@ -115,3 +115,12 @@ def test_unknown_target_and_unreadable_checkpoint(tmp_path):
         e = invoke("bridge", "eval", "--ckpt", str(d), "--json", str(tmp_path / "e.json"))
         assert e.exit_code == 2 and "cannot read checkpoint" in e.output and len(e.output.splitlines()) == 1
         assert not (tmp_path / "e.json").exists()
+
+
+def test_non_finite_evaluation_is_reported_as_null():
+    cfg = make_config("gaussian", "dis", steps=2, hidden=(8,), batch=4, eval_n=16)
+    run = Run(cfg)
+    with torch.no_grad():
+        run.model.log_sigma.fill_(float("inf"))  # kernels with infinite noise: R and the samples are not finite
+    m = run.evaluate(16, 0)
+    assert m["elbo"] is None and m["log_z"] is None and m["sinkhorn"] is None

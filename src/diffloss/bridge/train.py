@@ -75,7 +75,7 @@ def evaluate(model: BridgeSampler, target: Density, n: int, generator: torch.Gen
     """ELBO, log Z estimate (and its error), ESS, Sinkhorn (eps stated), MMD and EMC on n fresh trajectories.
 
     ELBO and log Z come from the same samples. Sample metrics are null where the target has no reference samples
-    or modes; ``log_z_error`` = log Z_hat - log Z where log Z is known.
+    or modes; ``log_z_error`` = log Z_hat - log Z where log Z is known. Non-finite values (a broken sampler) are null.
     """
     path = simulate(model, target, n, generator, detach_path=True)
     R, x = path.log_rn.double(), path.x
@@ -87,7 +87,7 @@ def evaluate(model: BridgeSampler, target: Density, n: int, generator: torch.Gen
     out["mmd"] = M.mmd(x, ref) if ref is not None else None
     modes = target.modes()
     out["emc"] = M.emc(x, modes) if modes is not None and finite else None
-    return out
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
 
 
 def _is_finite(*tensors: torch.Tensor) -> bool:
