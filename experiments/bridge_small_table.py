@@ -15,7 +15,7 @@ COLUMNS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 
 
 def fmt(v: object) -> str:
-    return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+    return "–" if v is None else f"{v + 0.0:.3g}" if isinstance(v, float) else str(v)
 
 
 def table(root: Path) -> str:
