@@ -117,23 +117,23 @@ def test_markdown_has_cells_budget_and_published_values():
     assert "| cmcd | rkl-r | -75.00 | — |" in report
     assert "| published ELBO (CMCD rKL-LD) | | -73.45 | -108.83 |" in report
     assert report.count("| log Z (our estimate) | | -73.40 | -108.40 |") == 2  # under the ELBO and log Z tables
-    assert "500 iterations, batch 64, K=32" in report and "lgcp: iterations=150, batch=16" in report
+    assert "2000 iterations, batch 64, K=32" in report and "lgcp: iterations=1000, batch=16" in report
     assert "## sinkhorn" not in report  # no run reported it
     lgcp = {**fake_rows()[0], "target": "lgcp", "elbo": 450.0}
     assert "| 497.85 (best known) |" in to_markdown(summarize([*fake_rows(), lgcp]), PRESETS["small"])
 
 
 def test_write_report_writes_markdown_csv_and_plot(tmp_path):
-    md, table, plot = write_report(fake_rows(), PRESETS["paper"], tmp_path / "reports")
+    md, table, plot = write_report(fake_rows(), PRESETS["paper"], tmp_path / "reports" / "bridge_benchmark.md")
     assert md.read_text().startswith("# Bridge-sampler benchmark")
     assert table.read_text().count("\n") == 6
     assert plot.name == "bridge_benchmark_elbo.png" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     no_elbo = [{**r, "elbo": None} for r in fake_rows()]
-    assert len(write_report(no_elbo, PRESETS["paper"], tmp_path / "no_elbo")) == 2
+    assert len(write_report(no_elbo, PRESETS["paper"], tmp_path / "no_elbo" / "b.md")) == 2
     with pytest.raises(DifflossError, match="nothing to plot"):
         plot_metric(summarize(no_elbo), "elbo", tmp_path / "x.png")
     with pytest.raises(DifflossError, match="no finished runs"):
-        write_report([], PRESETS["paper"], tmp_path / "empty")
+        write_report([], PRESETS["paper"], tmp_path / "empty" / "bridge_benchmark.md")
     assert not (tmp_path / "empty" / "bridge_benchmark.md").exists()
 
 

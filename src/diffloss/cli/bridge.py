@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import click
 
+from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, SAMPLERS, finished_rows, get_preset, make_grid, write_report
+from diffloss.bridge.bench.grid import check_root_preset
+from diffloss.bridge.bench.report import report_paths
+from diffloss.bridge.bench.run import run_grid
 from diffloss.bridge.targets import TARGETS
 from diffloss.bridge.train import evaluate_checkpoint, make_config, train
 from diffloss.cli.common import echo_json
@@ -97,3 +104,83 @@ def eval_command(ckpt: str, n: int, seed: int, json_out: str | None) -> None:
     if json_out:
         write_json_atomic(json_out, result)
     echo_json(result)
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise DifflossError(f"{option}: give a comma-separated list of names, got {text!r}")
+    return names
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in _names(text, "--seeds")]
+    except ValueError:
+        raise DifflossError(f"--seeds: {text!r} is not a list of integers like 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise DifflossError(f"--seeds: give distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+@command.command("bench")
+@click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
+@click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
+@click.option("--samplers", default=",".join(SAMPLERS), show_default=True, help="Samplers.")
+@click.option("--losses", default=",".join(LOSSES), show_default=True, help="Losses.")
+@click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2. [default: the preset's, 0,1,2]")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Root of the run directories.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Markdown report. [default: DIR/bridge_benchmark.md]",
+)
+@click.option("--report-only", is_flag=True, help="Do not train; report the cells finished so far.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_command(**o) -> None:
+    """Run the bridge-sampler benchmark grid (targets x samplers x losses x seeds) and write its report.
+
+    Every cell is one `diffloss bridge train` run (same training function), in DIR/<target>/<sampler>/<loss>/seed<k>/.
+    Resumable: cells with a metrics.json are skipped, an interrupted cell continues from its checkpoint, and DIR
+    remembers its preset (another budget in the same DIR is refused). A run that hits a non-finite value stops there
+    and its cell reports "diverged at <iteration>"; a cell whose training raises gets DIR/.../failed.json and is
+    retried by the next run. Then the report: mean ± std over seeds of ELBO, log Z_hat (nats), ESS and, where the
+    target has reference samples, Sinkhorn and MMD, beside the published values (Sanokowski et al. 2025) and our log
+    Z estimates; also a CSV and an ELBO plot beside the markdown. Cells not finished yet are marked "not run yet".
+    Exit code 1 (after the report) when a cell failed.
+
+    Presets: `small` fits a 2-core CPU machine (2000 iterations, batch 64, K=32; LGCP 1000 iterations of batch 16;
+    3.2 CPU hours for the full grid); `paper` is the published budget (40k iterations, batch 2000, K=128) for a
+    GPU machine; bridge training runs on the CPU so far (no device option), so do not start it on this machine;
+    `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
+
+    Example: diffloss bridge bench --preset small --targets german_credit,seeds --out runs/bench
+    --report reports/bridge_benchmark.md
+    """
+    preset = get_preset(o["preset_name"])
+    seeds = _seeds(o["seeds"]) if o["seeds"] is not None else list(preset.seeds)
+    targets, samplers, losses = (_names(o[k], f"--{k}") for k in ("targets", "samplers", "losses"))
+    cells = make_grid(targets, samplers, losses, seeds)
+    report = o["report"] or str(Path(o["out"]) / "bridge_benchmark.md")
+    report_paths(report)  # a bad path fails now, not after the runs
+    if o["report_only"]:
+        check_root_preset(o["out"], preset, record=False)
+        failed = []
+    else:
+        failed = run_grid(cells, preset, o["out"], quiet=o["quiet"])
+    command_line = shlex.join(
+        ["diffloss", "bridge", "bench", "--preset", preset.name, "--targets", ",".join(targets)]
+        + ["--samplers", ",".join(samplers), "--losses", ",".join(losses), "--seeds", ",".join(map(str, seeds))]
+        + ["--out", o["out"], "--report", report]
+    )
+    rows = finished_rows(cells, o["out"])
+    paths = write_report(rows, preset, report, expected=cells, command=command_line)
+    finished = sum(1 for r in rows if r.get("error") is None)
+    echo_json(
+        {"cells": len(cells), "finished": finished, "failed": [c.key for c in failed], "report": list(map(str, paths))}
+    )
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(cells)} cells failed (see failed.json in their run directories)"
+        )

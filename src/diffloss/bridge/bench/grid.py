@@ -2,6 +2,8 @@
 
 A run is one ``Cell``; its results are ``<root>/<target>/<sampler>/<loss>/seed<k>/metrics.json`` (the file that
 ``diffloss bridge train --out DIR`` writes), so a benchmark is resumable: cells whose metrics.json exists are done.
+A cell whose training raised an error has ``failed.json`` (``{"error": ...}``) instead and is tried again on the next
+run. ``<root>/preset.json`` records the budget the root was run with.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Any
 
 from diffloss.bridge.targets import TARGETS
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.io import write_json_atomic
 
 SAMPLERS = ("dis", "dbs", "cmcd")
 LOSSES = ("rkl-r", "lv", "rkl-ld")
 DEFAULT_TARGETS = ("seeds", "sonar", "german_credit", "brownian", "lgcp")
 METRICS_FILE = "metrics.json"
+FAILED_FILE = "failed.json"
+PRESET_FILE = "preset.json"
 
 
 @dataclass(frozen=True)
@@ -70,18 +75,24 @@ def pending(cells: Iterable[Cell], root: str | Path) -> list[Cell]:
     return [c for c in cells if not (run_dir(root, c) / METRICS_FILE).is_file()]
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DifflossError(f"{path} is not valid JSON ({e}); delete it to rerun that cell") from None
+
+
 def finished_rows(cells: Iterable[Cell], root: str | Path) -> list[dict[str, Any]]:
     """The metrics of every finished cell under ``root``, each extended with its target, sampler, loss and seed
-    (the rows that ``report.summarize`` takes). Unfinished cells are skipped."""
+    (the rows that ``report.summarize`` takes); a failed cell gives its ``{"error": ...}`` row instead. Cells not run
+    yet are skipped."""
     rows = []
     for cell in cells:
-        path = run_dir(root, cell) / METRICS_FILE
-        if path.is_file():
-            try:
-                metrics = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise DifflossError(f"{path} is not valid JSON ({e}); delete it to rerun that cell") from None
-            rows.append({**metrics, **asdict(cell)})
+        done, failed = run_dir(root, cell) / METRICS_FILE, run_dir(root, cell) / FAILED_FILE
+        if done.is_file():
+            rows.append({**_read_json(done), **asdict(cell)})
+        elif failed.is_file():
+            rows.append({**_read_json(failed), **asdict(cell)})
     return rows
 
 
@@ -117,6 +128,11 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seeds": list(self.seeds), "overrides": {k: dict(v) for k, v in self.overrides.items()}}
 
+    def budgets(self) -> dict[str, Any]:
+        """What fixes the runs' results (the default budget and the per-target overrides), as JSON."""
+        d = self.to_dict()
+        return {"name": self.name, "budget": d["budget"], "overrides": d["overrides"]}
+
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
@@ -124,7 +140,7 @@ PRESETS: dict[str, Preset] = {
         description=(
             "the published budget of [BRIDGE] (Sanokowski et al. 2025): 40k iterations, batch 2000, K=128, RAdam, "
             "lr 0.005, gradient clipping 1, cosine decay; LGCP with batch 300 as in its config (dds_optim "
-            "Configs/LGCP.md). For a GPU machine."
+            "Configs/LGCP.md). For a GPU machine; bridge training runs on the CPU so far (no device option)."
         ),
         budget=Budget(iterations=40_000, batch=2000, steps=128, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"batch": 300}},
@@ -132,15 +148,40 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(
         name="small",
         description=(
-            "a budget for a 2-core CPU machine: 500 iterations, batch 64, K=32, RAdam, lr 0.005, clipping 1, cosine "
-            "decay; LGCP 150 iterations of batch 16 (its 1600-d gradient costs ~15 ms per batch of 64 on one core, "
-            "and every Euler step needs one). About 80x fewer iterations, 30x smaller batches and 4x fewer steps "
-            "than the paper: expect ELBOs below the published ones."
+            "a budget for a 2-core CPU machine: 2000 iterations, batch 64, K=32, RAdam, lr 0.005, clipping 1, cosine "
+            "decay, metrics on 2000 samples; LGCP 1000 iterations of batch 16. Measured cost (benchmarks/"
+            "bridge_bench_timing.py): 3.2 CPU hours for the 5 × 3 × 3 × 3 grid, i.e. 1.6 h on 2 free cores (two "
+            "processes with disjoint --targets). 20x fewer iterations, 31x smaller batches (LGCP 19x) and 4x fewer "
+            "steps than the paper (so a 4x larger Langevin step sigma^2/(2K) at the initial sigma 1): expect ELBOs "
+            "below the published ones and more divergences."
         ),
-        budget=Budget(iterations=500, batch=64, steps=32, learning_rate=5e-3, eval_samples=512),
-        overrides={"lgcp": {"iterations": 150, "batch": 16}},
+        budget=Budget(iterations=2000, batch=64, steps=32, learning_rate=5e-3, eval_samples=2000),
+        overrides={"lgcp": {"iterations": 1000, "batch": 16}},
+    ),
+    "smoke": Preset(
+        name="smoke",
+        description="a check of the pipeline, not a benchmark: 2 iterations, batch 4, K=4, metrics on 8 samples.",
+        budget=Budget(iterations=2, batch=4, steps=4, learning_rate=5e-3, eval_samples=8),
+        seeds=(0,),
     ),
 }
+
+
+def check_root_preset(root: str | Path, preset: Preset, *, record: bool = True) -> None:
+    """Check that the runs under ``root`` used the budgets of ``preset`` (finished cells of another budget must not
+    be mixed into one report), from ``<root>/preset.json``; with ``record``, a root without that file gets it."""
+    path = Path(root) / PRESET_FILE
+    if not path.is_file():
+        if not record:
+            raise DifflossError(f"{root} holds no benchmark runs (no {PRESET_FILE}); run the benchmark first")
+        write_json_atomic(path, preset.budgets())
+        return
+    recorded = json.loads(path.read_text())
+    if recorded != json.loads(json.dumps(preset.budgets())):
+        raise DifflossError(
+            f"{root} holds runs of preset {recorded.get('name')!r} with other budgets than preset {preset.name!r}; "
+            "give another --out directory or that preset"
+        )
 
 
 def get_preset(name: str) -> Preset:

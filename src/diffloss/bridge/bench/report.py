@@ -3,7 +3,9 @@
 Input rows are per-run metric dicts, i.e. a run's ``metrics.json`` (``elbo``, ``log_z``, ``ess``, ``sinkhorn``,
 ``mmd``, ``emc``, ``iterations``, ``diverged_at``) plus its ``target``, ``sampler``, ``loss`` and ``seed``.
 A run with ``diverged_at`` set stopped on a non-finite value: it counts in ``n_diverged`` and not in the means.
-Standard deviations are over seeds (ddof = 1; 0 for a single run).
+A row with ``error`` set is a run whose training failed: it counts in ``n_failed`` and not in the means.
+Standard deviations are over seeds (ddof = 1; 0 for a single run). Given the expected grid, cells without any row
+are reported as "not run yet" and cells with fewer runs than seeds say how many have finished.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Preset
+from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Cell, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write, write_text_atomic
@@ -42,7 +44,8 @@ class Stat:
 
 @dataclass(frozen=True)
 class CellSummary:
-    """One (target, sampler, loss) cell over its seeds: a Stat per metric with finite values, and divergences."""
+    """One (target, sampler, loss) cell over its seeds: a Stat per metric with finite values, divergences, failures
+    (error messages) and, when the grid is known, the number of seeds it expects (0: unknown)."""
 
     target: str
     sampler: str
@@ -50,14 +53,27 @@ class CellSummary:
     n_runs: int
     stats: Mapping[str, Stat] = field(default_factory=dict)
     diverged_at: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+    n_expected: int = 0
 
     def text(self, metric: str) -> str:
-        """The markdown cell: ``mean ± std``, with divergences stated (all diverged → the iterations)."""
+        """The markdown cell: ``mean ± std``, with divergences, failures and unfinished seeds stated (all diverged →
+        the iterations; no run finished → "not run yet")."""
+        if self.n_runs == 0:
+            return "not run yet"
         diverged = ", ".join(str(i) for i in self.diverged_at)
+        if metric not in self.stats and len(self.diverged_at) == self.n_runs >= self.n_expected:
+            return f"diverged at {diverged}"
+        notes = []
+        if self.diverged_at:
+            notes.append(f"{len(self.diverged_at)}/{self.n_runs} diverged at {diverged}")
+        if self.errors:
+            notes.append(f"{len(self.errors)}/{self.n_runs} failed: {'; '.join(dict.fromkeys(self.errors))}")
+        if self.n_expected > self.n_runs:
+            notes.append(f"{self.n_runs}/{self.n_expected} seeds run")
         if metric not in self.stats:
-            return f"diverged at {diverged}" if self.diverged_at else "—"
-        note = f" ({len(self.diverged_at)}/{self.n_runs} diverged at {diverged})" if self.diverged_at else ""
-        return f"{self.stats[metric]}{note}"
+            return "; ".join(notes) if self.diverged_at or self.errors else "—"
+        return f"{self.stats[metric]}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _stat(values: Sequence[float]) -> Stat:
@@ -67,11 +83,18 @@ def _stat(values: Sequence[float]) -> Stat:
     return Stat(mean, math.sqrt(var), n)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]]) -> list[CellSummary]:
+def summarize(rows: Iterable[Mapping[str, Any]], expected: Sequence[Cell] = ()) -> list[CellSummary]:
     """Group per-run rows by (target, sampler, loss), in first-seen order, and reduce each metric over seeds.
 
-    Null or non-finite metric values (undefined for the target, or a failed run) are left out of the mean."""
+    Null or non-finite metric values (undefined for the target, or a failed run) are left out of the mean.
+    ``expected``: the grid's cells; its (target, sampler, loss) groups come first, in its order, each with the number
+    of seeds it expects, and the groups without rows are kept (as "not run yet")."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    n_expected: dict[tuple[str, str, str], int] = {}
+    for cell in expected:
+        key = (cell.target, cell.sampler, cell.loss)
+        groups.setdefault(key, [])
+        n_expected[key] = n_expected.get(key, 0) + 1
     for row in rows:
         missing = [k for k in GROUP_KEYS if k not in row]
         if missing:
@@ -79,28 +102,32 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[CellSummary]:
         groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
     out = []
     for (target, sampler, loss), runs in groups.items():
+        errors = tuple(str(r["error"]) for r in runs if r.get("error") is not None)
         diverged = tuple(int(r["diverged_at"]) for r in runs if r.get("diverged_at") is not None)
-        ok = [r for r in runs if r.get("diverged_at") is None]
+        ok = [r for r in runs if r.get("diverged_at") is None and r.get("error") is None]
         stats = {}
         for metric in METRICS:
             values = [float(r[metric]) for r in ok if r.get(metric) is not None and math.isfinite(float(r[metric]))]
             if values:
                 stats[metric] = _stat(values)
-        out.append(CellSummary(target, sampler, loss, len(runs), stats, diverged))
+        key = (target, sampler, loss)
+        out.append(CellSummary(target, sampler, loss, len(runs), stats, diverged, errors, n_expected.get(key, 0)))
     return out
 
 
 def to_csv(summaries: Sequence[CellSummary]) -> str:
-    """One line per cell: keys, n_runs, n_diverged, then <metric>_mean, <metric>_std, <metric>_n (empty if none)."""
+    """One line per cell: keys, n_runs, n_diverged, n_failed, then <metric>_mean, <metric>_std, <metric>_n (empty if
+    none)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*GROUP_KEYS, "n_runs", "n_diverged", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n"))])
+    stat_columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n")]
+    writer.writerow([*GROUP_KEYS, "n_runs", "n_diverged", "n_failed", *stat_columns])
     for c in summaries:
         values = []
         for m in METRICS:
             st = c.stats.get(m)
             values += [repr(st.mean), repr(st.std), st.n] if st else ["", "", 0]
-        writer.writerow([c.target, c.sampler, c.loss, c.n_runs, len(c.diverged_at), *values])
+        writer.writerow([c.target, c.sampler, c.loss, c.n_runs, len(c.diverged_at), len(c.errors), *values])
     return buf.getvalue()
 
 
@@ -152,12 +179,42 @@ def ordering_notes(summaries: Sequence[CellSummary]) -> list[str]:
     return notes
 
 
-def to_markdown(summaries: Sequence[CellSummary], preset: Preset, metrics: Sequence[str] = METRICS) -> str:
-    """The full report: budget (and how it differs from the paper's), one table per metric, ordering notes."""
+def lv_note(summaries: Sequence[CellSummary]) -> str | None:
+    """LV against rKL-LD with a learned diffusion coefficient (every run of the grid learns it): divergences and
+    mean ELBOs, beside [BRIDGE]'s finding that there LV is no longer the rKL gradient and is beaten by rKL-LD."""
+    runs = {loss: [c for c in summaries if c.loss == loss] for loss in ("lv", "rkl-ld")}
+    if not all(any(c.n_runs for c in cells) for cells in runs.values()):
+        return None
+    counts = {
+        loss: (sum(len(c.diverged_at) for c in cells), sum(c.n_runs for c in cells)) for loss, cells in runs.items()
+    }
+    ld = {(c.target, c.sampler): c.stats["elbo"].mean for c in runs["rkl-ld"] if "elbo" in c.stats}
+    pairs = [
+        (c.stats["elbo"].mean, ld[(c.target, c.sampler)])
+        for c in runs["lv"]
+        if (c.target, c.sampler) in ld and "elbo" in c.stats
+    ]
+    worse = sum(lv < rkl_ld for lv, rkl_ld in pairs)
+    return (
+        f"LV with a learned diffusion coefficient diverged in {counts['lv'][0]} of {counts['lv'][1]} runs "
+        f"(rKL-LD: {counts['rkl-ld'][0]} of {counts['rkl-ld'][1]}); its mean ELBO is below rKL-LD's in {worse} of "
+        f"{len(pairs)} (target, sampler) pairs. The paper: with learned diffusion coefficients (and for bridges) LV "
+        "no longer has the rKL gradient, and rKL-LD beats it and trains more stably."
+    )
+
+
+def to_markdown(
+    summaries: Sequence[CellSummary], preset: Preset, metrics: Sequence[str] = METRICS, command: str | None = None
+) -> str:
+    """The full report: budget (and how it differs from the paper's), how far the grid got, the command that
+    reproduces it, one table per metric (always the ELBO), the ordering of the losses and LV's stability."""
     if not summaries:
         raise DifflossError("no finished runs to report; run the benchmark first")
     b = preset.budget
     overrides = "; ".join(f"{t}: {', '.join(f'{k}={v}' for k, v in o.items())}" for t, o in preset.overrides.items())
+    n_runs = sum(c.n_runs for c in summaries)
+    n_expected = sum(c.n_expected for c in summaries)
+    n_diverged, n_failed = sum(len(c.diverged_at) for c in summaries), sum(len(c.errors) for c in summaries)
     parts = [
         "# Bridge-sampler benchmark",
         "",
@@ -167,13 +224,21 @@ def to_markdown(summaries: Sequence[CellSummary], preset: Preset, metrics: Seque
         f"clip {b.grad_clip:g}, {b.lr_schedule} decay, metrics on {b.eval_samples} samples"
         + (f" (overrides — {overrides})" if overrides else "")
         + ". Cells: mean ± std over seeds; diverged runs are listed and left out of the mean.",
+        "",
+        f"Runs finished: {n_runs}"
+        + (f" of {n_expected}" if n_expected else "")
+        + f" ({n_diverged} diverged, {n_failed} failed).",
     ]
-    present = [m for m in metrics if any(m in c.stats for c in summaries)]
+    if command:
+        parts += ["", f"Reproduce (resumes; finished cells are skipped): `{command}`"]
+    present = [m for m in metrics if m == "elbo" or any(m in c.stats for c in summaries)]
     for m in present:
         parts += ["", f"## {m}", "", metric_table(summaries, m)]
     notes = ordering_notes(summaries)
-    if notes:
+    lv = lv_note(summaries)
+    if notes or lv:
         parts += ["", "## Ordering of the losses (ELBO)", "", *(f"- {n}" for n in notes)]
+        parts += [f"- {lv}"] if lv else []
     return "\n".join(parts) + "\n"
 
 
@@ -202,15 +267,30 @@ def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path)
     return atomic_write(path, fig.savefig)
 
 
-def write_report(rows: Iterable[Mapping[str, Any]], preset: Preset, out_dir: str | Path) -> list[Path]:
-    """Write ``bridge_benchmark.md``, ``bridge_benchmark.csv`` and, when any run has an ELBO,
-    ``bridge_benchmark_elbo.png`` into ``out_dir`` (each atomically); return the paths written."""
-    summaries = summarize(rows)
-    out_dir = Path(out_dir)
+def report_paths(path: str | Path) -> tuple[Path, Path, Path]:
+    """The markdown report ``path`` (must end in ``.md``) and, beside it, its CSV and ELBO plot."""
+    path = Path(path)
+    if path.suffix != ".md":
+        raise DifflossError(f"the report path must end in .md (the CSV and plot go beside it), got {str(path)!r}")
+    return path, path.with_suffix(".csv"), path.with_name(f"{path.stem}_elbo.png")
+
+
+def write_report(
+    rows: Iterable[Mapping[str, Any]],
+    preset: Preset,
+    path: str | Path,
+    expected: Sequence[Cell] = (),
+    command: str | None = None,
+) -> list[Path]:
+    """Write the markdown report to ``path``, the CSV and, when any run has an ELBO, the plot beside it (see
+    ``report_paths``; each atomically); return the paths written. ``expected``: the grid (see ``summarize``);
+    ``command``: the command line that reproduces the report."""
+    md, table, plot = report_paths(path)
+    summaries = summarize(rows, expected)
     paths = [
-        write_text_atomic(out_dir / "bridge_benchmark.md", to_markdown(summaries, preset)),
-        write_text_atomic(out_dir / "bridge_benchmark.csv", to_csv(summaries)),
+        write_text_atomic(md, to_markdown(summaries, preset, command=command)),
+        write_text_atomic(table, to_csv(summaries)),
     ]
     if any("elbo" in c.stats for c in summaries):
-        paths.append(plot_metric(summaries, "elbo", out_dir / "bridge_benchmark_elbo.png"))
+        paths.append(plot_metric(summaries, "elbo", plot))
     return paths
