@@ -234,7 +234,8 @@ class _VP(Process, ABC):
         return (as_f64(n) + 1) / self.T
 
     def alpha_sigma(self, t):
-        lab = self.log_alpha_bar(t)
+        # log alpha_bar <= 0; clamping stops a last-ulp positive value at t = 0 (libm-dependent) from giving sigma = nan
+        lab = self.log_alpha_bar(t).clamp(max=0.0)
         return torch.exp(lab / 2), torch.sqrt(-torch.expm1(lab))
 
     def _t_of_logsnr(self, lam):
