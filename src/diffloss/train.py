@@ -176,9 +176,10 @@ class Run:
     step: int = 0
 
     @classmethod
-    def create(cls, cfg: TrainConfig) -> Run:
-        """Load the data and build every object of ``cfg``; raises ``DifflossError`` on any bad setting."""
-        data = load_dataset(cfg.data)
+    def create(cls, cfg: TrainConfig, data: Dataset | None = None) -> Run:
+        """Build every object of ``cfg``; raises ``DifflossError`` on any bad setting. ``data`` is ``cfg.data``
+        already loaded (by a caller that needed it first); by default it is loaded here."""
+        data = load_dataset(cfg.data) if data is None else data
         if cfg.batch > data.n:
             raise DifflossError(f"--batch {cfg.batch} exceeds the {data.n} samples of {cfg.data!r}; lower --batch")
         process = process_from_dict(cfg.process)
@@ -346,15 +347,24 @@ def prepare_output(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool
     return None
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False, progress=None) -> Run:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress=None,
+    data: Dataset | None = None,
+) -> Run:
     """Train per ``cfg`` into directory ``out``; returns the finished ``Run``.
 
-    ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar).
+    ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar);
+    ``data`` is ``cfg.data`` if the caller has loaded it already (it is loaded otherwise).
     Everything is validated (names, sizes, the output directory, a resumed checkpoint's config) before the
     first file is written.
     """
     out = Path(out)
-    run = Run.create(cfg)
+    run = Run.create(cfg, data)
     saved = prepare_output(cfg, out, resume=resume, overwrite=overwrite)
     if saved is not None:
         run.load(*saved)

@@ -24,16 +24,15 @@ def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: in
     return {"name": name, "width": width, "depth": depth}
 
 
-def objective_configs(weighting: str, density: str, process, data: str, optimal_loss: str | None, quiet: bool):
-    """(weighting config, density config) of the specs; ``optimal`` ones get the J* table of DATA, read from
-    ``optimal_loss`` (a `diffloss optimal-loss --json` report) or computed (and cached) by the exact estimator."""
-    from diffloss.data import load_dataset
+def objective_configs(weighting: str, density: str, process, ds, optimal_loss: str | None, quiet: bool):
+    """(weighting config, density config) of the specs; ``optimal`` ones get the J* table of the dataset ``ds``,
+    read from ``optimal_loss`` (a `diffloss optimal-loss --json` report) or computed (and cached) by the exact
+    estimator."""
     from diffloss.optimal.reference import compute_table, read_table
 
     (w_name, w_params), (d_name, d_params) = parse_spec(weighting), parse_spec(density)
     jstar: dict = {}
     if "optimal" in (w_name, d_name):
-        ds = load_dataset(data)
         lam, j = (
             read_table(optimal_loss, ds.fingerprint) if optimal_loss else compute_table(ds, process, progress=not quiet)
         )
@@ -138,9 +137,10 @@ def command(
     torch.set_num_threads(max(1, threads))
     proc = get_process(process)
     tgt = get_target(target)
-    shape = load_dataset(data).shape
+    ds = load_dataset(data)
+    shape = ds.shape
     weighting_cfg, density_cfg = objective_configs(
-        weighting or f"constant:on={tgt.name}", density, proc, data, optimal_loss, quiet
+        weighting or f"constant:on={tgt.name}", density, proc, ds, optimal_loss, quiet
     )
     cfg = TrainConfig(
         data=data,
@@ -171,7 +171,7 @@ def command(
         bar.update(run.step - bar.n)
 
     try:
-        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds)
     finally:
         bar.close()
     click.echo(f"trained {run.step} steps; checkpoint in {out}/checkpoint.safetensors")
