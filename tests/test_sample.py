@@ -73,6 +73,16 @@ def test_x0_denoiser_from_any_target_is_the_posterior_mean(proc, target):
     assert torch.allclose(D(x, s), gaussian_D(x, s), rtol=1e-7, atol=1e-9)
 
 
+def test_clip_clamps_the_posterior_mean_and_nothing_else():
+    p = get_process("vp")
+    s = torch.tensor([0.05, 0.5, 5.0], dtype=torch.float64)
+    x = torch.tensor([[3.0, -0.2], [0.4, -4.0], [-9.0, 9.0]], dtype=torch.float64)
+    D = x0_denoiser(gaussian_model(p, "eps"), p, get_target("eps"), clip=0.6)
+    assert torch.allclose(D(x, s), gaussian_D(x, s).clamp(-0.6, 0.6), rtol=1e-7, atol=1e-9)
+    with pytest.raises(DifflossError, match="clip must be > 0"):
+        x0_denoiser(gaussian_model(p, "eps"), p, get_target("eps"), clip=0.0)
+
+
 @pytest.mark.parametrize(
     "sampler, min_ratio, max_ratio", [("euler", 3, 5), ("ddim", 3, 5), ("heun", 10, 40), ("dpm2", 10, 40)]
 )

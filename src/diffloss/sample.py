@@ -70,9 +70,15 @@ def sigma_schedule(
     raise unknown_name("sigma schedule", kind, SCHEDULES)
 
 
-def x0_denoiser(model: Denoiser, process: Process, target: Target, cond: str = "t") -> X0Denoiser:
-    """Turn ``model(x_t, c) -> prediction of target`` (the convention of ``diffusion_loss``) into D(x, s)."""
+def x0_denoiser(
+    model: Denoiser, process: Process, target: Target, cond: str = "t", clip: float | None = None
+) -> X0Denoiser:
+    """Turn ``model(x_t, c) -> prediction of target`` (the convention of ``diffusion_loss``) into D(x, s).
 
+    ``clip``: clamp D to [-clip, clip] (DDPM's ``clip_denoised``; 1 for data scaled to [-1, 1]). The clamped D is
+    no longer the model's posterior-mean estimate, so leave it off for anything but drawing samples."""
+    if clip is not None and not clip > 0:
+        raise DifflossError(f"clip must be > 0, got {clip}")
     lo, hi = process.logsnr_range()
 
     def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -80,7 +86,8 @@ def x0_denoiser(model: Denoiser, process: Process, target: Target, cond: str = "
         levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the schedule's ends
         a, sg = (expand_like(v.to(x.device), x) for v in process.alpha_sigma(levels.t))
         x_t = a * x
-        return target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
+        x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
+        return x0 if clip is None else x0.clamp(-clip, clip)
 
     return denoise
 

@@ -57,8 +57,9 @@ def sample_trained(
     eta: float = 0.0,
     batch: int = 256,
     progress: bool = False,
+    clip: float | None = None,
 ) -> torch.Tensor:
-    """``n`` samples (n, *shape) float32 in the data's scaled units.
+    """``n`` samples (n, *shape) float32 in the data's scaled units (``clip``: see ``x0_denoiser``).
 
     All starting noise x = s_max * N(0, I) is drawn first from ``torch.Generator().manual_seed(seed)``, then
     integrated ``batch`` rows at a time; with a deterministic sampler (eta = 0) the result does not depend on
@@ -67,7 +68,7 @@ def sample_trained(
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
     model = trained.model
-    denoise = x0_denoiser(model, model.process, trained.target)
+    denoise = x0_denoiser(model, model.process, trained.target, clip=clip)
     generator = torch.Generator().manual_seed(seed)
     sigmas = sigma_schedule(model.process, steps, schedule)
     x = sigmas[0].item() * torch.randn((n, *trained.shape), generator=generator)

@@ -22,10 +22,17 @@ from diffloss.sample import SAMPLERS, SCHEDULES
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
+@click.option(
+    "--clip-x0",
+    "clip_x0",
+    type=float,
+    default=None,
+    help="Clamp every x0 estimate to [-C, C] (DDPM's clip_denoised; 1 for images in [-1, 1]). Default: off.",
+)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, threads, quiet) -> None:
+def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, clip_x0, out, threads, quiet) -> None:
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
     Integrates the probability-flow ODE on the noise-to-signal axis s = sigma/alpha from s_max (80, or
@@ -33,7 +40,8 @@ def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, th
     prediction turned into an x0 estimate (diffloss.sample). Samples are in the data's scaled units (images
     in [-1, 1]), in the original per-sample shape. For image data (C, H, W) with 1 or 3 channels a PNG grid
     is written next to OUT (same name, .png; images smaller than 32 pixels enlarged by pixel
-    repetition). Deterministic given --seed; EMA weights unless --no-ema.
+    repetition). Deterministic given --seed; EMA weights unless --no-ema. --clip-x0 1 clamps the x0 estimate
+    of every step to the image range, which often cleans up the backgrounds of an undertrained model.
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
     """
@@ -50,7 +58,7 @@ def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, out, th
     trained = load_trained(ckpt, ema=not no_ema)
     x = sample_trained(
         trained, n, steps=steps, sampler=sampler, seed=seed, schedule=schedule, eta=eta, batch=batch,
-        progress=not quiet,
+        progress=not quiet, clip=clip_x0,
     ).numpy()  # fmt: skip
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
