@@ -20,7 +20,7 @@ neither rho, R^2 nor a relative error).
 Each size trains in ROOT/runs/cC (bit-exact resume); each diagnosis is one JSON ROOT/runs/cC/eval/STEP.json, and a
 finished one is skipped, so the command resumes where it stopped. ``--report-only`` just rewrites
 reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds; checks the pipeline) and
-``digits`` (about 30 min of CPU at one thread, measured: see the report).
+``digits`` (about 20 min of CPU at one thread; the report states the measured runtime).
 
 Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling
 """
@@ -85,7 +85,7 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("smoke", (8, 16, 24), (4, 8), 64, n_levels=8, warmup=2),
-        Preset("digits", (8, 16, 24, 32, 48), (100, 160, 250, 400, 630, 1000, 1600), 1024),
+        Preset("digits", (8, 16, 24, 32, 48), (100, 160, 250, 400, 630, 1000), 1024),
     )
 }
 
@@ -445,8 +445,8 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         label,
         status,
         "",
-        "Command (resumable; finished diagnoses are skipped; the sizes were split over two processes with "
-        "`--channels 8,48` and `--channels 16,24,32`, which changes nothing in the results):",
+        "Command (resumable; finished diagnoses are skipped; `--channels` splits the sizes over processes, which "
+        "changes nothing in the results):",
         "",
         f"    {command}",
         "",

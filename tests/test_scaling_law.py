@@ -127,3 +127,23 @@ def test_selection_final_is_the_last_point_of_each_size():
     mask = sl.selection(s, "final")
     assert sorted(s.size[mask].tolist()) == [8, 16, 24, 32, 48]
     assert all(s.f[mask & (s.size == c)][0] == s.f[s.size == c].max() for c in (8, 16, 24, 32, 48))
+
+
+def test_pipeline_writes_the_report_and_resumes_without_retraining(tmp_path, monkeypatch):
+    tiny = sl.Preset("smoke", (8, 16, 24), (2, 4), 16, n_levels=4, single=(0, 1, 3), warmup=1)
+    monkeypatch.setitem(sl.PRESETS, "smoke", tiny)
+    report = tmp_path / "r.md"
+    args = ["--preset", "smoke", "--root", str(tmp_path / "root"), "--report", str(report)]
+    assert sl.main(args) == 0
+    evals = sorted((tmp_path / "root").rglob("eval/*.json"))
+    assert len(evals) == 6
+    stamps = [p.stat().st_mtime_ns for p in evals]
+    assert sl.main([*args, "--channels", "24,8"]) == 0  # everything done: nothing is trained or diagnosed again
+    assert [p.stat().st_mtime_ns for p in evals] == stamps
+    text = report.read_text(encoding="utf-8")
+    assert "SMOKE RUN" in text and "PARTIAL" not in text
+    assert report.with_suffix(".png").exists() and report.with_suffix(".json").exists()
+    rows = report.with_suffix(".csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 6 * (1 + 4)  # header + (total + 4 levels) per diagnosis
+    with pytest.raises(DifflossError, match="not sizes"):
+        sl.main([*args, "--channels", "12"])
