@@ -40,8 +40,8 @@ class SamplerConfig:
     """Everything that defines a sampler's architecture; JSON-serializable with ``to_dict``/``from_dict``.
 
     ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
-    implementations; keep sigma^2 / (2K) well below the target's smallest variance for a stable CMCD Langevin step).
-    ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    implementations; CMCD's Langevin step sigma^2 / (2K) must stay below 2 / lambda_max of -grad^2 log p~, see
+    ``diffloss.bridge.train.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
     """
 
     sampler: str

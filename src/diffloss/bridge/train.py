@@ -62,12 +62,32 @@ class TrainConfig:
         return cls(**{**d, "sampler": SamplerConfig.from_dict(d["sampler"])})
 
 
-def make_config(target: str, sampler: str, steps: int = 128, init_std: float | None = None, **kw: Any) -> TrainConfig:
-    """A TrainConfig for a named target; the prior's initial std defaults to the target's ``init_std`` (or 1)."""
+def default_init_sigma(density: Density, sampler: str, steps: int) -> float:
+    """The initial diffusion coefficient sigma: sqrt(2 K s) for CMCD on a target with a Langevin step s, else 1.
+
+    CMCD moves x by s * beta * grad log p~ per step with s = sigma^2 / (2K) (DESIGN.md section 5); keeping s at the
+    target's ``langevin_step`` keeps the explicit Euler scheme stable whatever K is. DIS and DBS have no target score
+    in their drift, so nothing bounds their step and they start at sigma = 1.
+    """
+    step = density.langevin_step
+    return math.sqrt(2 * steps * step) if sampler == "cmcd" and step is not None else 1.0
+
+
+def make_config(
+    target: str,
+    sampler: str,
+    steps: int = 128,
+    init_std: float | None = None,
+    init_sigma: float | None = None,
+    **kw: Any,
+) -> TrainConfig:
+    """A TrainConfig for a named target; the prior's initial std defaults to the target's ``init_std`` and the
+    diffusion coefficient to ``default_init_sigma``."""
     density = get_density(target)
-    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "init_sigma", "learn_sigma", "learn_prior") if k in kw}
-    std = init_std if init_std is not None else float(getattr(density, "init_std", 1.0))
-    return TrainConfig(target, SamplerConfig(sampler, density.dim, steps, init_std=std, **arch), **kw)
+    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "learn_sigma", "learn_prior") if k in kw}
+    std = init_std if init_std is not None else density.init_std
+    sigma = init_sigma if init_sigma is not None else default_init_sigma(density, sampler, steps)
+    return TrainConfig(target, SamplerConfig(sampler, density.dim, steps, init_std=std, init_sigma=sigma, **arch), **kw)
 
 
 @torch.no_grad()
@@ -252,4 +272,4 @@ def evaluate_checkpoint(run_dir: str | Path, n: int, seed: int) -> dict[str, Any
     return {**run.evaluate(n, seed), "iteration": run.iteration, "config": run.cfg.to_dict()}
 
 
-__all__ = ["TrainConfig", "Run", "evaluate", "evaluate_checkpoint", "make_config", "train"]
+__all__ = ["TrainConfig", "Run", "default_init_sigma", "evaluate", "evaluate_checkpoint", "make_config", "train"]

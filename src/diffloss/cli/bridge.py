@@ -51,7 +51,13 @@ def command() -> None:
 @click.option("--lr", default=1e-3, show_default=True, help="RAdam learning rate (cosine decay to 0, clip norm 1).")
 @click.option("--hidden", default="64,64", show_default=True, help="Hidden widths of the control MLP.")
 @click.option("--init-std", type=float, default=None, help="Initial prior std. [default: the target's suggestion]")
-@click.option("--init-sigma", default=1.0, show_default=True, help="Initial diffusion coefficient (per dimension).")
+@click.option(
+    "--init-sigma",
+    type=float,
+    default=None,
+    help="Initial diffusion coefficient (per dimension). [default: 1; CMCD: sqrt(2 K s) for a target with a suggested"
+    " Langevin step s (german_credit, gmm40), which keeps the Euler step stable]",
+)
 @click.option("--fixed-sigma", is_flag=True, help="Do not learn the diffusion coefficient.")
 @click.option("--eval-every", default=100, show_default=True, help="Evaluate into DIR/metrics.jsonl every k steps.")
 @click.option("--eval-n", default=2000, show_default=True, help="Fresh trajectories per evaluation.")
