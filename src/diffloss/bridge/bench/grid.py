@@ -140,7 +140,7 @@ PRESETS: dict[str, Preset] = {
         description=(
             "the published budget of [BRIDGE] (Sanokowski et al. 2025): 40k iterations, batch 2000, K=128, RAdam, "
             "lr 0.005, gradient clipping 1, cosine decay; LGCP with batch 300 as in its config (dds_optim "
-            "Configs/LGCP.md). For a GPU machine; bridge training runs on the CPU so far (no device option)."
+            "Configs/LGCP.md). For a GPU machine (--device cuda)."
         ),
         budget=Budget(iterations=40_000, batch=2000, steps=128, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"batch": 300}},

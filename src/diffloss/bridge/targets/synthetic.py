@@ -86,7 +86,7 @@ class _Mixture(Density):
         """Per-coordinate log density of one component at z = x - loc, elementwise."""
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        locs = self.locs.to(x.dtype)
+        locs = self.locs.to(x)
         per = self.component_log_prob(x[:, None, :] - locs[None]).sum(-1)  # (B, K)
         return torch.logsumexp(per, 1) - math.log(len(locs))
 
