@@ -20,11 +20,8 @@ def fmt(v: object) -> str:
 
 def cpu_seconds(run_dir: Path) -> str:
     """User + system CPU seconds of the run from ``time.txt`` (``/usr/bin/time -f "%U %S %e"``), if present."""
-    path = run_dir / "time.txt"
-    if not path.exists():
-        return "–"
-    user, system = path.read_text().split()[-3:-1]
-    return f"{float(user) + float(system):.0f}"
+    fields = (run_dir / "time.txt").read_text().split() if (run_dir / "time.txt").exists() else []
+    return f"{float(fields[-3]) + float(fields[-2]):.0f}" if len(fields) >= 3 else "–"
 
 
 def table(root: Path) -> str:
@@ -33,7 +30,9 @@ def table(root: Path) -> str:
         "| EMC | iters | diverged at | CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(root.glob("*/metrics.json")):
+    done = {p.parent: p for p in root.glob("*/metrics_no_sinkhorn.json")}
+    done.update({p.parent: p for p in root.glob("*/metrics.json")})  # a full evaluation wins
+    for path in (done[d] for d in sorted(done)):
         m = json.loads(path.read_text())
         cfg = json.loads((path.parent / "config.json").read_text())
         err = "–" if m.get("log_z_error") is None else f"{abs(m['log_z_error']):.3g}"
