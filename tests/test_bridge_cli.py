@@ -94,6 +94,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
         (["--sampler", "dis", "--batch", "1"], "--batch must be >= 2"),
         (["--sampler", "dis", "--hidden", "64,x"], "--hidden"),
         (["--sampler", "dis", "--init-std", "-1"], "--init-std must be a positive number"),
+        (["--sampler", "dis", "--device", "nonsense"], "is not a device; use cpu or cuda"),
+        (["--sampler", "dis", "--device", "meta"], "is not supported; use cpu or cuda"),
+        pytest.param(
+            ["--sampler", "dis", "--device", "cuda"],
+            "torch sees no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
 def test_bad_train_input_one_line_no_output(tmp_path, args, message):

@@ -40,8 +40,8 @@ class SamplerConfig:
     """Everything that defines a sampler's architecture; JSON-serializable with ``to_dict``/``from_dict``.
 
     ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
-    implementations; keep sigma^2 / (2K) well below the target's smallest variance for a stable CMCD Langevin step).
-    ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    implementations; CMCD's Langevin step sigma^2 / (2K) must stay below 2 / lambda_max of -grad^2 log p~, see
+    ``diffloss.bridge.train.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
     """
 
     sampler: str
@@ -108,7 +108,9 @@ class BridgeSampler(nn.Module):
 
     def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Reparameterized prior draws mu + s * z, (n, d)."""
-        z = torch.randn(n, self.cfg.dim, generator=generator, dtype=self.prior_mean.dtype)
+        z = torch.randn(
+            n, self.cfg.dim, generator=generator, dtype=self.prior_mean.dtype, device=self.prior_mean.device
+        )
         return self.prior_mean + torch.exp(self.prior_log_std) * z
 
     def reference_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +121,7 @@ class BridgeSampler(nn.Module):
 
     def drifts(self, x: torch.Tensor, k: int, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only)."""
-        t = torch.tensor(k / self.steps, dtype=x.dtype)
+        t = torch.tensor(k / self.steps, dtype=x.dtype, device=x.device)
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
             return diff * self.net(x, t), torch.zeros_like(x)
@@ -191,7 +193,7 @@ def simulate(
     fwd, _ = at(x, 0)
     for k in range(K):
         mean_f = mu + rho * (x - mu) + fwd / K
-        x_new = mean_f + std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x_new = mean_f + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         if detach_path:
             x_new = x_new.detach()
         fwd, bwd = at(x_new, k + 1)

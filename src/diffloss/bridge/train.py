@@ -62,12 +62,32 @@ class TrainConfig:
         return cls(**{**d, "sampler": SamplerConfig.from_dict(d["sampler"])})
 
 
-def make_config(target: str, sampler: str, steps: int = 128, init_std: float | None = None, **kw: Any) -> TrainConfig:
-    """A TrainConfig for a named target; the prior's initial std defaults to the target's ``init_std`` (or 1)."""
+def default_init_sigma(density: Density, sampler: str, steps: int) -> float:
+    """The initial diffusion coefficient sigma: sqrt(2 K s) for CMCD on a target with a Langevin step s, else 1.
+
+    CMCD moves x by s * beta * grad log p~ per step with s = sigma^2 / (2K) (DESIGN.md section 5); keeping s at the
+    target's ``langevin_step`` keeps the explicit Euler scheme stable whatever K is. DIS and DBS have no target score
+    in their drift, so nothing bounds their step and they start at sigma = 1.
+    """
+    step = density.langevin_step
+    return math.sqrt(2 * steps * step) if sampler == "cmcd" and step is not None else 1.0
+
+
+def make_config(
+    target: str,
+    sampler: str,
+    steps: int = 128,
+    init_std: float | None = None,
+    init_sigma: float | None = None,
+    **kw: Any,
+) -> TrainConfig:
+    """A TrainConfig for a named target; the prior's initial std defaults to the target's ``init_std`` and the
+    diffusion coefficient to ``default_init_sigma``."""
     density = get_density(target)
-    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "init_sigma", "learn_sigma", "learn_prior") if k in kw}
-    std = init_std if init_std is not None else float(getattr(density, "init_std", 1.0))
-    return TrainConfig(target, SamplerConfig(sampler, density.dim, steps, init_std=std, **arch), **kw)
+    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "learn_sigma", "learn_prior") if k in kw}
+    std = init_std if init_std is not None else density.init_std
+    sigma = init_sigma if init_sigma is not None else default_init_sigma(density, sampler, steps)
+    return TrainConfig(target, SamplerConfig(sampler, density.dim, steps, init_std=std, init_sigma=sigma, **arch), **kw)
 
 
 @torch.no_grad()
@@ -76,9 +96,13 @@ def evaluate(model: BridgeSampler, target: Density, n: int, generator: torch.Gen
 
     ELBO and log Z come from the same samples. Sample metrics are null where the target has no reference samples
     or modes; ``log_z_error`` = log Z_hat - log Z where log Z is known. Non-finite values (a broken sampler) are null.
+    ``generator`` lives on the model's device; the reference samples are drawn on the CPU (by ``generator`` itself
+    there, else by a CPU generator with its seed) and the metrics computed there.
     """
     path = simulate(model, target, n, generator, detach_path=True)
-    R, x = path.log_rn.double(), path.x
+    R, x = path.log_rn.double().cpu(), path.x.cpu()
+    if generator.device.type != "cpu":
+        generator = torch.Generator().manual_seed(generator.initial_seed())
     out: dict[str, Any] = {"n": n, "elbo": M.elbo(R), "log_z": M.log_z_hat(R), "ess": M.ess(R)}
     out["log_z_error"] = out["log_z"] - target.log_Z if target.log_Z is not None else None
     finite = bool(torch.isfinite(x).all())
@@ -97,21 +121,22 @@ def _is_finite(*tensors: torch.Tensor) -> bool:
 class Run:
     """The mutable state of a run: target, model, learned log Z, optimizer, scheduler, RNG, iteration."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, device: str = "cpu"):
         self.cfg = cfg
+        self.device = torch.device(device)
         self.target = get_density(cfg.target)
         if self.target.dim != cfg.sampler.dim:
             raise DifflossError(f"sampler dim {cfg.sampler.dim} does not match target dim {self.target.dim}")
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)  # network initialisation
-            self.model = BridgeSampler(cfg.sampler)
-        self.log_z = torch.nn.Parameter(torch.zeros(()))
+            self.model = BridgeSampler(cfg.sampler).to(self.device)
+        self.log_z = torch.nn.Parameter(torch.zeros((), device=self.device))
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.loss == "tb":
             params.append(self.log_z)
         self.optimizer = torch.optim.RAdam(params, lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(cfg.iters, 1))
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.iteration = 0
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -120,7 +145,7 @@ class Run:
         for i, st in self.optimizer.state_dict()["state"].items():
             out.update({f"optim.{i}.{k}": v for k, v in st.items()})
         out["rng"] = self.generator.get_state()
-        return {k: v.contiguous().clone() for k, v in out.items()}
+        return {k: v.detach().cpu().contiguous().clone() for k, v in out.items()}
 
     def save(self, path: Path) -> None:
         groups = self.optimizer.state_dict()["param_groups"]
@@ -134,13 +159,13 @@ class Run:
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"state": json.dumps(meta)}))
 
     @classmethod
-    def load(cls, path: Path) -> Run:
-        """Rebuild a run from a checkpoint file; a missing or unreadable file is a DifflossError."""
+    def load(cls, path: Path, device: str = "cpu") -> Run:
+        """Rebuild a run on ``device`` from a checkpoint file; a missing or unreadable file is a DifflossError."""
         try:
             tensors = load_file(str(path))
             with safe_open(str(path), "pt") as f:
                 meta = json.loads(f.metadata()["state"])
-            run = cls(TrainConfig.from_dict(meta["config"]))
+            run = cls(TrainConfig.from_dict(meta["config"]), device)
             run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             with torch.no_grad():
                 run.log_z.copy_(tensors["log_z"])
@@ -180,20 +205,38 @@ class Run:
         return float(loss.detach()), _is_finite(*model.parameters(), self.log_z)
 
     def evaluate(self, n: int, seed: int) -> dict[str, Any]:
-        return evaluate(self.model, self.target, n, torch.Generator().manual_seed(seed))
+        return evaluate(self.model, self.target, n, torch.Generator(self.device).manual_seed(seed))
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train (or with ``resume`` continue) a run in ``out``; writes and returns the final ``metrics.json`` dict."""
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here ("cpu", "cuda", "cuda:1", ...), else a DifflossError."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DifflossError(f"--device: {device!r} is not a device; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise DifflossError(f"--device: {device!r} is not supported; use cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DifflossError("--device cuda: torch sees no CUDA device on this machine; use --device cpu")
+    return device
+
+
+def train(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = False, quiet: bool = False, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train (or with ``resume`` continue) a run in ``out`` on ``device``; writes and returns ``metrics.json``.
+
+    The device is not part of the configuration: a run may be resumed on another device (not bitwise identically)."""
+    check_device(device)
     out = Path(out)
     ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
-        run = Run.load(ckpt)
+        run = Run.load(ckpt, device)
         if run.cfg != cfg:
             diff = [k for k, v in cfg.to_dict().items() if run.cfg.to_dict()[k] != v]
             raise DifflossError(f"--resume: the checkpoint in {out} has other {', '.join(diff)}; use the same options")
     else:
-        run = Run(cfg)
+        run = Run(cfg, device)
     write_json_atomic(out / "config.json", cfg.to_dict())
     log_path = out / "metrics.jsonl"
     kept = [ln for ln in _read_lines(log_path) if json.loads(ln)["iteration"] <= run.iteration] if resume else []
@@ -208,7 +251,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, quiet: boo
         if not ok:
             diverged_at = attempted
             bar.close()
-            run = Run.load(ckpt)
+            run = Run.load(ckpt, device)
             print(
                 f"diverged: non-finite loss, R or parameter at iteration {diverged_at}; "
                 f"kept the last good checkpoint (iteration {run.iteration}) and evaluated it",
@@ -252,4 +295,4 @@ def evaluate_checkpoint(run_dir: str | Path, n: int, seed: int) -> dict[str, Any
     return {**run.evaluate(n, seed), "iteration": run.iteration, "config": run.cfg.to_dict()}
 
 
-__all__ = ["TrainConfig", "Run", "evaluate", "evaluate_checkpoint", "make_config", "train"]
+__all__ = ["TrainConfig", "Run", "default_init_sigma", "evaluate", "evaluate_checkpoint", "make_config", "train"]

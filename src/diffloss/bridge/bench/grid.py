@@ -140,7 +140,7 @@ PRESETS: dict[str, Preset] = {
         description=(
             "the published budget of [BRIDGE] (Sanokowski et al. 2025): 40k iterations, batch 2000, K=128, RAdam, "
             "lr 0.005, gradient clipping 1, cosine decay; LGCP with batch 300 as in its config (dds_optim "
-            "Configs/LGCP.md). For a GPU machine; bridge training runs on the CPU so far (no device option)."
+            "Configs/LGCP.md). For a GPU machine (--device cuda)."
         ),
         budget=Budget(iterations=40_000, batch=2000, steps=128, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"batch": 300}},
@@ -152,8 +152,9 @@ PRESETS: dict[str, Preset] = {
             "decay, metrics on 2000 samples; LGCP 1000 iterations of batch 16. Measured cost (benchmarks/"
             "bridge_bench_timing.py): 3.2 CPU hours for the 5 × 3 × 3 × 3 grid, i.e. 1.6 h on 2 free cores (two "
             "processes with disjoint --targets). 20x fewer iterations, 31x smaller batches (LGCP 19x) and 4x fewer "
-            "steps than the paper (so a 4x larger Langevin step sigma^2/(2K) at the initial sigma 1): expect ELBOs "
-            "below the published ones and more divergences."
+            "steps than the paper (so, where a target suggests no CMCD Langevin step, a 4x larger step "
+            "sigma^2/(2K) at the initial sigma 1; German Credit's CMCD keeps its step 5e-5): expect ELBOs below the "
+            "published ones and more divergences."
         ),
         budget=Budget(iterations=2000, batch=64, steps=32, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"iterations": 1000, "batch": 16}},

@@ -44,13 +44,13 @@ def cell_config(cell: Cell, budget: Budget) -> TrainConfig:
     )
 
 
-def run_cell(cell: Cell, budget: Budget, root: str | Path) -> dict | None:
+def run_cell(cell: Cell, budget: Budget, root: str | Path, device: str = "cpu") -> dict | None:
     """Train one cell into its run directory; return its metrics, or None after recording a failure."""
     out = run_dir(root, cell)
     cfg = cell_config(cell, budget)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        metrics = train(cfg, out, resume=True, quiet=True)
+        metrics = train(cfg, out, resume=True, quiet=True, device=device)
     except DifflossError:
         raise
     except Exception as e:  # a failed cell is reported, not fatal to the grid
@@ -63,7 +63,9 @@ def run_cell(cell: Cell, budget: Budget, root: str | Path) -> dict | None:
     return metrics
 
 
-def run_grid(cells: Sequence[Cell], preset: Preset, root: str | Path, *, quiet: bool = False) -> list[Cell]:
+def run_grid(
+    cells: Sequence[Cell], preset: Preset, root: str | Path, *, quiet: bool = False, device: str = "cpu"
+) -> list[Cell]:
     """Train every cell of ``cells`` without a ``metrics.json`` under ``root``; return the failed cells.
 
     Targets go in the order of ``cells``; within a target seed 0 of every (sampler, loss) runs before seed 1, so a
@@ -77,7 +79,7 @@ def run_grid(cells: Sequence[Cell], preset: Preset, root: str | Path, *, quiet: 
     bar = tqdm(todo, disable=quiet, file=sys.stderr, desc="bench", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.key)
-        if run_cell(cell, preset.budget_for(cell.target), root) is None:
+        if run_cell(cell, preset.budget_for(cell.target), root, device) is None:
             failed.append(cell)
     bar.close()
     return failed

@@ -14,11 +14,19 @@ class Density(ABC):
     (float64 works). ``log_Z`` is log of the normalizing constant where known, else None. Targets with an
     exact sampler override ``sample``; ``reference_samples`` returns samples to compare against (exact
     draws, or stored ground-truth samples) and ``modes`` the mode locations for entropic mode coverage.
+
+    Two suggestions for the sampler's initialisation: ``init_std``, the std of the initial Gaussian prior, and
+    ``langevin_step``, the step size s = sigma^2 / (2K) of CMCD's Langevin drift (sigma^2 / 2) grad log p~ per
+    Euler-Maruyama step, or None for the default sigma = 1. Explicit Euler on a target whose -log p~ has curvature
+    up to lambda_max is stable only if s * lambda_max < 2 (it multiplies the distance to a Gaussian target's mean by
+    1 - s * lambda per step), so stiff targets must give a small step; see ``cmcd_init_sigma``.
     """
 
     name: str = "density"
     dim: int
     log_Z: float | None = None
+    init_std: float = 1.0
+    langevin_step: float | None = None
 
     @abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -32,7 +32,7 @@ def asset_path(name: str):
 
 def normal_log_pdf(x: torch.Tensor, loc: torch.Tensor | float, log_scale: torch.Tensor | float) -> torch.Tensor:
     """Elementwise log N(x; loc, exp(log_scale)^2)."""
-    z = (x - loc) * torch.exp(-torch.as_tensor(log_scale, dtype=x.dtype))
+    z = (x - loc) * torch.exp(-torch.as_tensor(log_scale, dtype=x.dtype, device=x.device))
     return -0.5 * z**2 - log_scale - 0.5 * LOG_2PI
 
 
@@ -54,8 +54,8 @@ class LogisticRegression(Density):
         self.dim = self.features.shape[1]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        logits = x @ self.features.to(x.dtype).T  # (B, n)
-        log_lik = (self.labels.to(x.dtype) * logits - F.softplus(logits)).sum(-1)
+        logits = x @ self.features.to(x).T  # (B, n)
+        log_lik = (self.labels.to(x) * logits - F.softplus(logits)).sum(-1)
         if self.prior_std is None:
             return log_lik
         return log_lik + normal_log_pdf(x, 0.0, math.log(self.prior_std)).sum(-1)
@@ -96,7 +96,16 @@ class GermanCredit(LogisticRegression):
 
     The reference models P(bad credit, label 2) = sigmoid(−⟨w, x⟩), i.e. y = 1 for *good* credit (label 1); this
     sign is what its ground-truth samples follow. ``reference_samples`` draws from those 10 000 samples without
-    replacement."""
+    replacement.
+
+    The flat prior and the uncentred features make the target stiff: the curvature of -log p~ is
+    X^T diag(p(1 - p)) X, at most lambda* = lambda_max(X^T X) / 4 = 3.6e4 (reached at w = 0; 2.1e4 at the MAP), so
+    CMCD's Langevin step must stay below 2 / lambda* = 5.5e-5 (see ``Density``). ``langevin_step`` = 5e-5 is the
+    reference's (sebaleh87/dds_optim Credit runs: per-step diffusion ``beta_max`` 0.01, step 0.01^2 / 2); the default
+    sigma = 1 with K = 32 gives a step of 1/64, 300x too large, and the Euler scheme blows up (ELBO -1e6).
+    """
+
+    langevin_step = 5e-5
 
     def __init__(self):
         data = np.loadtxt(asset_path("german.data-numeric"))
@@ -135,7 +144,7 @@ class Seeds(Density):
         self.plates = torch.stack([r, n, x1, x2, x1 * x2, log_binom])  # (6, 21)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        r, n, x1, x2, x12, log_binom = self.plates.to(z.dtype)
+        r, n, x1, x2, x12, log_binom = self.plates.to(z)
         a0, a1, a12, a2 = z[:, 0:1], z[:, 1:2], z[:, 2:3], z[:, 3:4]
         b, u = z[:, 4:25], z[:, 25]
         a, k = self.tau_shape, self.tau_rate
@@ -179,7 +188,7 @@ class Brownian(Density):
         x = z[:, 2:]
         steps = torch.diff(x, dim=1, prepend=torch.zeros_like(x[:, :1]))
         log_prior_x = normal_log_pdf(steps, 0.0, log_sigma[:, :1]).sum(-1)
-        residuals = x[:, self.observed] - self.observations.to(z.dtype)
+        residuals = x[:, self.observed.to(z.device)] - self.observations.to(z)
         log_lik = normal_log_pdf(residuals, 0.0, log_sigma[:, 1:]).sum(-1)
         return self.log_scale_prior(log_sigma).sum(-1) + log_jacobian + log_prior_x + log_lik
 
@@ -201,11 +210,14 @@ def grid_counts(points: np.ndarray, n_grid: int) -> np.ndarray:
 
 
 @cache
-def lgcp_cholesky(n_grid: int, signal_variance: float, length_scale: float, dtype: torch.dtype) -> torch.Tensor:
+def lgcp_cholesky(
+    n_grid: int, signal_variance: float, length_scale: float, dtype: torch.dtype, device: str = "cpu"
+) -> torch.Tensor:
     """Lower Cholesky factor of K_ij = signal_variance·exp(−‖g_i − g_j‖ / length_scale) on the integer grid points
-    g = (row, col) in flat order row·n_grid + col. Factorized once in float64 and cached; other dtypes are cast."""
-    if dtype != torch.float64:
-        return lgcp_cholesky(n_grid, signal_variance, length_scale, torch.float64).to(dtype)
+    g = (row, col) in flat order row·n_grid + col. Factorized once in float64 on the CPU and cached; other dtypes
+    and devices are cast (and cached too)."""
+    if dtype != torch.float64 or device != "cpu":
+        return lgcp_cholesky(n_grid, signal_variance, length_scale, torch.float64).to(device=device, dtype=dtype)
     idx = torch.arange(n_grid, dtype=torch.float64)
     grid = torch.cartesian_prod(idx, idx)
     gram = signal_variance * torch.exp(-torch.cdist(grid, grid) / length_scale)
@@ -233,15 +245,15 @@ class LGCP(Density):
         self.mean = math.log(len(pines_points())) - 0.5 * self.signal_variance
         self.length_scale = n_grid / self.inverse_length_scale
 
-    def cholesky(self, dtype: torch.dtype) -> torch.Tensor:
-        return lgcp_cholesky(self.n_grid, self.signal_variance, self.length_scale, dtype)
+    def cholesky(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+        return lgcp_cholesky(self.n_grid, self.signal_variance, self.length_scale, dtype, str(device))
 
     def log_prob(self, f: torch.Tensor) -> torch.Tensor:
-        chol = self.cholesky(f.dtype)
+        chol = self.cholesky(f.dtype, f.device)
         white = torch.linalg.solve_triangular(chol, (f - self.mean).T, upper=False)  # (d, B)
         half_log_det = torch.log(torch.diagonal(self.cholesky(torch.float64))).sum().item()
         log_prior = -0.5 * (white**2).sum(0) - half_log_det - 0.5 * self.dim * LOG_2PI
-        log_lik = (f * self.counts.to(f.dtype) - torch.exp(f) / self.dim).sum(-1)
+        log_lik = (f * self.counts.to(f) - torch.exp(f) / self.dim).sum(-1)
         return log_prior + log_lik
 
 
