@@ -1,4 +1,5 @@
-"""Sampler metrics: ELBO, log Z estimate, ESS from R; Sinkhorn, MMD and entropic mode coverage from samples.
+"""Sampler metrics: ELBO, log Z estimate, ESS from R; Sinkhorn, MMD and entropic mode coverage from samples
+(Sinkhorn and MMD are the project-wide ``diffloss.metrics.distances``, with the benchmark's relative eps).
 
 All take R = log q - log p~ per trajectory (B,), importance weights w = exp(-R).
 """
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import ot
 import torch
+
+from diffloss.metrics import distances
 
 SINKHORN_REL_EPS = 0.05
 
@@ -31,39 +32,18 @@ def ess(R: torch.Tensor) -> float:
 
 
 def sinkhorn(x: torch.Tensor, y: torch.Tensor, rel_eps: float = SINKHORN_REL_EPS) -> tuple[float, float]:
-    """Entropic OT cost <P, C> between the empirical measures of x (n, d) and y (m, d), uniform weights.
-
-    C is the squared Euclidean cost; the entropic regularization is eps = rel_eps * mean(C) (the reference
-    benchmark's solver default). Returns (cost, eps) so that eps can be stated with the result. Solved in the log
-    domain with POT (``ot.sinkhorn2``, method ``sinkhorn_log``).
-    """
-    xs, ys = x.detach().double().cpu().numpy(), y.detach().double().cpu().numpy()
-    cost = ot.dist(xs, ys, metric="sqeuclidean")
-    eps = rel_eps * float(cost.mean())
-    a, b = np.full(len(xs), 1.0 / len(xs)), np.full(len(ys), 1.0 / len(ys))
-    value = ot.sinkhorn2(a, b, cost, eps, method="sinkhorn_log", numItermax=2000, stopThr=1e-7)
-    return float(value), eps
-
-
-def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
-    """The median heuristic: the median Euclidean distance between distinct points of the pooled sample."""
-    z = torch.cat([x, y]).double()
-    d = torch.cdist(z, z)
-    return float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), 1)].median())
+    """The Sinkhorn divergence S_eps(x, y) (squared-Euclidean cost, squared units; ``diffloss.metrics.distances``)
+    between the samples x (n, d) and y (m, d), with eps = rel_eps * mean(C) over the pairs of x and y (the
+    reference benchmark's relative default). Returns (divergence, eps) so that eps can be stated with the result."""
+    xs, ys = x.detach().double().cpu(), y.detach().double().cpu()
+    eps = rel_eps * float((torch.cdist(xs, ys) ** 2).mean())
+    return distances.sinkhorn(xs, ys, epsilon=eps), eps
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
-    """MMD with the RBF kernel exp(-|a - b|^2 / (2 h^2)), h = ``bandwidth`` or the median heuristic.
-
-    The biased (V-statistic) estimate sqrt(mean k(x, x') + mean k(y, y') - 2 mean k(x, y)), which is >= 0.
-    """
-    x, y = x.detach().double(), y.detach().double()
-    h = bandwidth if bandwidth is not None else median_bandwidth(x, y)
-
-    def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-(torch.cdist(a, b) ** 2) / (2 * h * h)).mean()
-
-    return math.sqrt(max(float(k(x, x) + k(y, y) - 2 * k(x, y)), 0.0))
+    """MMD (RBF kernel, median-heuristic bandwidth unless given): sqrt(max(unbiased MMD^2, 0)) of
+    ``diffloss.metrics.distances.mmd``, in the samples' units."""
+    return distances.mmd(x, y, bandwidth=bandwidth).mmd
 
 
 def emc(x: torch.Tensor, modes: torch.Tensor) -> float:
