@@ -54,8 +54,12 @@ SCHEDULES = {  # name: (--weighting, --density) as `diffloss train` takes them
     "edm": ("edm", "edm-lognormal"),
     "debiased": ("debiased", "default"),
     "optimal": ("optimal", "optimal"),
+    "optimal-x0": ("optimal", "optimal"),  # ablation: the same objective with an x0-predicting network
 }
-BASELINES = tuple(s for s in SCHEDULES if s != "optimal")
+MAIN = ("constant", "min-snr-5", "edm", "debiased", "optimal")  # the comparison; the default of --schedules
+BASELINES = MAIN[:-1]
+OPTIMAL = ("optimal", "optimal-x0")
+TARGETS = {"optimal-x0": "x0"}  # every other schedule trains the eps target
 SAMPLING_STEPS = (10, 20, 50)
 SAMPLER = "heun"
 PROCESS, TARGET = "vp-cosine", "eps"
@@ -113,7 +117,7 @@ def train_config(preset: Preset, schedule: str):
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
-        target=TARGET,
+        target=TARGETS.get(schedule, TARGET),
         weighting=weighting,
         density=density,
         backbone={"name": "unet", "preset": "tiny", "channels": preset.channels},
@@ -258,7 +262,7 @@ def _run_one(d: Path, preset: Preset, schedule: str, seed: int, cfg, evaluator: 
             gap = diagnose_run(d, preset)
         write_json_atomic(d / "gap.json", gap)
         log(f"{schedule} seed {seed}: {gap['summary']}")
-    if schedule == "optimal" and not (d / "density.json").exists():
+    if schedule in OPTIMAL and not (d / "density.json").exists():
         write_json_atomic(d / "density.json", density_table(d))
 
 
@@ -344,7 +348,7 @@ def plot_fid(stats: dict[str, dict[int, Stat]], path: Path) -> None:
         xs = np.array(SAMPLING_STEPS, dtype=float) * (1 + 0.03 * (i - len(stats) / 2))
         m = [st[k][0] for k in SAMPLING_STEPS]
         sd = [np.nan_to_num(st[k][1]) for k in SAMPLING_STEPS]
-        ax.errorbar(xs, m, yerr=sd, marker="o", ms=4, capsize=3, label=schedule, lw=2 if schedule == "optimal" else 1)
+        ax.errorbar(xs, m, yerr=sd, marker="o", ms=4, capsize=3, label=schedule, lw=2 if schedule in OPTIMAL else 1)
     ax.set(xscale="log", yscale="log", xlabel=f"sampling steps ({SAMPLER})", ylabel="FID (classifier features)")
     ax.set_xticks(SAMPLING_STEPS, [str(k) for k in SAMPLING_STEPS])
     ax.grid(alpha=0.3, which="both")
@@ -368,7 +372,7 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
             continue
         for ax, key in ((a1, "gap_x0"), (a2, "gap_ratio")):
             s, m, sd = gap_curves(rs, key)
-            (line,) = ax.plot(s, m, "o-", ms=3, label=schedule, lw=2 if schedule == "optimal" else 1)
+            (line,) = ax.plot(s, m, "o-", ms=3, label=schedule, lw=2 if schedule in OPTIMAL else 1)
             ax.fill_between(s, np.maximum(m - sd, m * 1e-3 if key == "gap_x0" else 0), m + sd,
                             color=line.get_color(), alpha=0.15)  # fmt: skip
         jstar = gap_curves(rs, "optimal_x0_mse")[:2]
@@ -395,8 +399,9 @@ def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
     for r in rs:
         t = r["density"]
         lam = np.array(t["logsnr"])
-        a2.step(lam, t["density"], where="mid", label=f"seed {r['seed']}")
-        (line,) = a3.plot(lam, t["jtheta_x0"], "o-", ms=2, label=f"tracked J_θ, seed {r['seed']}")
+        style = "-" if r["schedule"] == "optimal" else ":"
+        a2.step(lam, t["density"], style, where="mid", label=f"{r['schedule']} seed {r['seed']}")
+        a3.plot(lam, t["jtheta_x0"], style, marker="o", ms=2, label=f"tracked J_θ, {r['schedule']} seed {r['seed']}")
     a1.plot(lam, t["weight_x0"], label="w on the x0 MSE")
     a1.plot(lam, t["weight_eps"], label="w on the eps MSE (as trained)")
     a3.plot(lam, t["jstar_x0"], "k--", label="J*")
@@ -430,13 +435,12 @@ def cpu_minutes(runs: dict[str, list[dict[str, Any]]], key: str | None = None) -
 
 def verdict_lines(stats: dict[str, dict[int, Stat]]) -> list[str]:
     rows = []
-    for base in BASELINES:
-        for k in SAMPLING_STEPS:
-            if base in stats and "optimal" in stats:
-                change, word = compare(stats[base][k], stats["optimal"][k])
-                rows.append(
-                    f"| {base} | {k} | {fmt(stats[base][k])} | {fmt(stats['optimal'][k])} | {change:+.0f}% | {word} |"
-                )
+    for opt in (o for o in OPTIMAL if o in stats):
+        for base in (b for b in BASELINES if b in stats):
+            for k in SAMPLING_STEPS:
+                change, word = compare(stats[base][k], stats[opt][k])
+                cells = f"{fmt(stats[base][k])} | {fmt(stats[opt][k])} | {change:+.0f}% | {word}"
+                rows.append(f"| {opt} | {base} | {k} | {cells} |")
     return rows
 
 
@@ -465,18 +469,20 @@ def keep_notes(report: Path) -> str:
 
 
 def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: str, report: Path) -> None:
-    runs = collect(out, preset, schedules)
+    runs = collect(out, preset, [*schedules, *(s for s in SCHEDULES if s not in schedules)])  # + finished ablations
+    schedules = list(runs)
     stats, kid_stats = fid_stats(runs), fid_stats(runs, "kid")
-    done = sum(len(rs) for rs in runs.values())
-    total = len(schedules) * len(preset.seeds)
+    done = sum(len(rs) for name, rs in runs.items() if name in MAIN)
+    total = len(MAIN) * len(preset.seeds)
     stem = report.with_suffix("")
     figs = []
     if runs:
         plot_fid(stats, stem.with_name(stem.name + "_fid.png"))
         plot_gaps(runs, stem.with_name(stem.name + "_gap.png"))
         figs += [stem.name + "_fid.png", stem.name + "_gap.png"]
-        if any(r["density"] for r in runs.get("optimal", [])):
-            plot_optimal([r for r in runs["optimal"] if r["density"]], stem.with_name(stem.name + "_optimal.png"))
+        opt = [r | {"schedule": s} for s in OPTIMAL for r in runs.get(s, []) if r["density"]]
+        if opt:
+            plot_optimal(opt, stem.with_name(stem.name + "_optimal.png"))
             figs.append(stem.name + "_optimal.png")
     write_text_atomic(report.with_suffix(".csv"), csv_rows(runs))
     summary = {
@@ -518,6 +524,11 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "",
         f"    {command}",
         "",
+        *(
+            ["Ablation (x0-predicting network, same objective):", "", f"    {command} --schedules optimal-x0", ""]
+            if "optimal-x0" in runs
+            else []
+        ),  # fmt: skip
         "## Setup",
         "",
         f"Data `{preset.data}` (8×8, N = 1797, in [-1, 1]); process `{PROCESS}`, target `{TARGET}`; UNet `tiny` with "
@@ -530,9 +541,9 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "FIDs; biased upwards at small n, so compare at equal n only); `diffloss diagnose` at "
         f"{preset.levels} log-spaced levels s ∈ [0.002, 80] with {preset.queries} queries each.",
         "",
-        "| schedule | `--weighting` | `--density` |",
-        "|---|---|---|",
-        *(f"| {s} | `{SCHEDULES[s][0]}` | `{SCHEDULES[s][1]}` |" for s in schedules),
+        "| schedule | `--weighting` | `--density` | `--target` |",
+        "|---|---|---|---|",
+        *(f"| {s} | `{SCHEDULES[s][0]}` | `{SCHEDULES[s][1]}` | `{TARGETS.get(s, TARGET)}` |" for s in schedules),
         "",
         f"Runtime: {cpu_minutes(runs):.1f} CPU minutes for the {done} finished runs at 1 thread "
         f"(training {cpu_minutes(runs, 'train'):.1f}; "
@@ -564,8 +575,8 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "",
         f"Paper: {PAPER}. Here: " + claim(stats),
         "",
-        "| baseline | steps | baseline FID | optimal FID | change | verdict |",
-        "|---|---|---|---|---|---|",
+        "| schedule | baseline | steps | baseline FID | its FID | change | verdict |",
+        "|---|---|---|---|---|---|---|",
         *verdict_lines(stats),
         "",
         "A difference counts only when the two means differ by more than the larger seed standard deviation.",
@@ -601,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="digits", help="experiment size (see the docstring)")
     ap.add_argument("--out", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated subset of the schedules")
+    ap.add_argument("--schedules", default=",".join(MAIN), help=f"comma-separated, of: {', '.join(SCHEDULES)}")
     ap.add_argument(
         "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/schedule[_PRESET].md)"
     )
@@ -617,8 +628,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DifflossError(f"unknown schedule(s) {unknown}; choose from {', '.join(SCHEDULES)}")
     report = args.report or REPORTS / f"schedule{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
-    if args.schedules != ",".join(SCHEDULES):
-        command += f" --schedules {args.schedules}"
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

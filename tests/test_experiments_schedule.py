@@ -24,8 +24,9 @@ _spec.loader.exec_module(sx)
 
 
 def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
-    assert list(sx.SCHEDULES) == ["constant", "min-snr-5", "edm", "debiased", "optimal"]
-    assert sx.SCHEDULES["optimal"] == ("optimal", "optimal")
+    assert sx.MAIN == ("constant", "min-snr-5", "edm", "debiased", "optimal") and set(sx.MAIN) <= set(sx.SCHEDULES)
+    assert sx.SCHEDULES["optimal"] == sx.SCHEDULES["optimal-x0"] == ("optimal", "optimal")
+    assert sx.TARGETS == {"optimal-x0": "x0"}  # the ablation is the only schedule not on the eps target
     assert sx.PRESETS["digits"].seeds == (0, 1, 2) and sx.SAMPLING_STEPS == (10, 20, 50)
 
 
