@@ -92,7 +92,7 @@ PRESETS = {
     p.name: p
     for p in (
         Preset("smoke", 20, 32, 8, (0, 1), 64, 6, 256, warmup=5),
-        Preset("digits", 1000, 64, 16, (0, 1, 2), 500, 12, 1024),
+        Preset("digits", 500, 64, 16, (0, 1, 2), 500, 12, 1024, ckpt_every=250),
         Preset("full", 4000, 64, 32, (0, 1, 2), 1000, 12, 1024),
     )
 }
