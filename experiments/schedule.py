@@ -366,12 +366,13 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    jstar = None
+    jstar, floor = None, np.inf
     for schedule, rs in runs.items():
         if not any(r["gap"] for r in rs):
             continue
         for ax, key in ((a1, "gap_x0"), (a2, "gap_ratio")):
             s, m, sd = gap_curves(rs, key)
+            floor = min(floor, m[m > 0].min(initial=np.inf)) if key == "gap_x0" else floor
             (line,) = ax.plot(s, m, "o-", ms=3, label=schedule, lw=2 if schedule in OPTIMAL else 1)
             ax.fill_between(s, np.maximum(m - sd, m * 1e-3 if key == "gap_x0" else 0), m + sd,
                             color=line.get_color(), alpha=0.15)  # fmt: skip
@@ -379,6 +380,8 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     if jstar is not None:
         a1.plot(*jstar, "k--", lw=1, label="J* (optimal loss)")
     a1.set(xscale="log", yscale="log", xlabel="noise-to-signal ratio s = σ/α", ylabel="J_θ − J* (x0 MSE per dim)")
+    if np.isfinite(floor):
+        a1.set_ylim(bottom=0.1 * floor)  # J* is 0 (to rounding) at small s: keep it from squashing the axis
     a2.set(xscale="log", ylim=(0, 1.02), xlabel="noise-to-signal ratio s = σ/α", ylabel="gap ratio (J_θ − J*)/J_θ")
     for ax in (a1, a2):
         ax.grid(alpha=0.3, which="both")
@@ -563,7 +566,7 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
             f"| {s} | "
             + " | ".join(fmt(stats[s][k]) for k in SAMPLING_STEPS)
             + " | "
-            + " | ".join(f"{kid_stats[s][k][0]:.2g} ± {kid_stats[s][k][1]:.1g}" for k in SAMPLING_STEPS)
+            + " | ".join(fmt(kid_stats[s][k]) for k in SAMPLING_STEPS)
             + f" | {len(runs[s])} |"
             for s in schedules
             if s in runs
