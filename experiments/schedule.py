@@ -548,7 +548,8 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "|---|---|---|---|",
         *(f"| {s} | `{SCHEDULES[s][0]}` | `{SCHEDULES[s][1]}` | `{TARGETS.get(s, TARGET)}` |" for s in schedules),
         "",
-        f"Runtime: {cpu_minutes(runs):.1f} CPU minutes for the {done} finished runs at 1 thread "
+        f"Runtime: {cpu_minutes(runs):.1f} CPU minutes for all {sum(map(len, runs.values()))} finished runs "
+        "(ablation included) at 1 thread "
         f"(training {cpu_minutes(runs, 'train'):.1f}; "
         + (f"{min(train_cpu):.0f}–{max(train_cpu):.0f} CPU s per training run; " if train_cpu else "")
         + "sampling, FID and diagnosis the rest; the per-run `timing.json` has wall and CPU seconds of each part). "
