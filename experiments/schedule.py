@@ -109,11 +109,12 @@ def train_config(preset: Preset, schedule: str):
     """The ``TrainConfig`` of one schedule (seed 0; ``dataclasses.replace`` the seed). The optimal schedule's J*
     table is computed here once (exact estimator, 32 levels, cached)."""
     from diffloss.cli.train import objective_configs
+    from diffloss.data import load_dataset
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
 
     proc = get_process(PROCESS)
-    weighting, density = objective_configs(*SCHEDULES[schedule], proc, preset.data, None, True)
+    weighting, density = objective_configs(*SCHEDULES[schedule], proc, load_dataset(preset.data), None, True)
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
