@@ -42,7 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from diffloss.errors import DifflossError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import log, run_cli  # noqa: E402
+
+from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
@@ -564,9 +567,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = args.report or REPORTS / f"debiased_weighting{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
     if args.measure:
         cost = measure_cost(preset)
         write_json_atomic(args.root / "cost.json", cost)
@@ -582,8 +582,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DifflossError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

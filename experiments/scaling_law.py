@@ -41,7 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from diffloss.errors import DifflossError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import log, run_cli  # noqa: E402
+
+from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 from diffloss.scaling import PowerLawFit, extrapolate, frontier, log_log_fit, offset_fit
 
@@ -631,9 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = args.report or REPORTS / f"scaling_law{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"PYTHONPATH=src python experiments/scaling_law.py --preset {preset.name} --root {args.root}"
 
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
     if not args.report_only:
         wall = time.perf_counter()
         for c in sizes(preset, args.channels):
@@ -645,8 +645,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DifflossError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

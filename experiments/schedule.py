@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import log, run_cli  # noqa: E402
 from debiased_weighting import SAMPLE_SEED, Evaluator, Stat, mean_std  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
@@ -634,9 +635,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = args.report or REPORTS / f"schedule{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
 
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
     if not args.report_only:
         evaluator = Evaluator(preset.data)
         configs = {s: train_config(preset, s) for s in schedules}
@@ -650,8 +648,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DifflossError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
