@@ -107,3 +107,11 @@ def test_bad_process_inputs():
 def test_t_of_nsr_for_flow_is_s_over_one_plus_s():
     s = np.array([0.01, 1.0, 10.0])
     assert np.allclose(get_process("flow").t_of_nsr(s).numpy(), s / (1 + s))
+
+
+@pytest.mark.parametrize("p", [get_process(n, discrete=d) for n in ("vp", "vp-cosine") for d in (False, True)])
+def test_vp_sigma_at_t0_is_exactly_zero_not_nan(p):
+    """log alpha_bar(0) may come out one ulp above 0 (libm-dependent log(cos)); sigma(0) must still be 0."""
+    a, s = p.alpha_sigma(torch.tensor([0.0], dtype=torch.float64))
+    assert a.item() == 1.0 and s.item() == 0.0
+    assert p.logsnr_range()[1] == math.inf
