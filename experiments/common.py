@@ -1,10 +1,12 @@
-"""What every experiment script shares: a timestamped progress line and the command-line entry point."""
+"""What the experiment scripts share: a progress line, the CLI entry point, a run's checkpoint step, and the rule
+that decides whether two seed-averaged metrics differ."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from diffloss.errors import DifflossError
@@ -22,3 +24,28 @@ def run_cli(main: Callable[[], int]) -> NoReturn:
     except DifflossError as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+Stat = tuple[float, float, int]
+"""(mean, sample std, number of seeds) of a metric over seeds."""
+
+
+def compare(base: Stat, new: Stat, name: str) -> tuple[float, str]:
+    """(relative change of the mean in %, verdict) of ``new`` (called ``name`` in the verdict) against ``base``,
+    for a lower-is-better metric such as FID. A difference counts only when the means differ by more than the
+    larger of the two seed standard deviations, and needs at least 2 seeds a side."""
+    change = 100 * (new[0] - base[0]) / base[0]
+    if min(base[2], new[2]) < 2:
+        return change, "undecided (fewer than 2 seeds)"
+    if abs(new[0] - base[0]) <= max(base[1], new[1]):
+        return change, "no difference beyond the seed spread"
+    return change, f"{name} better" if new[0] < base[0] else f"{name} worse"
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The step of the `diffloss train` checkpoint in ``run_dir``, 0 if there is none."""
+    from diffloss.checkpoint import load_checkpoint
+    from diffloss.train import CHECKPOINT_FILE
+
+    path = run_dir / CHECKPOINT_FILE
+    return int(load_checkpoint(path)[1]["step"]) if path.exists() else 0

@@ -37,13 +37,15 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, run_cli  # noqa: E402
+from common import Stat, log, run_cli  # noqa: E402
+from common import compare as common_compare  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
@@ -53,8 +55,6 @@ SAMPLE_SEED = 12345  # starting noise of every evaluation: all runs are compared
 PAPER = "FID-10k 7.7 for DDPM (constant weight on eps) -> 6.0 with the debiased weight (-22%), on their image setup"
 
 
-Stat = tuple[float, float, int]
-"""(mean, sample std, number of seeds) of a metric over seeds."""
 Agg = dict[tuple[str, int, str, int], Stat]
 """(variant, training step, sampler, sampling steps) -> ``Stat``."""
 
@@ -384,16 +384,7 @@ def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
     return paths
 
 
-def compare(base: Stat, deb: Stat) -> tuple[float, str]:
-    """(relative change of the mean FID in %, verdict) of debiased against its baseline. A difference counts
-    only when the means differ by more than the larger of the two seed standard deviations, and needs at
-    least 2 seeds a side."""
-    change = 100 * (deb[0] - base[0]) / base[0]
-    if min(base[2], deb[2]) < 2:
-        return change, "undecided (fewer than 2 seeds)"
-    if abs(deb[0] - base[0]) <= max(base[1], deb[1]):
-        return change, "no difference beyond the seed spread"
-    return change, "debiased better" if deb[0] < base[0] else "debiased worse"
+compare = partial(common_compare, name="debiased")  # (base, debiased) -> (change %, verdict)
 
 
 def verdict(agg: Agg, preset: Preset) -> list[str]:

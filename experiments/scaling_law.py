@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, run_cli  # noqa: E402
+from common import checkpoint_step, log, run_cli  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
@@ -144,15 +144,6 @@ def model_cost(preset: Preset, channels: int) -> dict[str, float]:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(16, *shape), torch.full((16,), 0.5))
     return {"params": sum(p.numel() for p in model.parameters()), "fwd_flops": counter.get_total_flops() / 16}
-
-
-def checkpoint_step(run_dir: Path) -> int:
-    """The step of the run's checkpoint, 0 if there is none."""
-    from diffloss.checkpoint import load_checkpoint
-    from diffloss.train import CHECKPOINT_FILE
-
-    path = run_dir / CHECKPOINT_FILE
-    return int(load_checkpoint(path)[1]["step"]) if path.exists() else 0
 
 
 def train_to(preset: Preset, channels: int, run_dir: Path, step: int) -> float:

@@ -36,14 +36,16 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, run_cli  # noqa: E402
-from debiased_weighting import SAMPLE_SEED, Evaluator, Stat, mean_std  # noqa: E402
+from common import Stat, checkpoint_step, log, run_cli  # noqa: E402
+from common import compare as common_compare  # noqa: E402
+from debiased_weighting import SAMPLE_SEED, Evaluator, mean_std  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic  # noqa: E402
@@ -154,15 +156,6 @@ class Timer:
         write_json_atomic(self.path, times)
 
 
-def trained_steps(directory: Path) -> int:
-    """The step of the run's checkpoint (0 when there is none)."""
-    from diffloss.checkpoint import load_checkpoint
-    from diffloss.train import CHECKPOINT_FILE
-
-    ckpt = directory / CHECKPOINT_FILE
-    return int(load_checkpoint(ckpt)[1]["step"]) if ckpt.exists() else 0
-
-
 def density_table(directory: Path) -> dict[str, Any]:
     """The optimal density's final state per cell: log-SNR midpoints, probability per unit log-SNR, tracked
     J_theta (x0 MSE, EMA), J* and the weight on the x0 and on the eps MSE at the midpoints."""
@@ -245,7 +238,7 @@ def _run_one(d: Path, preset: Preset, schedule: str, seed: int, cfg, evaluator: 
     from diffloss.train import CHECKPOINT_FILE, train
 
     timer = Timer(d)
-    if trained_steps(d) < preset.steps:
+    if checkpoint_step(d) < preset.steps:
         d.mkdir(parents=True, exist_ok=True)
         with timer("train"):
             resume = (d / CHECKPOINT_FILE).exists()  # else a start killed before its first checkpoint: redo
@@ -312,15 +305,7 @@ def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return s, v.mean(0), v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(s))
 
 
-def compare(base: Stat, new: Stat) -> tuple[float, str]:
-    """(relative change of the mean FID in %, verdict) of the optimal schedule against a baseline. A difference
-    counts only when the means differ by more than the larger of the two seed standard deviations (>= 2 seeds)."""
-    change = 100 * (new[0] - base[0]) / base[0]
-    if min(base[2], new[2]) < 2:
-        return change, "undecided (fewer than 2 seeds)"
-    if abs(new[0] - base[0]) <= max(base[1], new[1]):
-        return change, "no difference beyond the seed spread"
-    return change, "optimal better" if new[0] < base[0] else "optimal worse"
+compare = partial(common_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
 
 
 def fmt(ms: Stat) -> str:
