@@ -41,7 +41,7 @@ def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, clip_x0
     in [-1, 1]), in the original per-sample shape. For image data (C, H, W) with 1 or 3 channels a PNG grid
     is written next to OUT (same name, .png; images smaller than 32 pixels enlarged by pixel
     repetition). Deterministic given --seed; EMA weights unless --no-ema. --clip-x0 1 clamps the x0 estimate
-    of every step to the image range, which often cleans up the backgrounds of an undertrained model.
+    of every step to the image range (off by default: the clamped denoiser is no longer the model's).
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
     """
