@@ -535,6 +535,17 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     write_text_atomic(report, "\n".join(lines))
 
 
+def parse_seeds(text: str, allowed: Sequence[int]) -> set[int]:
+    """The seeds of ``--seeds`` ("1,2"); each must be one of the preset's."""
+    try:
+        seeds = {int(s) for s in text.split(",") if s.strip()}
+    except ValueError:
+        raise DifflossError(f"--seeds: {text!r} is not a list of integers like 1,2") from None
+    if not seeds or not seeds <= set(allowed):
+        raise DifflossError(f"--seeds: give some of the preset's seeds {list(allowed)}, got {text!r}")
+    return seeds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
@@ -550,11 +561,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "write the expected runtime of the preset to ROOT/cost.json",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="train only these of the preset's seeds, e.g. 2 (to run two processes on disjoint seeds; "
+        "the report always gathers every finished run)",
+    )
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
+    seeds = None if args.seeds is None else parse_seeds(args.seeds, preset.seeds)
     report = args.report or REPORTS / f"debiased_weighting{'' if preset.name == 'digits' else '_' + preset.name}.md"
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
@@ -566,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         evaluator = Evaluator(preset.ref)
         for spec in run_grid(preset):
+            if seeds is not None and spec.seed not in seeds:
+                continue
             run_one(preset, spec, args.root / "runs" / spec.name, evaluator, log)
     write_report(args.root, preset, command, report)
     log(f"wrote {report}")
