@@ -32,5 +32,5 @@ class ControlNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, dim), t a 0-dim tensor (a tensor, not a float, so that torch.compile does not specialize on it)."""
-        tt = t.expand(x.shape[0])
-        return self.mlp(torch.cat([x, time_embedding(tt, self.time_features)], 1))
+        emb = time_embedding(t.reshape(1), self.time_features).expand(x.shape[0], -1)  # one row, shared by the batch
+        return self.mlp(torch.cat([x, emb], 1))
