@@ -471,6 +471,9 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "",
         f"    {command}",
         "",
+        "On two cores, run it as two processes on disjoint seeds (append `--seeds 0,1` to one and `--seeds 2` to "
+        "the other); the report gathers every finished run.",
+        "",
         f"Setup: data `{preset.data}`, reference `{preset.ref}`, UNet preset `{preset.unet}`, batch {preset.batch}, "
         f"AdamW lr {preset.lr} (warm-up {preset.warmup}), EMA 0.999, levels t ~ U(0, 1) (every process's "
         f"default density). Training seeds {list(preset.seeds)}; evaluations at training steps "
