@@ -3,7 +3,8 @@ training compute more closely once the optimal loss J* is subtracted?
 
 Several sizes of the project's UNet (preset ``tiny`` with base widths ``channels``) are trained on the same data
 (sklearn digits, 8x8, N = 1797: small enough that J* per level is exact and cheap) with the same process, target,
-weighting, level density, optimizer, batch and seed (``diffloss.train``). At every step of ``checkpoints`` the EMA
+weighting, level density, optimizer and batch (``diffloss.train``), once per training seed (``--seeds``; the seed
+sets init, data order and noise). At every step of ``checkpoints`` the EMA
 weights are diagnosed (``diffloss.diagnose``) on the *training* data at fixed noise levels s = sigma / alpha with
 fixed common random numbers: the model's x0-MSE J, the exact optimal x0-MSE J* and the reducible part J - J* (the
 diagnose gap estimator E||x_hat - m||^2 / D: unbiased, non-negative, lower variance than the difference).
@@ -15,14 +16,16 @@ each on the compute-efficient frontier of all checkpoints (primary) and on the f
 log-log correlation rho, R^2 and the relative error of extrapolating the largest size's final loss from a fit
 that leaves that size out. "Total" is the mean over the levels of the loss in the training target's units (the
 training objective with the levels as its density); single levels are in x0 units (a per-level factor changes
-neither rho, R^2 nor a relative error).
+neither rho, R^2 nor a relative error). Every fit is made per seed; the report gives mean +- std over seeds.
 
-Each size trains in ROOT/runs/cC (bit-exact resume); each diagnosis is one JSON ROOT/runs/cC/eval/STEP.json, and a
-finished one is skipped, so the command resumes where it stopped. ``--report-only`` just rewrites
-reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds; checks the pipeline) and
-``digits`` (about 20 min of CPU at one thread; the report states the measured runtime).
+Each size trains in ROOT/runs/RUN (bit-exact resume), RUN = cC for seed 0 (the layout of the first single-seed
+runs) and cC-sK for seed K > 0; each diagnosis is one JSON ROOT/runs/RUN/eval/STEP.json, and a finished one is
+skipped, so the command resumes where it stopped (seed by seed). ``--report-only`` just rewrites
+reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds, seeds 0, 1; checks the
+pipeline) and ``digits`` (seeds 0, 1, 2; about 19 min of CPU per seed at one thread; the report states the
+measured runtime).
 
-Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling
+Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling --seeds 0,1,2
 """
 
 from __future__ import annotations
