@@ -361,19 +361,20 @@ def _g(v: float | None, fmt: str = ".3g") -> str:
 
 
 def _pm(st: Stat, fmt: str = ".3g") -> str:
-    """``mean ± std`` of a ``Stat`` (the mean alone for one seed, — for none)."""
+    """``mean ± std`` of a ``Stat`` (the mean alone for one seed, — for none); for a ``g`` format the std has
+    2 significant digits, else the mean's format."""
     m, sd, n = st
     if n == 0:
         return "—"
-    return format(m, fmt) if n == 1 else f"{m:{fmt}} ± {sd:{fmt}}"
+    return format(m, fmt) if n == 1 else f"{m:{fmt}} ± {sd:{'.2g' if fmt.endswith('g') else fmt}}"
 
 
 def _pm_pct(st: Stat) -> str:
-    """``mean ± std`` of a relative error in percent."""
+    """``mean ± std`` of a relative error in percent (a std below 0.05% with one significant digit)."""
     m, sd, n = st
     if n == 0:
         return "—"
-    return f"{100 * m:+.1f}%" if n == 1 else f"{100 * m:+.1f} ± {100 * sd:.1f}%"
+    return f"{100 * m:+.1f}%" if n == 1 else f"{100 * m:+.1f} ± {100 * sd:{'.1f' if sd >= 5e-4 else '.1g'}}%"
 
 
 FIT_LABEL = {"raw": "J = βF^α", "reducible": "J − J* = βF^α", "offset": "J = βF^α + c"}
