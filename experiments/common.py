@@ -1,13 +1,16 @@
-"""What the experiment scripts share: a progress line, the CLI entry point, a run's checkpoint step, and the rule
-that decides whether two seed-averaged metrics differ."""
+"""What the experiment scripts share: a progress line, the CLI entry point, a run's checkpoint step, the mean and
+standard deviation of a metric over seeds, and the rule that decides whether two seed-averaged metrics differ."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
+
+import numpy as np
 
 from diffloss.errors import DifflossError
 
@@ -28,6 +31,15 @@ def run_cli(main: Callable[[], int]) -> NoReturn:
 
 Stat = tuple[float, float, int]
 """(mean, sample std, number of seeds) of a metric over seeds."""
+
+
+def mean_std(values: Sequence[float | None]) -> Stat:
+    """(mean, sample standard deviation with n - 1 (nan for one value), n) of the finite ``values`` (None and
+    non-finite values are left out)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
 
 def compare(base: Stat, new: Stat, name: str) -> tuple[float, str]:

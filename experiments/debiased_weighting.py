@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, log, run_cli  # noqa: E402
+from common import Stat, log, mean_std, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
@@ -147,14 +147,6 @@ def eval_path(run_dir: Path, step: int, sampler: str, steps: int) -> Path:
 def missing_evals(run_dir: Path, preset: Preset) -> list[tuple[int, str, int]]:
     """The evaluation points of ``eval_points`` whose result file does not exist yet (what is left to do)."""
     return [p for p in eval_points(preset) if not eval_path(run_dir, *p).exists()]
-
-
-def mean_std(values: Sequence[float]) -> Stat:
-    """(mean, sample standard deviation with n - 1 (nan for one value), n) of finite ``values``."""
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
 
 def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> Agg:

@@ -3,7 +3,8 @@ training compute more closely once the optimal loss J* is subtracted?
 
 Several sizes of the project's UNet (preset ``tiny`` with base widths ``channels``) are trained on the same data
 (sklearn digits, 8x8, N = 1797: small enough that J* per level is exact and cheap) with the same process, target,
-weighting, level density, optimizer, batch and seed (``diffloss.train``). At every step of ``checkpoints`` the EMA
+weighting, level density, optimizer and batch (``diffloss.train``), once per training seed (``--seeds``; the seed
+sets init, data order and noise). At every step of ``checkpoints`` the EMA
 weights are diagnosed (``diffloss.diagnose``) on the *training* data at fixed noise levels s = sigma / alpha with
 fixed common random numbers: the model's x0-MSE J, the exact optimal x0-MSE J* and the reducible part J - J* (the
 diagnose gap estimator E||x_hat - m||^2 / D: unbiased, non-negative, lower variance than the difference).
@@ -15,14 +16,16 @@ each on the compute-efficient frontier of all checkpoints (primary) and on the f
 log-log correlation rho, R^2 and the relative error of extrapolating the largest size's final loss from a fit
 that leaves that size out. "Total" is the mean over the levels of the loss in the training target's units (the
 training objective with the levels as its density); single levels are in x0 units (a per-level factor changes
-neither rho, R^2 nor a relative error).
+neither rho, R^2 nor a relative error). Every fit is made per seed; the report gives mean +- std over seeds.
 
-Each size trains in ROOT/runs/cC (bit-exact resume); each diagnosis is one JSON ROOT/runs/cC/eval/STEP.json, and a
-finished one is skipped, so the command resumes where it stopped. ``--report-only`` just rewrites
-reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds; checks the pipeline) and
-``digits`` (about 20 min of CPU at one thread; the report states the measured runtime).
+Each size trains in ROOT/runs/RUN (bit-exact resume), RUN = cC for seed 0 (the layout of the first single-seed
+runs) and cC-sK for seed K > 0; each diagnosis is one JSON ROOT/runs/RUN/eval/STEP.json, and a finished one is
+skipped, so the command resumes where it stopped (seed by seed). ``--report-only`` just rewrites
+reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds, seeds 0, 1; checks the
+pipeline) and ``digits`` (seeds 0, 1, 2; about 19 min of CPU per seed at one thread; the report states the
+measured runtime).
 
-Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling
+Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import checkpoint_step, log, run_cli  # noqa: E402
+from common import Stat, checkpoint_step, log, mean_std, run_cli  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
@@ -59,7 +62,8 @@ PAPER = (
 class Preset:
     """The size of the experiment: UNet base widths, training steps at which to diagnose, noise levels
     (``n_levels`` log-spaced s from ``s_range``), the three single levels reported (indices: low, mid, high
-    noise) and the number of (x0, eps) queries per diagnosis."""
+    noise), the number of (x0, eps) queries per diagnosis and the training seeds (init, data order and noise;
+    the diagnosis draws use ``eval_seed`` for every seed)."""
 
     name: str
     channels: tuple[int, ...]
@@ -76,7 +80,7 @@ class Preset:
     lr: float = 5e-4
     warmup: int = 100
     ema_decay: float = 0.99
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     eval_seed: int = 0
 
     @property
@@ -87,25 +91,28 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("smoke", (8, 16, 24), (4, 8), 64, n_levels=8, warmup=2),
-        Preset("digits", (8, 16, 24, 32, 48), (100, 160, 250, 400, 630, 1000), 1024),
+        Preset("smoke", (8, 16, 24), (4, 8), 64, n_levels=8, warmup=2, seeds=(0, 1)),
+        Preset("digits", (8, 16, 24, 32, 48), (100, 160, 250, 400, 630, 1000), 1024, seeds=(0, 1, 2)),
     )
 }
 
 
-def run_name(channels: int) -> str:
-    return f"c{channels}"
+def run_name(channels: int, seed: int) -> str:
+    """``cC`` for seed 0 (the layout of the first, single-seed runs, kept so they need no retraining), ``cC-sK``
+    for seed K > 0."""
+    return f"c{channels}" if seed == 0 else f"c{channels}-s{seed}"
 
 
-def eval_path(root: Path, channels: int, step: int) -> Path:
-    return root / "runs" / run_name(channels) / "eval" / f"{step}.json"
+def eval_path(root: Path, channels: int, seed: int, step: int) -> Path:
+    return root / "runs" / run_name(channels, seed) / "eval" / f"{step}.json"
 
 
 # ---- training and diagnosis (the slow part) ------------------------------------------------------------------
 
 
-def train_config(preset: Preset, channels: int, steps: int):
-    """The ``TrainConfig`` of one size, trained up to ``steps`` (the only field that changes between stops)."""
+def train_config(preset: Preset, channels: int, seed: int, steps: int):
+    """The ``TrainConfig`` of one size and seed, trained up to ``steps`` (the only field that changes between
+    stops)."""
     from diffloss.density import density_from_spec
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
@@ -121,7 +128,7 @@ def train_config(preset: Preset, channels: int, steps: int):
         backbone={"name": "unet", "preset": "tiny", "channels": channels},
         steps=steps,
         batch=preset.batch,
-        seed=preset.seed,
+        seed=seed,
         lr=preset.lr,
         warmup=preset.warmup,
         ema_decay=preset.ema_decay,
@@ -146,8 +153,9 @@ def model_cost(preset: Preset, channels: int) -> dict[str, float]:
     return {"params": sum(p.numel() for p in model.parameters()), "fwd_flops": counter.get_total_flops() / 16}
 
 
-def train_to(preset: Preset, channels: int, run_dir: Path, step: int) -> float:
-    """Train (or resume) one size up to ``step``; returns the CPU seconds it took (0 if already there)."""
+def train_to(preset: Preset, channels: int, seed: int, run_dir: Path, step: int) -> float:
+    """Train (or resume) one size and seed up to ``step``; returns the CPU seconds it took (0 if already
+    there)."""
     from diffloss.train import train
 
     have = checkpoint_step(run_dir)
@@ -156,7 +164,7 @@ def train_to(preset: Preset, channels: int, run_dir: Path, step: int) -> float:
     if have == step:
         return 0.0
     cpu = time.process_time()
-    train(train_config(preset, channels, step), run_dir, resume=have > 0)
+    train(train_config(preset, channels, seed, step), run_dir, resume=have > 0)
     return time.process_time() - cpu
 
 
@@ -179,21 +187,22 @@ def diagnose_run(preset: Preset, run_dir: Path) -> dict[str, Any]:
     return {"sigma": d.sigmas.tolist(), **{k: getattr(d, k).tolist() for k in keys}}
 
 
-def run_size(preset: Preset, channels: int, root: Path, log) -> None:
-    """Train one size through every checkpoint step, diagnosing each (finished diagnoses are skipped)."""
-    run_dir = root / "runs" / run_name(channels)
+def run_size(preset: Preset, channels: int, seed: int, root: Path, log) -> None:
+    """Train one size and seed through every checkpoint step, diagnosing each (finished diagnoses are
+    skipped)."""
+    run_dir = root / "runs" / run_name(channels, seed)
+    todo = [step for step in preset.checkpoints if not eval_path(root, channels, seed, step).exists()]
+    if not todo:
+        return
     cost = model_cost(preset, channels)
-    for step in preset.checkpoints:
-        out = eval_path(root, channels, step)
-        if out.exists():
-            continue
-        train_cpu = train_to(preset, channels, run_dir, step)
+    for step in todo:
+        train_cpu = train_to(preset, channels, seed, run_dir, step)
         cpu = time.process_time()
-        record = {"channels": channels, "step": step, **cost, "samples": step * preset.batch}
+        record = {"channels": channels, "seed": seed, "step": step, **cost, "samples": step * preset.batch}
         record |= diagnose_run(preset, run_dir)
         record |= {"train_cpu_seconds": train_cpu, "eval_cpu_seconds": time.process_time() - cpu}
-        write_json_atomic(out, record)
-        log(f"c{channels} step {step}: total J {total(record)[0]:.4g} (train {train_cpu:.0f} s CPU)")
+        write_json_atomic(eval_path(root, channels, seed, step), record)
+        log(f"{run_name(channels, seed)} step {step}: total J {total(record)[0]:.4g} (train {train_cpu:.0f} s CPU)")
 
 
 # ---- the data of the fits ------------------------------------------------------------------------------------
@@ -216,13 +225,15 @@ def level(record: dict[str, Any], k: int) -> tuple[float, float, float]:
 
 
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
-    """Every finished diagnosis under ``root`` of the preset's grid (missing ones are left out)."""
+    """Every finished diagnosis under ``root`` of the preset's grid of seeds x sizes x steps (missing ones are
+    left out); each record has its ``seed`` (the seed-0 records written before seeds existed lack the key)."""
     rows = []
-    for c in preset.channels:
-        for step in preset.checkpoints:
-            path = eval_path(root, c, step)
-            if path.exists():
-                rows.append(json.loads(path.read_text(encoding="utf-8")))
+    for seed in preset.seeds:
+        for c in preset.channels:
+            for step in preset.checkpoints:
+                path = eval_path(root, c, seed, step)
+                if path.exists():
+                    rows.append({**json.loads(path.read_text(encoding="utf-8")), "seed": seed})
     return rows
 
 
@@ -312,15 +323,15 @@ def all_series(rows: Sequence[dict[str, Any]], preset: Preset) -> list[Series]:
 
 
 def csv_text(rows: Sequence[dict[str, Any]], preset: Preset) -> str:
-    """One line per diagnosis and level (and the total): size, compute, J, J*, J - J* with standard errors
+    """One line per diagnosis and level (and the total): seed, size, compute, J, J*, J - J* with standard errors
     (the total's are left empty: its levels share their draws, so their errors are not independent)."""
     buf = io.StringIO()
-    cols = ["channels", "params", "fwd_flops", "step", "samples", "compute", "level", "sigma"]
+    cols = ["seed", "channels", "params", "fwd_flops", "step", "samples", "compute", "level", "sigma"]
     cols += ["J", "J_se", "Jstar", "Jstar_se", "reducible", "reducible_se", "units"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rows:
-        head = [r["channels"], r["params"], r["fwd_flops"], r["step"], r["samples"], compute(r)]
+        head = [r["seed"], r["channels"], r["params"], r["fwd_flops"], r["step"], r["samples"], compute(r)]
         j, jstar, gap = total(r)
         w.writerow([*head, "total", "", j, "", jstar, "", gap, "", f"{preset.target}-MSE, mean over levels"])
         for k, sig in enumerate(r["sigma"]):
@@ -329,73 +340,122 @@ def csv_text(rows: Sequence[dict[str, Any]], preset: Preset) -> str:
     return buf.getvalue()
 
 
+MODES = ("frontier", "final")
+METRICS = ("n_points", "alpha", "abs_rho", "r2", "c", "rel_err_j", "rel_err_reducible")
+
+
+def fit_stats(per_seed: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Stat]]:
+    """``mean_std`` over seeds of every metric of the three fits of one series (``per_seed``: the ``fit_all`` of
+    each seed). ``abs_rho`` is |ρ|; a fit or extrapolation that a seed could not make is left out of the count."""
+
+    def value(fit: dict[str, Any], metric: str) -> float | None:
+        if metric == "abs_rho":
+            return abs(fit["rho"]) if "rho" in fit else None
+        return fit.get(metric)
+
+    return {kind: {m: mean_std([value(f[kind], m) for f in per_seed]) for m in METRICS} for kind in FITS}
+
+
 def _g(v: float | None, fmt: str = ".3g") -> str:
     return "—" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
-def _abs_rho(fit: dict[str, Any]) -> str:
-    return _g(abs(fit["rho"]), ".3f") if "rho" in fit else "—"
+def _pm(st: Stat, fmt: str = ".3g") -> str:
+    """``mean ± std`` of a ``Stat`` (the mean alone for one seed, — for none); for a ``g`` format the std has
+    2 significant digits, else the mean's format."""
+    m, sd, n = st
+    if n == 0:
+        return "—"
+    return format(m, fmt) if n == 1 else f"{m:{fmt}} ± {sd:{'.2g' if fmt.endswith('g') else fmt}}"
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None or not math.isfinite(v) else f"{100 * v:+.1f}%"
+def _pm_pct(st: Stat) -> str:
+    """``mean ± std`` of a relative error in percent (a std below 0.05% with one significant digit)."""
+    m, sd, n = st
+    if n == 0:
+        return "—"
+    return f"{100 * m:+.1f}%" if n == 1 else f"{100 * m:+.1f} ± {100 * sd:{'.1f' if sd >= 5e-4 else '.1g'}}%"
 
 
 FIT_LABEL = {"raw": "J = βF^α", "reducible": "J − J* = βF^α", "offset": "J = βF^α + c"}
 
 
-def fit_rows(s: Series, fits: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown table rows of the three fits of one series."""
+def fit_rows(name: str, stats: dict[str, dict[str, Stat]]) -> list[str]:
+    """Markdown table rows (mean ± std over seeds) of the three fits of one series."""
     out = []
     for kind in FITS:
-        f = fits[kind]
-        c = _g(f.get("c")) if kind == "offset" else ""
+        st = stats[kind]
+        c = _pm(st["c"]) if kind == "offset" else ""
         out.append(
-            f"| {s.name} | {FIT_LABEL[kind]} | {f['n_points']} | {_g(f.get('alpha'))} | {_g(f.get('rho'), '.4f')} | "
-            f"{_g(f.get('r2'), '.4f')} | {c} | {_pct(f['rel_err_j'])} | {_pct(f['rel_err_reducible'])} |"
+            f"| {name} | {FIT_LABEL[kind]} | {_pm(st['n_points'], '.2g')} | {_pm(st['alpha'])} | "
+            f"{_pm(st['abs_rho'], '.3f')} | {_pm(st['r2'], '.3f')} | {c} | {_pm_pct(st['rel_err_j'])} | "
+            f"{_pm_pct(st['rel_err_reducible'])} |"
         )
     return out
 
 
 TABLE_HEAD = [
-    "| quantity | fit | points | α | ρ (log-log) | R² (log J) | c | extrap. error of J | of J − J* |",
+    "| quantity | fit | points | α | \\|ρ\\| (log-log) | R² (log J) | c | extrap. error of J | of J − J* |",
     "|---|---|---|---|---|---|---|---|---|",
 ]
 
 
-def plot(series_list: Sequence[Series], fits: dict[str, dict[str, Any]], channels: Sequence[int], out: Path) -> Path:
-    """Rows: the series; columns: J vs F (frontier fits J = βF^α and J = βF^α + c, J* dotted) and J − J* vs F
-    (frontier fit). Each size is one colour joined over its checkpoints; frontier points are ringed."""
+def _seed_mean(per_seed: Sequence[Series], s_size: int, attr: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(F, mean, std over seeds) of ``attr`` of size ``s_size`` at every compute some seed diagnosed (a
+    checkpoint's F is the same for every seed)."""
+    groups: dict[float, list[float]] = {}
+    for s in per_seed:
+        m = s.size == s_size
+        for f, y in zip(s.f[m], getattr(s, attr)[m]):
+            groups.setdefault(float(f), []).append(float(y))
+    f = np.array(sorted(groups))
+    stats = [mean_std(groups[v]) for v in f]
+    return f, np.array([st[0] for st in stats]), np.nan_to_num(np.array([st[1] for st in stats]))
+
+
+def plot(
+    chosen: Sequence[Sequence[Series]],
+    fits: Sequence[dict[str, dict[str, Any]]],
+    stats: dict[str, dict[str, dict[str, Stat]]],
+    channels: Sequence[int],
+    out: Path,
+) -> Path:
+    """Rows: the series (``chosen[i]``: series i of every seed); columns: J vs F (frontier fits J = βF^α and
+    J = βF^α + c, J* dotted) and J − J* vs F (frontier fit). Each size is one colour: its seed mean ± std joined
+    over its checkpoints; the fit of every seed (``fits``: per seed, the frontier ``fit_all`` of each series) is
+    drawn faint, its legend giving α and |ρ| as mean ± std over seeds (``stats``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(len(series_list), 2, figsize=(11, 3.4 * len(series_list)), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), 2, figsize=(11, 3.4 * len(chosen)), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(channels)))
-    for (ax_raw, ax_red), s in zip(axes, series_list):
-        front = selection(s, "frontier")
-        grid = np.geomspace(s.f.min(), s.f.max(), 100)
-        for ax, y, kinds in ((ax_raw, s.j, ("raw", "offset")), (ax_red, s.gap, ("reducible",))):
+    for (ax_raw, ax_red), per_seed in zip(axes, chosen):
+        name = per_seed[0].name
+        grid = np.geomspace(min(s.f.min() for s in per_seed), max(s.f.max() for s in per_seed), 100)
+        for ax, attr, kinds in ((ax_raw, "j", ("raw", "offset")), (ax_red, "gap", ("reducible",))):
             for c, col in zip(channels, colors):
-                m = s.size == c
-                order = np.argsort(s.f[m])
-                ax.plot(s.f[m][order], y[m][order], "-o", color=col, ms=3, lw=1, label=f"c={c}")
-            ax.plot(s.f[front], y[front], "o", mfc="none", mec="red", ms=8, label="frontier")
+                f, mean, std = _seed_mean(per_seed, c, attr)
+                ax.errorbar(f, mean, yerr=std, fmt="-o", color=col, ms=3, lw=1, capsize=2, label=f"c={c}")
             for kind, style in zip(kinds, ("--", ":")):
-                f = fits[s.name][kind]
-                if "alpha" in f:
-                    law = PowerLawFit(**{k: f[k] for k in ("beta", "alpha", "c", "rho", "r2", "n")})
-                    ax.plot(grid, extrapolate(law, grid), "k" + style, lw=1.2,
-                            label=f"{FIT_LABEL[kind]}: α={law.alpha:.3f}, ρ={law.rho:.3f}")  # fmt: skip
+                st = stats[name][kind]
+                label = f"{FIT_LABEL[kind]}: α={_pm(st['alpha'])}, |ρ|={_pm(st['abs_rho'], '.3f')}"
+                for fit in (seed_fits[name][kind] for seed_fits in fits):
+                    if "alpha" in fit:
+                        law = PowerLawFit(**{k: fit[k] for k in ("beta", "alpha", "c", "rho", "r2", "n")})
+                        ax.plot(grid, extrapolate(law, grid), "k" + style, lw=1, alpha=0.45, label=label)
+                        label = None
             ax.set(xscale="log", yscale="log", xlabel="training compute F (FLOPs)")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.grid(alpha=0.3, which="both")
-        if s.jstar.max() > 0:
-            ax_raw.axhline(float(s.jstar.mean()), color="gray", ls=":", lw=1, label="J*")
-        ax_raw.set(ylabel="J", title=f"{s.name}: loss")
-        ax_red.set(ylabel="J − J*", title=f"{s.name}: reducible loss")
+        jstar = per_seed[0].jstar
+        if jstar.max() > 0:
+            ax_raw.axhline(float(jstar.mean()), color="gray", ls=":", lw=1, label="J*")
+        n = len(per_seed)
+        ax_raw.set(ylabel="J", title=f"{name}: loss (mean ± std over {n} seeds)")
+        ax_red.set(ylabel="J − J*", title=f"{name}: reducible loss (mean ± std over {n} seeds)")
         ax_raw.legend(fontsize=6)
         ax_red.legend(fontsize=6)
     fig.tight_layout()
@@ -405,22 +465,77 @@ def plot(series_list: Sequence[Series], fits: dict[str, dict[str, Any]], channel
     return path
 
 
+def _stat_json(st: Stat) -> dict[str, float | int | None]:
+    m, sd, n = st
+    return {"mean": m if math.isfinite(m) else None, "std": sd if math.isfinite(sd) else None, "n": n}
+
+
+def runtime_lines(root: Path, by_seed: dict[int, list[dict[str, Any]]]) -> list[str]:
+    """A markdown table of the CPU time (``time.process_time`` of the training and of the diagnoses, from the
+    diagnosis files) and the wall time from the first to the last diagnosis file, per seed and in total."""
+    out = [
+        "| seed | diagnoses | training CPU min | diagnosis CPU min | total CPU min | wall min (first to last file) |",
+        "|---|---|---|---|---|---|",
+    ]
+    sums = np.zeros(3)
+    for seed, rows in by_seed.items():
+        if not rows:
+            continue
+        train_cpu = sum(r["train_cpu_seconds"] for r in rows) / 60
+        eval_cpu = sum(r["eval_cpu_seconds"] for r in rows) / 60
+        stamps = [eval_path(root, r["channels"], seed, r["step"]).stat().st_mtime for r in rows]
+        sums += (len(rows), train_cpu, eval_cpu)
+        out.append(
+            f"| {seed} | {len(rows)} | {train_cpu:.1f} | {eval_cpu:.1f} | {train_cpu + eval_cpu:.1f} | "
+            f"{(max(stamps) - min(stamps)) / 60:.0f} |"
+        )
+    out.append(f"| all | {sums[0]:.0f} | {sums[1]:.1f} | {sums[2]:.1f} | {sums[1] + sums[2]:.1f} | |")
+    return out
+
+
 def write_report(root: Path, preset: Preset, command: str, report: Path) -> None:
     rows = collect(root, preset)
     if not rows:
         raise DifflossError(f"no finished diagnoses under {root}; run without --report-only first")
-    everything = all_series(rows, preset)
-    chosen = [everything[0], *(everything[1 + k] for k in preset.single)]
-    fits = {mode: {s.name: fit_all(s, mode) for s in everything} for mode in ("frontier", "final")}
+    cells = len(preset.channels) * len(preset.checkpoints)
+    by_seed = {seed: [r for r in rows if r["seed"] == seed] for seed in preset.seeds}
+    complete = [seed for seed, rs in by_seed.items() if len(rs) == cells]
+    used = complete or [seed for seed, rs in by_seed.items() if rs]
+    series_of = {seed: all_series(by_seed[seed], preset) for seed in used}
+    names = [s.name for s in series_of[used[0]]]
+    fits = {seed: {mode: {s.name: fit_all(s, mode) for s in series_of[seed]} for mode in MODES} for seed in used}
+    stats = {mode: {name: fit_stats([fits[seed][mode][name] for seed in used]) for name in names} for mode in MODES}
+    picked = [0, *(1 + k for k in preset.single)]
+    chosen = [names[i] for i in picked]
     write_text_atomic(report.with_suffix(".csv"), csv_text(rows, preset))
     costs = {r["channels"]: {k: r[k] for k in ("params", "fwd_flops")} for r in rows}
-    write_json_atomic(report.with_suffix(".json"), {"preset": asdict(preset), "models": costs, "fits": fits})
-    fig = plot(chosen, fits["frontier"], [c for c in preset.channels if c in costs], report)
-    total_cells = len(preset.channels) * len(preset.checkpoints)
-    cpu = sum(r["train_cpu_seconds"] + r["eval_cpu_seconds"] for r in rows)
-    train_cpu = sum(r["train_cpu_seconds"] for r in rows)
-    stamps = [eval_path(root, r["channels"], r["step"]).stat().st_mtime for r in rows]
-    status = "" if len(rows) == total_cells else f"**PARTIAL: {len(rows)} of {total_cells} diagnoses finished.**"
+    stats_json = {
+        mode: {n: {k: {m: _stat_json(st) for m, st in v.items()} for k, v in s.items()} for n, s in by_name.items()}
+        for mode, by_name in stats.items()
+    }
+    write_json_atomic(
+        report.with_suffix(".json"),
+        {
+            "preset": asdict(preset),
+            "models": costs,
+            "seeds_fitted": used,
+            "mean_std_over_seeds": stats_json,
+            "fits_per_seed": {str(seed): fits[seed] for seed in used},
+        },
+    )
+    fig = plot(
+        [[series_of[seed][i] for seed in used] for i in picked],
+        [fits[seed]["frontier"] for seed in used],
+        stats["frontier"],
+        [c for c in preset.channels if c in costs],
+        report,
+    )
+    status = ""
+    if len(complete) < len(preset.seeds):
+        status = (
+            f"**PARTIAL: {len(rows)} of {cells * len(preset.seeds)} diagnoses finished; the fits use "
+            f"seed(s) {used}{'' if complete else ' (unfinished)'}.**"
+        )
     label = "**SMOKE RUN — checks the pipeline; these numbers are not results.**" if preset.name == "smoke" else ""
     last = preset.checkpoints[-1]
     model_lines = []
@@ -429,9 +544,15 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
             p, fl = costs[c]["params"], costs[c]["fwd_flops"]
             n = last * preset.batch
             model_lines.append(f"| {c} | {p:,} | {fl:.3g} | {3 * fl * n:.3g} | {6 * p * n:.3g} | {fl / (2 * p):.0f} |")
-    high = everything[1 + preset.single[2]]
-    hf = fits["frontier"][high.name]
-    tf = fits["frontier"]["total"]
+    n_seeds = f"{len(used)} seed{'s' if len(used) > 1 else ''}"
+    high = names[1 + preset.single[2]]
+    hs, ts = stats["frontier"][high], stats["frontier"]["total"]
+    per_seed_high = ", ".join(
+        f"seed {seed}: {abs(fits[seed]['frontier'][high]['raw']['rho']):.3f} → "
+        f"{abs(fits[seed]['frontier'][high]['reducible']['rho']):.3f}"
+        for seed in used
+        if "rho" in fits[seed]["frontier"][high]["raw"] and "rho" in fits[seed]["frontier"][high]["reducible"]
+    )
     lines = [
         f"# Scaling law on the reducible loss (Xu et al., arXiv 2506.13763, §scaling) — preset `{preset.name}`",
         "",
@@ -451,13 +572,16 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         f"widths c = {list(preset.channels)}; everything else the same: process `{preset.process}`, target "
         f"`{preset.target}`, weighting `{preset.weighting}`, the process's default level density (t ~ U(0, 1)), "
         f"AdamW lr {preset.lr} (linear warm-up {preset.warmup} updates, then constant), grad-clip 1.0, batch "
-        f"{preset.batch}, EMA decay {preset.ema_decay} (evaluated), training seed {preset.seed} (init, data order "
-        "and noise: the same seed for every size).",
+        f"{preset.batch}, EMA decay {preset.ema_decay} (evaluated).",
+        f"- Training seeds {list(preset.seeds)} (init, data order and noise); every size is trained once per "
+        "seed, and every fit is made per seed: the tables give mean ± sample std (n − 1) over the "
+        f"{n_seeds} {used}.",
         f"- Checkpoints (training steps): {list(preset.checkpoints)}; at each the EMA weights are diagnosed "
         f"(`diffloss.diagnose`) on the training data at {preset.n_levels} log-spaced levels s = σ/α in "
-        f"[{preset.s_range[0]}, {preset.s_range[1]}], {preset.queries} (x0, ε) draws, seed {preset.eval_seed}, the "
-        "same draws for every model and level (common random numbers). J and J* are per-dimension x0-MSEs; J − J* "
-        "is the diagnose gap estimator E‖x̂0 − m‖²/D (unbiased, ≥ 0).",
+        f"[{preset.s_range[0]}, {preset.s_range[1]}], {preset.queries} (x0, ε) draws, seed {preset.eval_seed} for "
+        "every training seed, the same draws for every model and level (common random numbers; so J* is the same "
+        "for every seed). J and J* are per-dimension x0-MSEs; J − J* is the diagnose gap estimator "
+        "E‖x̂0 − m‖²/D (unbiased, ≥ 0).",
         f"- Total loss: the mean over the {preset.n_levels} levels of the `{preset.target}`-MSE (x0-MSE times "
         "the target's loss factor), i.e. the training objective with the levels as its density. Single levels "
         f"(low, mid, high noise: s = {', '.join(f'{preset.sigmas[k]:.3g}' for k in preset.single)}) are in x0 "
@@ -465,75 +589,87 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "- Compute F = 3 × forward FLOPs per sample × samples seen (samples = batch × step); forward FLOPs counted "
         "by `torch.utils.flop_counter` (2 per multiply-add of convolutions and matmuls). For a conv net "
         "6 × params × samples undercounts badly (weights are reused at every pixel), see the table.",
-        f"- Runtime: {cpu / 60:.1f} min of CPU (training {train_cpu / 60:.1f} min + diagnoses "
-        f"{(cpu - train_cpu) / 60:.1f} min; one thread per process, `time.process_time`); "
-        f"{(max(stamps) - min(stamps)) / 60:.0f} min wall from the first to the last diagnosis file on the "
-        "2-core machine (shared with other jobs).",
         "",
         f"| c | params | fwd FLOPs / sample | F at step {last} | 6·params·samples | FLOPs per param |",
         "|---|---|---|---|---|---|",
         *model_lines,
         "",
+        "Runtime (one thread per process, `time.process_time`, from the diagnosis files; wall time on the 2-core "
+        "machine shared with other jobs, and for seed 0 with sizes split over parallel processes):",
+        "",
+        *runtime_lines(root, by_seed),
+        "",
         "## Fits",
         "",
-        "Three fits (`diffloss.scaling`): log J = log β + α log F (least squares); log(J − J*) likewise; "
-        "J = βF^α + c with c ∈ [0, min J) free (scipy `curve_fit` on log J). ρ is the Pearson correlation of "
-        "(log F, log(J − c)) with c = 0, J* and the fitted c respectively (negative: the loss falls); R² is "
-        "on log J (on log(J − J*) for the reducible fit). *Extrapolation*: the same fit redone without the largest "
-        f"size (c = {max(preset.channels)}), evaluated at that size's final compute, against its measured final J "
-        "(relative error of J, and of the reducible part J − J*; the reducible fit predicts J* + βF^α).",
+        "Three fits (`diffloss.scaling`), made for every seed: log J = log β + α log F (least squares); "
+        "log(J − J*) likewise; J = βF^α + c with c ∈ [0, min J) free (scipy `curve_fit` on log J). |ρ| is the "
+        "absolute Pearson correlation of (log F, log(J − c)) with c = 0, J* and the fitted c respectively (ρ < 0: "
+        "the loss falls); R² is on log J (on log(J − J*) for the reducible fit). *Extrapolation*: the same fit "
+        f"redone without the largest size (c = {max(preset.channels)}), evaluated at that size's final compute, "
+        "against its measured final J (relative error of J, and of the reducible part J − J*; the reducible fit "
+        "predicts J* + βF^α). Every entry is mean ± std over seeds.",
         "",
         "**Primary: the compute-efficient frontier** (the points whose loss is below that of every point with "
-        "less or equal compute, over all sizes and checkpoints; without the largest size for the extrapolation). "
-        "A scaling law in compute is a statement about the best loss reachable at a compute; points of a size "
-        "trained too long or too short for its compute lie above the frontier and would fit a different curve. "
-        "The final point per size (all sizes train the same steps, so F ∝ size there: a law in model size at "
-        "fixed data) is reported second.",
+        "less or equal compute, over all sizes and checkpoints of one seed; without the largest size for the "
+        "extrapolation). A scaling law in compute is a statement about the best loss reachable at a compute; "
+        "points of a size trained too long or too short for its compute lie above the frontier and would fit a "
+        "different curve. The final point per size (all sizes train the same steps, so F ∝ size there: a law in "
+        "model size at fixed data) is reported second.",
         "",
         "### Compute-efficient frontier",
         "",
         *TABLE_HEAD,
-        *(line for s in chosen for line in fit_rows(s, fits["frontier"][s.name])),
+        *(line for name in chosen for line in fit_rows(name, stats["frontier"][name])),
         "",
         "### Final point per size",
         "",
         *TABLE_HEAD,
-        *(line for s in chosen for line in fit_rows(s, fits["final"][s.name])),
+        *(line for name in chosen for line in fit_rows(name, stats["final"][name])),
         "",
         f"![loss and reducible loss vs compute]({fig.name})",
         "",
         "### Every level (frontier)",
         "",
-        "| s | J* | J (largest, final) | (J − J*)/J | ρ raw | ρ reducible | ρ offset | c (offset) | "
+        "J* is the same for every seed; J and (J − J*)/J are of the largest size's final checkpoint.",
+        "",
+        "| s | J* | J (largest, final) | (J − J*)/J | \\|ρ\\| raw | \\|ρ\\| reducible | \\|ρ\\| offset | c (offset) | "
         "extrap. J: raw | reducible | offset |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    largest = max(r["channels"] for r in rows)
-    final = max((r for r in rows if r["channels"] == largest), key=lambda r: r["step"])
-    for s in everything:
-        f = fits["frontier"][s.name]
-        j, js, gap = total(final) if s.name == "total" else level(final, everything.index(s) - 1)
+    largest = max(preset.channels)
+    for i, name in enumerate(names):
+        st = stats["frontier"][name]
+        finals = []
+        for seed in used:
+            mine = [r for r in by_seed[seed] if r["channels"] == largest]
+            if mine:
+                final = max(mine, key=lambda r: r["step"])
+                finals.append(total(final) if i == 0 else level(final, i - 1))
+        js, j, ratio = (mean_std(v) for v in ([f[1] for f in finals], [f[0] for f in finals],
+                                               [f[2] / f[0] for f in finals]))  # fmt: skip
         lines.append(
-            f"| {s.name} | {_g(js)} | {_g(j)} | {_g(gap / j, '.3f')} | {_g(f['raw'].get('rho'), '.4f')} | "
-            f"{_g(f['reducible'].get('rho'), '.4f')} | {_g(f['offset'].get('rho'), '.4f')} | "
-            f"{_g(f['offset'].get('c'))} | {_pct(f['raw']['rel_err_j'])} | {_pct(f['reducible']['rel_err_j'])} | "
-            f"{_pct(f['offset']['rel_err_j'])} |"
+            f"| {name} | {_g(js[0])} | {_pm(j)} | {_pm(ratio)} | {_pm(st['raw']['abs_rho'], '.3f')} | "
+            f"{_pm(st['reducible']['abs_rho'], '.3f')} | {_pm(st['offset']['abs_rho'], '.3f')} | "
+            f"{_pm(st['offset']['c'])} | {_pm_pct(st['raw']['rel_err_j'])} | "
+            f"{_pm_pct(st['reducible']['rel_err_j'])} | {_pm_pct(st['offset']['rel_err_j'])} |"
         )
     lines += [
         "",
         "## Against the paper",
         "",
-        f"Paper: {PAPER}. Here (frontier fits), at the high-noise level {high.name}: |ρ| {_abs_rho(hf['raw'])} "
-        f"(raw) → {_abs_rho(hf['reducible'])} (J − J*); for the total loss: {_abs_rho(tf['raw'])} → "
-        f"{_abs_rho(tf['reducible'])}. Extrapolation to the largest size, error of J at "
-        f"{high.name}: {_pct(hf['raw']['rel_err_j'])} (raw) vs {_pct(hf['reducible']['rel_err_j'])} (J − J*) vs "
-        f"{_pct(hf['offset']['rel_err_j'])} (free c); total: {_pct(tf['raw']['rel_err_j'])} vs "
-        f"{_pct(tf['reducible']['rel_err_j'])} vs {_pct(tf['offset']['rel_err_j'])}.",
+        f"Paper: {PAPER}. Here (frontier fits, mean ± std over {n_seeds}), at the high-noise level {high}: "
+        f"|ρ| {_pm(hs['raw']['abs_rho'], '.3f')} (raw) → {_pm(hs['reducible']['abs_rho'], '.3f')} (J − J*)"
+        f"{f' ({per_seed_high})' if len(used) > 1 else ''}; for the total loss: "
+        f"{_pm(ts['raw']['abs_rho'], '.3f')} → {_pm(ts['reducible']['abs_rho'], '.3f')}. Extrapolation to the "
+        f"largest size, error of J at {high}: {_pm_pct(hs['raw']['rel_err_j'])} (raw) vs "
+        f"{_pm_pct(hs['reducible']['rel_err_j'])} (J − J*) vs {_pm_pct(hs['offset']['rel_err_j'])} (free c); "
+        f"total: {_pm_pct(ts['raw']['rel_err_j'])} vs {_pm_pct(ts['reducible']['rel_err_j'])} vs "
+        f"{_pm_pct(ts['offset']['rel_err_j'])}.",
         "",
         READING.get(preset.name, ""),
         "",
         f"Per-diagnosis numbers: [{report.with_suffix('.csv').name}]({report.with_suffix('.csv').name}); "
-        f"all fits: [{report.with_suffix('.json').name}]({report.with_suffix('.json').name}).",
+        f"all fits, per seed and mean ± std: [{report.with_suffix('.json').name}]({report.with_suffix('.json').name}).",
         "",
     ]
     text = "\n".join(lines)
@@ -543,46 +679,58 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
 
 
 READING: dict[str, str] = {
-    "digits": """### Reading (written by hand from the tables above: the run of 2026-11-23, 30 diagnoses)
+    "digits": """### Reading (written by hand from the tables above: the runs of 2026-11-23, 3 seeds x 30 diagnoses)
 
-**What holds.** At high noise the paper's effect is reproduced, and more strongly. For s ≥ 2.8 the largest
-model ends within 0.5–2% of J* (at s = 7.46: J* = 0.287, its final J = 0.289), so the raw loss
-curve flattens onto J* and a pure power law in J fits it badly: on the frontier |ρ| = 0.83 / 0.86 / 0.90 at
-s = 2.78 / 7.46 / 20, R² = 0.74 at s = 7.46, α = −0.054. The reducible part J − J* falls as a clean power law:
-|ρ| = 0.97 / 0.989 / 0.993, R² = 0.977 at s = 7.46, α = −0.81. The paper reports 0.82 → 0.94 at its
-high-noise level; here 0.86 → 0.99. Extrapolating the largest size from the other four, the error of J at
-s = 7.46 drops from −10.9% (raw) to −0.2% (J* + βF^α). At mid noise (s = 1.04, J* = 73% of the largest model's
-J) subtracting J* helps too: |ρ| 0.942 → 0.975, extrapolation error of J −18.5% → −7.5%. At low noise
-(s ≤ 0.14) J* is 0 (every noisy point's posterior sits on its own row; digits has no duplicates), so the two
-fits are the same fit: the subtraction can only matter where J* is a sizeable part of J.
+All numbers are frontier fits, mean ± std over the 3 training seeds, unless said otherwise.
 
-**What does not hold, or only partly.** (1) The total loss (J* = 34% of the largest model's J) barely changes:
-|ρ| 0.975 → 0.980, extrapolation error −12.3% → −9.9%. (2) J − J* is not a pure power law at this compute:
-the fit with a free floor c is better than the J* subtraction wherever J* is not dominant (total |ρ| 0.996,
-extrapolation −2.5%; s = 1.04: 0.993 and −1.2%; s = 0.39: 0.998 and −0.0%), but its c is not J*: c = 0.33 vs
-J* = 0.129 for the total, 0.108 vs 0.084 at s = 1.04, 0.029 vs 0.0009 at s = 0.39. The floor these curves bend
-towards is set by the short training and the model family, not by the data's irreducible loss; only at high
-noise, where the models are already at J*, does the free c land on J* (0.287 vs 0.287 at s = 7.46, 0.295 vs
-0.294 at s = 20), i.e. there J* can be read off the curves. (3) The extrapolation errors of J are almost all
-negative: the largest model (trained, like all, for 1000 steps) is worse than the smaller sizes' law predicts.
-At s = 7.46 the reducible law predicts 38% less reducible loss than measured, although that is only 0.2% of J.
-(4) The frontier is mostly the smallest model's training curve (all 6 checkpoints of c = 8) continued by the
-final checkpoints of the larger sizes; the largest size is on it only at its last checkpoint (except at
-s = 7.46), so the frontier and the final-point-per-size fits (5 points, F ∝ size) share most of their
-information and tell the same story.
+**What holds.** At high noise the paper's effect is reproduced, more strongly, and in every seed. For s ≥ 2.78 the
+largest model ends within 0.5–2% of J* ((J − J*)/J = 0.0193 / 0.00513 / 0.00965 at s = 2.78 / 7.46 / 20), so the raw
+loss curve flattens onto J* and a pure power law in J fits it badly: |ρ| = 0.825 ± 0.003 / 0.854 ± 0.012 / 0.895 ±
+0.009, R² = 0.730 ± 0.020 at s = 7.46, α = −0.0563 ± 0.0021. The reducible part J − J* falls as a clean power law:
+|ρ| = 0.972 ± 0.003 / 0.990 ± 0.002 / 0.994 ± 0.002, R² = 0.980 ± 0.004 at s = 7.46, α = −0.824 ± 0.016. The paper
+reports 0.82 → 0.94 at its high-noise level; here 0.854 ± 0.012 → 0.990 ± 0.002 at s = 7.46 (each of the 3 seeds:
+0.84–0.86 → 0.99). The seed spread is small against the effect. Extrapolating the largest size from the other four,
+the error of J at s = 7.46 drops from −11.6 ± 1.0% (raw) to −0.2 ± 0.02% (J* + βF^α). At mid noise (s = 1.04, where
+J − J* is only 0.27 ± 0.0019 of the largest model's J) subtracting J* helps too: |ρ| 0.948 ± 0.006 → 0.978 ± 0.002,
+extrapolation error of J −18.2 ± 0.7% → −7.5 ± 0.4%. At low noise (s ≤ 0.144) J* is 0 (at most 1.11e-12: every noisy
+point's posterior sits on its own row; digits has no duplicates), so the two fits are the same fit: the subtraction
+can only matter where J* is a sizeable part of J.
 
-**Scale.** 67k–2.3M parameters against the paper's 120M–1.5B; 1797 8x8 images; one seed; one learning rate
-for every size (no per-size tuning); 1000 updates of 64 (36 epochs), all sizes undertrained. At this scale
-J − J* at high noise is 0.5–2% of J, and fitting it needs J* exact and the gap estimated directly (here with
-0.6–2% standard error); with an estimated J* (the paper's stochastic cDOL, on large data) a bias of that size
-would swamp it. The paper's exact fitting protocol (frontier or per-model points, which levels) could not be
-checked here: the stored copy of the paper gave only its abstract and introduction.
+**What does not hold, or only partly.** (1) The total loss (J* = 0.129 against the largest model's 0.378 ± 0.0029)
+barely changes: |ρ| 0.974 ± 0.001 → 0.979 ± 0.001 (the same small rise in every seed), extrapolation error −12.9 ±
+0.5% → −10.5 ± 0.5%. (2) J − J* is not a pure power law at this compute: the fit with a free floor c is better than
+the J* subtraction wherever J* is not dominant (total |ρ| 0.994 ± 0.002, extrapolation −3.3 ± 0.7%; s = 1.04: 0.994
+± 0.003 and −1.4 ± 1.7%; s = 0.386: 0.996 ± 0.002 and −0.9 ± 1.1%), but its c is not J*: c = 0.331 ± 0.0016 vs J* =
+0.129 for the total, 0.107 ± 0.002 vs 0.0836 at s = 1.04, 0.0289 ± 0.00042 vs 0.000885 at s = 0.386. The floor these
+curves bend towards is set by the short training and the model family, not by the data's irreducible loss; only at
+high noise, where the models are already near J*, does the free c land on J* (0.287 ± 0.00078 vs 0.287 at s = 7.46,
+0.294 ± 0.0012 vs 0.294 at s = 20), i.e. there J* can be read off the curves. At s = 2.78 the free c goes to the
+lowest measured J, i.e. to the upper end of its range (0.249 ± 0.00024, above J* = 0.244) and that fit's |ρ| drops
+to 0.721 ± 0.012. (3) The extrapolation errors of J are almost all negative (51 of the 54 seed means, 3 fits x 9
+quantities x frontier and final points, in the JSON; the 3 others are free-c fits within +0.5%): the largest model
+(trained, like all, for 1000 steps) is worse than the smaller sizes' law predicts. At s = 7.46 the reducible law
+predicts 45.8 ± 8.2% less reducible loss than measured, although that is only 0.2% of J. (4) The frontier is mostly
+the smallest model's training curve (5 or 6 of the 6 checkpoints of c = 8) continued by the final checkpoints of the
+larger sizes; in 16 of the 18 (seed, level) frontiers checked (total and s = 0.0537, 1.04, 2.78, 7.46, 20) the
+largest size is on it only at its last checkpoint, so the frontier and the final-point-per-size fits (5 points, F ∝
+size) share most of their information. They tell the same story at high noise (s = 7.46, final points: |ρ| 0.907 ±
+0.044 → 0.972 ± 0.014), and for the total the final-point fits show no change beyond the seed spread (0.955 ± 0.017
+→ 0.958 ± 0.016).
 
-**Runtime note.** The preset first ran to 1600 updates; it was cut to 1000 while running (the machine's load
-rose to 18 on 2 cores). Sizes c = 8 and 16 had already reached 1600: those two diagnoses (about 1.7 min of
-CPU) stay on disk unused, and at most about 2.5 min of CPU of partial training was lost to two restarts; neither is in
-the runtime above. Resumed training is bit-exact and the learning rate does not depend on the total, so every
-diagnosed checkpoint is the one an uninterrupted run gives.""",
+**Scale.** 67k–2.3M parameters against the paper's 120M–1.5B; 1797 8x8 images; 3 training seeds (init, data order,
+noise) with one fixed set of diagnosis draws; one learning rate for every size (no per-size tuning); 1000 updates of
+64 (36 epochs), all sizes undertrained. At this scale J − J* at high noise is 0.5–2% of J, and fitting it needs J*
+exact and the gap estimated directly (the largest model's final gap has 0.85–2.5% standard error at s ≥ 2.78, see
+the CSV); with an estimated J* (the paper's stochastic cDOL, on large data) a bias of that size would swamp it. The
+paper's exact fitting protocol (frontier or per-model points, which levels) was not checked: when the first run was
+written the stored copy of the paper gave only its abstract and introduction.
+
+**Runtime note.** Seed 0 first ran to 1600 updates; the preset was cut to 1000 while it ran (the machine's load rose
+to 18 on 2 cores), with its sizes split over parallel processes (hence its longer wall time). Sizes c = 8 and 16 had
+already reached 1600: those two diagnoses stay on disk unused, and they and the partial training lost to two
+restarts are not in the runtime table. Resumed training is bit-exact and the learning rate does not depend on the
+total, so every diagnosed checkpoint is the one an uninterrupted run gives. Seeds 1 and 2 ran in one process,
+uninterrupted, after the code gained `--seeds`; seed 0's diagnoses were reused, not retrained.""",
 }
 """Hand-written reading of a preset's finished results (written after looking at them; rerunning does not
 update it)."""
@@ -602,6 +750,19 @@ def sizes(preset: Preset, spec: str | None) -> list[int]:
     return chosen
 
 
+def seed_list(preset: Preset, spec: str | None) -> tuple[int, ...]:
+    """The training seeds: the preset's, or the comma-separated non-negative integers ``spec``."""
+    if spec is None:
+        return preset.seeds
+    try:
+        chosen = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        raise DifflossError(f"--seeds must be comma-separated integers, got {spec!r}") from None
+    if min(chosen) < 0 or len(set(chosen)) != len(chosen):
+        raise DifflossError(f"--seeds must be distinct non-negative integers, got {spec!r}")
+    return chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
@@ -617,19 +778,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train only these sizes (comma-separated base widths of the preset), e.g. to run two processes on "
         "disjoint sizes at once; the report always covers the whole preset",
     )
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="training seeds (comma-separated; default the preset's, digits: 0,1,2); trained seed by seed, and "
+        "the report covers exactly these seeds",
+    )
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
+    preset = replace(preset, seeds=seed_list(preset, args.seeds))
     report = args.report or REPORTS / f"scaling_law{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    seeds = ",".join(map(str, preset.seeds))
     command = f"PYTHONPATH=src python experiments/scaling_law.py --preset {preset.name} --root {args.root}"
+    command += f" --seeds {seeds}"
 
     if not args.report_only:
         wall = time.perf_counter()
-        for c in sizes(preset, args.channels):
-            run_size(preset, c, args.root, log)
-        log(f"all sizes done in {time.perf_counter() - wall:.0f} s wall")
+        for seed in preset.seeds:
+            for c in sizes(preset, args.channels):
+                run_size(preset, c, seed, args.root, log)
+        log(f"all seeds and sizes done in {time.perf_counter() - wall:.0f} s wall")
     write_report(args.root, preset, command, report)
     log(f"wrote {report}")
     return 0

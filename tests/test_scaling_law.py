@@ -4,6 +4,7 @@ extrapolation to the largest size (experiments/scaling_law.py), which must not s
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -129,21 +130,55 @@ def test_selection_final_is_the_last_point_of_each_size():
     assert all(s.f[mask & (s.size == c)][0] == s.f[s.size == c].max() for c in (8, 16, 24, 32, 48))
 
 
+def test_fit_stats_are_mean_and_sample_std_over_seeds():
+    # seed A on the law, seed B with the largest size 3x off it: relative errors of J - J* are 0 and 1/3 - 1
+    per_seed = [sl.fit_all(_series(1.0), "final"), sl.fit_all(_series(3.0), "final")]
+    st = sl.fit_stats(per_seed)
+    assert st["reducible"]["rel_err_reducible"] == (
+        pytest.approx(-1 / 3, rel=1e-9),
+        pytest.approx(np.sqrt(2) / 3, rel=1e-9),
+        2,
+    )
+    rhos = [abs(f["raw"]["rho"]) for f in per_seed]
+    assert st["raw"]["abs_rho"][:2] == (pytest.approx(np.mean(rhos)), pytest.approx(np.std(rhos, ddof=1)))
+    assert st["raw"]["n_points"] == (5, 0, 2)
+
+
+def test_seed_zero_keeps_the_single_seed_layout():
+    assert sl.run_name(8, 0) == "c8" and sl.run_name(8, 2) == "c8-s2"
+    with pytest.raises(DifflossError, match="--seeds"):
+        sl.seed_list(sl.PRESETS["digits"], "0,x")
+    with pytest.raises(DifflossError, match="distinct"):
+        sl.seed_list(sl.PRESETS["digits"], "1,1")
+    assert sl.seed_list(sl.PRESETS["digits"], None) == (0, 1, 2)
+
+
 def test_pipeline_writes_the_report_and_resumes_without_retraining(tmp_path, monkeypatch):
-    tiny = sl.Preset("smoke", (8, 16, 24), (2, 4), 16, n_levels=4, single=(0, 1, 3), warmup=1)
+    tiny = sl.Preset("smoke", (8, 16, 24), (2, 4), 16, n_levels=4, single=(0, 1, 3), warmup=1, seeds=(0, 1))
     monkeypatch.setitem(sl.PRESETS, "smoke", tiny)
     report = tmp_path / "r.md"
-    args = ["--preset", "smoke", "--root", str(tmp_path / "root"), "--report", str(report)]
+    root = tmp_path / "root"
+    args = ["--preset", "smoke", "--root", str(root), "--report", str(report)]
+    assert sl.main([*args, "--seeds", "0"]) == 0
+    assert "PARTIAL" not in report.read_text(encoding="utf-8")  # the report covers the seeds asked for
     assert sl.main(args) == 0
-    evals = sorted((tmp_path / "root").rglob("eval/*.json"))
-    assert len(evals) == 6
+    evals = sorted(root.rglob("eval/*.json"))
+    assert len(evals) == 12
+    assert sorted(p.name for p in (root / "runs").iterdir()) == ["c16", "c16-s1", "c24", "c24-s1", "c8", "c8-s1"]
     stamps = [p.stat().st_mtime_ns for p in evals]
     assert sl.main([*args, "--channels", "24,8"]) == 0  # everything done: nothing is trained or diagnosed again
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     text = report.read_text(encoding="utf-8")
     assert "SMOKE RUN" in text and "PARTIAL" not in text
-    assert report.with_suffix(".png").exists() and report.with_suffix(".json").exists()
+    assert "2 seeds [0, 1]" in text and " ± " in text
+    front = text.split("### Compute-efficient frontier")[1].split("### Final point")[0]
+    assert all(" ± " in row for row in front.splitlines() if row.startswith("| total | J = βF^α |"))
+    assert report.with_suffix(".png").exists()
+    saved = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
+    assert saved["seeds_fitted"] == [0, 1] and sorted(saved["fits_per_seed"]) == ["0", "1"]
+    assert saved["mean_std_over_seeds"]["frontier"]["total"]["raw"]["abs_rho"]["n"] == 2
     rows = report.with_suffix(".csv").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 1 + 6 * (1 + 4)  # header + (total + 4 levels) per diagnosis
+    assert len(rows) == 1 + 12 * (1 + 4)  # header + (total + 4 levels) per diagnosis
+    assert {r.split(",")[0] for r in rows[1:]} == {"0", "1"}
     with pytest.raises(DifflossError, match="not sizes"):
         sl.main([*args, "--channels", "12"])
