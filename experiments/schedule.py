@@ -58,11 +58,13 @@ SCHEDULES = {  # name: (--weighting, --density) as `diffloss train` takes them
     "debiased": ("debiased", "default"),
     "optimal": ("optimal", "optimal"),
     "optimal-x0": ("optimal", "optimal"),  # ablation: the same objective with an x0-predicting network
+    "constant-x0": ("constant:on=eps", "default"),  # its control: constant's objective with an x0 network
 }
 MAIN = ("constant", "min-snr-5", "edm", "debiased", "optimal")  # the comparison; the default of --schedules
 BASELINES = MAIN[:-1]
 OPTIMAL = ("optimal", "optimal-x0")
-TARGETS = {"optimal-x0": "x0"}  # every other schedule trains the eps target
+TARGETS = {"optimal-x0": "x0", "constant-x0": "x0"}  # every other schedule trains the eps target
+X0_CONTROL = {"optimal-x0": "constant-x0"}  # an ablation is also compared with the baseline on its own network
 SAMPLING_STEPS = (10, 20, 50)
 SAMPLER = "heun"
 PROCESS, TARGET = "vp-cosine", "eps"
@@ -426,7 +428,7 @@ def cpu_minutes(runs: dict[str, list[dict[str, Any]]], key: str | None = None) -
 def verdict_lines(stats: dict[str, dict[int, Stat]]) -> list[str]:
     rows = []
     for opt in (o for o in OPTIMAL if o in stats):
-        for base in (b for b in BASELINES if b in stats):
+        for base in (b for b in (*BASELINES, X0_CONTROL.get(opt)) if b in stats):
             for k in SAMPLING_STEPS:
                 change, word = compare(stats[base][k], stats[opt][k])
                 cells = f"{fmt(stats[base][k])} | {fmt(stats[opt][k])} | {change:+.0f}% | {word}"
@@ -515,8 +517,13 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         f"    {command}",
         "",
         *(
-            ["Ablation (x0-predicting network, same objective):", "", f"    {command} --schedules optimal-x0", ""]
-            if "optimal-x0" in runs
+            [
+                "Ablation (x0-predicting networks: the optimal objective, and constant's objective as its control):",
+                "",
+                f"    {command} --schedules {','.join(TARGETS)}",
+                "",
+            ]
+            if any(s in runs for s in TARGETS)
             else []
         ),  # fmt: skip
         "## Setup",

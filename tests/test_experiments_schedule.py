@@ -26,7 +26,8 @@ _spec.loader.exec_module(sx)
 def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
     assert sx.MAIN == ("constant", "min-snr-5", "edm", "debiased", "optimal") and set(sx.MAIN) <= set(sx.SCHEDULES)
     assert sx.SCHEDULES["optimal"] == sx.SCHEDULES["optimal-x0"] == ("optimal", "optimal")
-    assert sx.TARGETS == {"optimal-x0": "x0"}  # the ablation is the only schedule not on the eps target
+    assert sx.TARGETS == {"optimal-x0": "x0", "constant-x0": "x0"}  # the ablations: the only x0 networks
+    assert sx.SCHEDULES["constant-x0"] == sx.SCHEDULES["constant"]  # the control differs only in the network
     assert sx.PRESETS["digits"].seeds == (0, 1, 2) and sx.SAMPLING_STEPS == (10, 20, 50)
 
 
