@@ -15,7 +15,8 @@ evaluated: FID (and KID) in the project classifier's feature space of ``n_sample
 weights against the reference set, with the ``probe`` sampler at every step, and with every sampler x steps of
 ``grid`` at the last step. Each evaluation is one JSON file ROOT/runs/RUN/eval/STEP-SAMPLER-STEPS.json; a run
 whose files exist is skipped, so the command resumes where it was stopped. Finally the finished evaluations
-are gathered into reports/debiased_weighting[_PRESET].{md,csv} and two PNG plots (mean ± std over seeds).
+are gathered into reports/debiased_weighting[_PRESET].{md,csv} and two PNG plots (mean ± std over seeds). A hand-written
+reading between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
 ``--report-only`` just rewrites the report; ``--measure`` times one update and one network call and writes the
 expected runtime of the preset to ROOT/cost.json (quoted by the report).
 
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, log, mean_std, run_cli  # noqa: E402
+from common import Stat, keep_notes, log, mean_std, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
@@ -398,7 +399,10 @@ def runtime_text(root: Path, preset: Preset, rows: Sequence[dict[str, Any]]) -> 
     """The expected runtime (from ROOT/cost.json of ``--measure``, if any) and the compute the finished
     evaluations took."""
     spent = sum(r.get("seconds", 0) + r.get("train_seconds", 0) for r in rows) / 3600
-    text = f"the finished evaluations took {spent:.2f} h (training + sampling, one thread)."
+    text = (
+        f"the finished evaluations took {spent:.2f} h of wall time summed over runs (training + sampling, one "
+        "thread per run, on a machine shared with other jobs, so the CPU time is lower)."
+    )
     cost_file = root / "cost.json"
     if cost_file.exists():
         c = json.loads(cost_file.read_text(encoding="utf-8"))
@@ -523,6 +527,8 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         *verdict(agg, preset),
         "",
         "A difference counts only when the two means differ by more than the larger seed standard deviation.",
+        "",
+        keep_notes(report),
         "",
         f"Per-evaluation numbers: [{csv_path.name}]({csv_path.name}).",
         "",

@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, checkpoint_step, log, run_cli  # noqa: E402
+from common import Stat, checkpoint_step, keep_notes, log, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 from debiased_weighting import SAMPLE_SEED, Evaluator, mean_std  # noqa: E402
 
@@ -72,7 +71,6 @@ PAPER = (
     "FID -2% to -25% against the baseline schedules on CIFAR-10 and ImageNet-64 (Xu et al. 2025, abstract and "
     "summaries; the per-setting table was not accessible here)"
 )
-NOTES_BEGIN, NOTES_END = "<!-- NOTES_BEGIN -->", "<!-- NOTES_END -->"
 
 
 @dataclass(frozen=True)
@@ -451,13 +449,6 @@ def claim(stats: dict[str, dict[int, Stat]]) -> str:
             f"beyond the seed spread, loses to {words.count('optimal worse')}"
         )
     return "; ".join(out) + "."
-
-
-def keep_notes(report: Path) -> str:
-    """The hand-written notes block of an existing report (markers included), or an empty block."""
-    text = report.read_text(encoding="utf-8") if report.exists() else ""
-    m = re.search(re.escape(NOTES_BEGIN) + ".*?" + re.escape(NOTES_END), text, flags=re.S)
-    return m.group(0) if m else f"{NOTES_BEGIN}\n{NOTES_END}"
 
 
 def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: str, report: Path) -> None:

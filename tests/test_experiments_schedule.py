@@ -21,6 +21,7 @@ _spec = importlib.util.spec_from_file_location("schedule_experiment", _DIR / "sc
 sx = importlib.util.module_from_spec(_spec)
 sys.modules["schedule_experiment"] = sx
 _spec.loader.exec_module(sx)
+import common  # noqa: E402  (experiments/common.py, importable once schedule.py has been loaded)
 
 
 def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
@@ -49,10 +50,10 @@ def test_lock_is_exclusive_while_its_process_lives_and_taken_over_when_it_died(t
 
 def test_report_rewrite_keeps_the_hand_written_notes(tmp_path):
     report = tmp_path / "r.md"
-    assert sx.keep_notes(report) == f"{sx.NOTES_BEGIN}\n{sx.NOTES_END}"
-    block = f"{sx.NOTES_BEGIN}\nsome *notes*\nover lines\n{sx.NOTES_END}"
+    assert common.keep_notes(report) == f"{common.NOTES_BEGIN}\n{common.NOTES_END}"
+    block = f"{common.NOTES_BEGIN}\nsome *notes*\nover lines\n{common.NOTES_END}"
     report.write_text(f"# old tables\n\n{block}\n\nfooter\n")
-    assert sx.keep_notes(report) == block
+    assert common.keep_notes(report) == block
 
 
 def test_gap_curves_average_over_seeds_with_sample_std():
