@@ -85,6 +85,17 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     assert json.loads((tmp_path / "metrics.json").read_text())["diverged_at"] == 3
 
 
+def test_divergence_without_evaluations_keeps_the_periodic_checkpoint(tmp_path, monkeypatch):
+    """eval_every = 0 (the bench's setting): checkpoints every 2 steps; log_prob calls: steps 1, 2, 3, step 4 -> NaN."""
+    monkeypatch.setitem(TARGETS, "breaks", _BreaksAtCall)
+    cfg = make_config(
+        "breaks", "dis", steps=4, hidden=(8,), loss="rkl-r", iters=10, batch=16, eval_every=0, eval_n=64, ckpt_every=2
+    )
+    m = train(cfg, tmp_path, quiet=True)
+    assert m["diverged_at"] == 4 and m["iterations"] == 2
+    assert Run.load(tmp_path / CHECKPOINT).iteration == 2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -31,7 +31,10 @@ CHECKPOINT = "checkpoint.safetensors"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. ``sampler`` holds the architecture; ``eval_every`` = 0 evaluates only at the end."""
+    """A training run. ``sampler`` holds the architecture; ``eval_every`` = 0 evaluates only at the end.
+
+    The checkpoint is saved at every evaluation and every ``ckpt_every`` iterations (0: only at evaluations), so a
+    diverged or interrupted run keeps or resumes from at most ``ckpt_every`` iterations back."""
 
     target: str
     sampler: SamplerConfig
@@ -42,6 +45,7 @@ class TrainConfig:
     lr: float = 1e-3
     eval_every: int = 100
     eval_n: int = 2000
+    ckpt_every: int = 100
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -51,6 +55,8 @@ class TrainConfig:
             raise DifflossError(f"--iters must be >= 0, got {self.iters}")
         if self.eval_every < 0 or self.eval_n < 2:
             raise DifflossError("--eval-every must be >= 0 and --eval-n >= 2")
+        if self.ckpt_every < 0:
+            raise DifflossError(f"--ckpt-every must be >= 0 (0: checkpoint only at evaluations), got {self.ckpt_every}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise DifflossError(f"--lr must be a positive number, got {self.lr}")
 
@@ -271,6 +277,8 @@ def train(
             losses = []
             _append_line(log_path, json.dumps(row))
             bar.set_postfix(elbo=f"{row['elbo']:.3f}", log_z=f"{row['log_z']:.3f}")
+            run.save(ckpt)
+        elif cfg.ckpt_every and run.iteration % cfg.ckpt_every == 0 and run.iteration < cfg.iters:
             run.save(ckpt)
     bar.close()
     if diverged_at is None:

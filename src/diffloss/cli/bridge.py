@@ -62,6 +62,12 @@ def command() -> None:
 @click.option("--device", default="cpu", show_default=True, help="Torch device to train on: cpu or cuda (cuda:N).")
 @click.option("--eval-every", default=100, show_default=True, help="Evaluate into DIR/metrics.jsonl every k steps.")
 @click.option("--eval-n", default=2000, show_default=True, help="Fresh trajectories per evaluation.")
+@click.option(
+    "--ckpt-every",
+    default=100,
+    show_default=True,
+    help="Also save the checkpoint every k steps (0: only at evaluations); a diverged run keeps the last one.",
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory DIR.")
 @click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.safetensors if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -93,6 +99,7 @@ def train_command(**o) -> None:
         lr=o["lr"],
         eval_every=o["eval_every"],
         eval_n=o["eval_n"],
+        ckpt_every=o["ckpt_every"],
     )
     echo_json(train(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
 
