@@ -270,7 +270,7 @@ def train(
             break
         losses.append(loss)
         bar.update(1)
-        if cfg.eval_every and run.iteration % cfg.eval_every == 0 and run.iteration < cfg.iters:
+        if _due(cfg.eval_every, run.iteration, cfg.iters):
             lr = run.scheduler.get_last_lr()[0]
             row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": lr}
             row.update(run.evaluate(cfg.eval_n, eval_seed + run.iteration))
@@ -278,7 +278,7 @@ def train(
             _append_line(log_path, json.dumps(row))
             bar.set_postfix(elbo=f"{row['elbo']:.3f}", log_z=f"{row['log_z']:.3f}")
             run.save(ckpt)
-        elif cfg.ckpt_every and run.iteration % cfg.ckpt_every == 0 and run.iteration < cfg.iters:
+        elif _due(cfg.ckpt_every, run.iteration, cfg.iters):
             run.save(ckpt)
     bar.close()
     if diverged_at is None:
@@ -288,6 +288,12 @@ def train(
     result = {**final, "iterations": run.iteration, "diverged_at": diverged_at}
     write_json_atomic(out / "metrics.json", result)
     return result
+
+
+def _due(every: int, iteration: int, iters: int) -> bool:
+    """Whether a periodic action (every ``every`` iterations, 0 = never) falls on ``iteration`` before the last one
+    (the end of training evaluates and saves anyway)."""
+    return every > 0 and iteration % every == 0 and iteration < iters
 
 
 def _read_lines(path: Path) -> list[str]:
