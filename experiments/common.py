@@ -43,6 +43,15 @@ def mean_std(values: Sequence[float | None]) -> Stat:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
 
+def fmt(ms: Stat, show_n: bool = True) -> str:
+    """A ``Stat`` as table text: "mean ± std (n=N)" (without "(n=N)" unless ``show_n``), "mean (n=1)" for one seed,
+    "—" for none."""
+    mean, std, n = ms
+    if n == 0:
+        return "—"
+    return f"{mean:.3g} ± {std:.2g}" + (f" (n={n})" if show_n else "") if n > 1 else f"{mean:.3g} (n=1)"
+
+
 def compare(base: Stat, new: Stat, name: str) -> tuple[float, str]:
     """(relative change of the mean in %, verdict) of ``new`` (called ``name`` in the verdict) against ``base``,
     for a lower-is-better metric such as FID. A difference counts only when the means differ by more than the

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, keep_notes, log, mean_std, run_cli  # noqa: E402
+from common import Stat, fmt, keep_notes, log, mean_std, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
@@ -324,13 +324,6 @@ def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def fmt(ms: Stat) -> str:
-    mean, std, n = ms
-    if n == 0:
-        return "—"
-    return f"{mean:.3g} ± {std:.2g} (n={n})" if n > 1 else f"{mean:.3g} (n=1)"
-
-
 def series(agg: Agg, variant: str, axis: str, step: int, sampler: str, nsteps: int) -> list[tuple[int, Stat]]:
     """Sorted (x, statistic) of one variant along ``axis``: ``"step"`` (training steps at the given sampler and
     sampling steps) or ``"nsteps"`` (sampling steps of ``sampler`` at training step ``step``)."""
@@ -538,11 +531,10 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
 
 def parse_seeds(text: str, allowed: Sequence[int]) -> set[int]:
     """The seeds of ``--seeds`` ("1,2"); each must be one of the preset's."""
-    try:
-        seeds = {int(s) for s in text.split(",") if s.strip()}
-    except ValueError:
-        raise DifflossError(f"--seeds: {text!r} is not a list of integers like 1,2") from None
-    if not seeds or not seeds <= set(allowed):
+    from diffloss.cli.common import parse_seeds
+
+    seeds = set(parse_seeds(text))
+    if not seeds <= set(allowed):
         raise DifflossError(f"--seeds: give some of the preset's seeds {list(allowed)}, got {text!r}")
     return seeds
 

@@ -752,15 +752,9 @@ def sizes(preset: Preset, spec: str | None) -> list[int]:
 
 def seed_list(preset: Preset, spec: str | None) -> tuple[int, ...]:
     """The training seeds: the preset's, or the comma-separated non-negative integers ``spec``."""
-    if spec is None:
-        return preset.seeds
-    try:
-        chosen = tuple(int(v) for v in spec.split(","))
-    except ValueError:
-        raise DifflossError(f"--seeds must be comma-separated integers, got {spec!r}") from None
-    if min(chosen) < 0 or len(set(chosen)) != len(chosen):
-        raise DifflossError(f"--seeds must be distinct non-negative integers, got {spec!r}")
-    return chosen
+    from diffloss.cli.common import parse_seeds
+
+    return preset.seeds if spec is None else tuple(parse_seeds(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

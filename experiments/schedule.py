@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stat, checkpoint_step, keep_notes, log, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
+from common import fmt as common_fmt  # noqa: E402
 from debiased_weighting import SAMPLE_SEED, Evaluator, mean_std  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
@@ -308,11 +309,7 @@ def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
 compare = partial(common_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
 
 
-def fmt(ms: Stat) -> str:
-    mean, std, n = ms
-    if n == 0:
-        return "—"
-    return f"{mean:.3g} ± {std:.2g}" if n > 1 else f"{mean:.3g} (n=1)"
+fmt = partial(common_fmt, show_n=False)  # no "(n=N)": the FID table has a seeds column
 
 
 def _savefig(fig, path: Path) -> None:

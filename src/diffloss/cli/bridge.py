@@ -13,7 +13,7 @@ from diffloss.bridge.bench.report import report_paths
 from diffloss.bridge.bench.run import run_grid
 from diffloss.bridge.targets import TARGETS
 from diffloss.bridge.train import check_device, evaluate_checkpoint, make_config, train
-from diffloss.cli.common import echo_json
+from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
 
@@ -127,16 +127,6 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in _names(text, "--seeds")]
-    except ValueError:
-        raise DifflossError(f"--seeds: {text!r} is not a list of integers like 0,1,2") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise DifflossError(f"--seeds: give distinct non-negative integers, got {text!r}")
-    return seeds
-
-
 @command.command("bench")
 @click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
@@ -174,7 +164,7 @@ def bench_command(**o) -> None:
     --report reports/bridge_benchmark.md
     """
     preset = get_preset(o["preset_name"])
-    seeds = _seeds(o["seeds"]) if o["seeds"] is not None else list(preset.seeds)
+    seeds = parse_seeds(o["seeds"]) if o["seeds"] is not None else list(preset.seeds)
     targets, samplers, losses = (_names(o[k], f"--{k}") for k in ("targets", "samplers", "losses"))
     cells = make_grid(targets, samplers, losses, seeds)
     report = o["report"] or str(Path(o["out"]) / "bridge_benchmark.md")
