@@ -42,6 +42,10 @@ class SamplerConfig:
     ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
     implementations; CMCD's Langevin step sigma^2 / (2K) must stay below 2 / lambda_max of -grad^2 log p~, see
     ``diffloss.bridge.train.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    ``score_gate`` gives the control network the score as a gated input (``diffloss.bridge.networks``): the target's
+    grad log p~ for DIS/DBS, the annealed grad log pi_beta for CMCD, zero-gated at initialisation. It is
+    differentiated like any other function of the state, so rKL-R's reparameterized gradient stays exact (the
+    reference implementations stop its gradient, which biases that estimator).
     """
 
     sampler: str
@@ -53,6 +57,7 @@ class SamplerConfig:
     init_sigma: float = 1.0
     learn_sigma: bool = True
     learn_prior: bool = True
+    score_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -89,7 +94,7 @@ class BridgeSampler(nn.Module):
         self.prior_log_std = nn.Parameter(torch.full((d,), math.log(cfg.init_std)), requires_grad=cfg.learn_prior)
         self.log_sigma = nn.Parameter(torch.full((d,), math.log(cfg.init_sigma)), requires_grad=cfg.learn_sigma)
         out = 2 * d if cfg.sampler == "dbs" else d
-        self.net = ControlNet(d, out, cfg.hidden, cfg.time_features)
+        self.net = ControlNet(d, out, cfg.hidden, cfg.time_features, cfg.score_gate)
         if cfg.sampler == "cmcd":
             self.beta_logits = nn.Parameter(torch.zeros(cfg.steps))
 
@@ -119,16 +124,19 @@ class BridgeSampler(nn.Module):
         rate = h * torch.exp(2 * self.log_sigma - 2 * self.prior_log_std)  # h D / s^2
         return torch.exp(-rate / 2), 2 * self.prior_log_std + torch.log(-torch.expm1(-rate))
 
-    def drifts(self, x: torch.Tensor, k: int, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only)."""
+    def drifts(
+        self, x: torch.Tensor, k: int, g: torch.Tensor | None, score: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only),
+        ``score`` the network's gated score input (with ``score_gate`` only)."""
         t = torch.tensor(k / self.steps, dtype=x.dtype, device=x.device)
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
-            return diff * self.net(x, t), torch.zeros_like(x)
+            return diff * self.net(x, t, score), torch.zeros_like(x)
         if self.cfg.sampler == "dbs":
-            u, v = self.net(x, t).chunk(2, dim=1)
+            u, v = self.net(x, t, score).chunk(2, dim=1)
             return diff * u, diff * v
-        u = self.net(x, t)
+        u = self.net(x, t, score)
         langevin = 0.5 * self.betas()[k] * g
         return diff * (langevin + u), diff * (langevin - u)
 
@@ -178,12 +186,18 @@ def simulate(
     mu = model.prior_mean
     inv_prior_var = torch.exp(-2 * model.prior_log_std)
     cmcd = model.cfg.sampler == "cmcd"
+    gate = model.cfg.score_gate
+    betas = model.betas() if cmcd else None
 
     def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = None
+        g = score = None
+        if cmcd or gate:
+            target_score = _target_score(target, x, grad_path)
         if cmcd:
-            g = _target_score(target, x, grad_path) + (x - mu) * inv_prior_var
-        return model.drifts(x, k, g)
+            g = target_score + (x - mu) * inv_prior_var
+        if gate:  # the annealed score grad log p_0 + beta_k g for CMCD, the target's otherwise
+            score = betas[k] * g - (x - mu) * inv_prior_var if cmcd else target_score
+        return model.drifts(x, k, g, score)
 
     x = model.sample_prior(n, generator)
     if detach_path:

@@ -90,7 +90,7 @@ def make_config(
     """A TrainConfig for a named target; the prior's initial std defaults to the target's ``init_std`` and the
     diffusion coefficient to ``default_init_sigma``."""
     density = get_density(target)
-    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "learn_sigma", "learn_prior") if k in kw}
+    arch = {k: kw.pop(k) for k in ("hidden", "time_features", "learn_sigma", "learn_prior", "score_gate") if k in kw}
     std = init_std if init_std is not None else density.init_std
     sigma = init_sigma if init_sigma is not None else default_init_sigma(density, sampler, steps)
     return TrainConfig(target, SamplerConfig(sampler, density.dim, steps, init_std=std, init_sigma=sigma, **arch), **kw)

@@ -59,6 +59,12 @@ def command() -> None:
     " Langevin step s (german_credit, gmm40), which keeps the Euler step stable]",
 )
 @click.option("--fixed-sigma", is_flag=True, help="Do not learn the diffusion coefficient.")
+@click.option(
+    "--score-gate",
+    is_flag=True,
+    help="Give the control network the score as an input gated by a learned function of time, c(t) * grad log p"
+    " (target score for dis/dbs, annealed score for cmcd), as in the PIS/DIS/CMCD reference networks.",
+)
 @click.option("--device", default="cpu", show_default=True, help="Torch device to train on: cpu or cuda (cuda:N).")
 @click.option("--eval-every", default=100, show_default=True, help="Evaluate into DIR/metrics.jsonl every k steps.")
 @click.option("--eval-n", default=2000, show_default=True, help="Fresh trajectories per evaluation.")
@@ -92,6 +98,7 @@ def train_command(**o) -> None:
         hidden=_widths(o["hidden"]),
         init_sigma=o["init_sigma"],
         learn_sigma=not o["fixed_sigma"],
+        score_gate=o["score_gate"],
         loss=o["loss"],
         iters=o["iters"],
         batch=o["batch"],
