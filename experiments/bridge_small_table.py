@@ -26,9 +26,9 @@ def cpu_seconds(run_dir: Path) -> str:
 
 def table(root: Path) -> str:
     rows = [
-        "| target | sampler | loss | prior std₀ | σ₀ | ELBO | log Ẑ | abs(log Ẑ − log Z) | ESS | Sinkhorn (ε) | MMD "
+        "| target | sampler | loss | prior std₀ | σ₀ | lr | score gate | ELBO | log Ẑ | abs(log Ẑ − log Z) | ESS | Sinkhorn (ε) | MMD "
         "| EMC | iters | diverged at | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     done = {p.parent: p for p in root.glob("*/metrics_no_sinkhorn.json")}
     done.update({p.parent: p for p in root.glob("*/metrics.json")})  # a full evaluation wins
@@ -40,7 +40,8 @@ def table(root: Path) -> str:
         arch = cfg["sampler"]
         rows.append(
             f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {fmt(arch['init_std'])} "
-            f"| {fmt(arch['init_sigma'])} | {fmt(m['elbo'])} | {fmt(m['log_z'])} "
+            f"| {fmt(arch['init_sigma'])} | {fmt(cfg['lr'])} | {'yes' if arch.get('score_gate') else 'no'} "
+            f"| {fmt(m['elbo'])} | {fmt(m['log_z'])} "
             f"| {err} | {fmt(m['ess'])} | {sink} | {fmt(m['mmd'])} | {fmt(m['emc'])} | {m['iterations']} "
             f"| {fmt(m['diverged_at'])} | {cpu_seconds(path.parent)} |"
         )

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from diffloss.bridge.targets import TARGETS
 from diffloss.bridge.targets.synthetic import Gaussian
@@ -42,6 +43,20 @@ def test_train_writes_the_contract_and_eval_reevaluates(tmp_path):
     assert e.exit_code == 0, e.output
     ev = json.loads((tmp_path / "e.json").read_text())
     assert ev["iteration"] == 4 and ev["n"] == 50 and ev["elbo"] <= ev["log_z"]
+
+
+def test_score_gate_trains_saves_and_reloads(tmp_path):
+    """--score-gate reaches the config, its gate learns (starts at zero), and eval rebuilds it from the checkpoint."""
+    out = tmp_path / "run"
+    r = invoke("bridge", "train", *TINY, "--sampler", "dis", "--loss", "rkl-r", "--iters", "3", "--eval-every", "0",
+               "--score-gate", "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["sampler"]["score_gate"] is True
+    weights = load_file(str(out / CHECKPOINT))
+    last = max(int(k.split(".")[3]) for k in weights if k.startswith("model.net.gate."))
+    assert float(weights[f"model.net.gate.{last}.bias"].abs().max()) > 0  # trained away from its zero start
+    e = invoke("bridge", "eval", "--ckpt", str(out), "--n", "32", "--json", str(tmp_path / "e.json"))
+    assert e.exit_code == 0, e.output
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
