@@ -1,15 +1,24 @@
 """Summarize the runs of experiments/bridge_small_runs.sh as a Markdown table (stdout, or --out FILE).
 
-Usage: python experiments/bridge_small_table.py runs/bridge_small [--out reports/bridge_small_table.md]
+Usage: python experiments/bridge_small_table.py ROOT [ROOT ...] [--summary] [--out reports/bridge_small_table.md]
+
+One row per run; with ``--summary`` one row per (target, sampler, loss) over all ROOTs (one ROOT per seed), mean ± std
+of the final metrics over the runs that finished without diverging.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections import defaultdict
 from pathlib import Path
 
 from diffloss.io import write_text_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fmt as fmt_stat  # noqa: E402
+from common import mean_std  # noqa: E402
 
 COLUMNS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 
@@ -24,15 +33,37 @@ def cpu_seconds(run_dir: Path) -> str:
     return f"{float(fields[-3]) + float(fields[-2]):.0f}" if len(fields) >= 3 else "–"
 
 
+def finished(root: Path) -> list[Path]:
+    """The metrics file of every finished run under ``root``: metrics.json, else metrics_no_sinkhorn.json."""
+    done = {p.parent: p for p in root.glob("*/metrics_no_sinkhorn.json")}
+    done.update({p.parent: p for p in root.glob("*/metrics.json")})  # a full evaluation wins
+    return [done[d] for d in sorted(done)]
+
+
+def summary(roots: list[Path]) -> str:
+    """Mean ± std over seeds per (target, sampler, loss); diverged runs are counted, not averaged."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for path in (p for root in roots for p in finished(root)):
+        cfg = json.loads((path.parent / "config.json").read_text())
+        groups[(cfg["target"], cfg["sampler"]["sampler"], cfg["loss"])].append(json.loads(path.read_text()))
+    rows = [
+        "| target | sampler | loss | ELBO | log Ẑ − log Z | ESS | EMC | MMD | diverged |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (target, sampler, loss), runs in sorted(groups.items()):
+        ok = [m for m in runs if m["diverged_at"] is None]
+        cols = [fmt_stat(mean_std([m.get(k) for m in ok])) for k in ("elbo", "log_z_error", "ess", "emc", "mmd")]
+        rows.append(f"| {target} | {sampler} | {loss} | {' | '.join(cols)} | {len(runs) - len(ok)} of {len(runs)} |")
+    return "\n".join(rows) + "\n"
+
+
 def table(root: Path) -> str:
     rows = [
         "| target | sampler | loss | prior std₀ | σ₀ | lr | score gate | ELBO | log Ẑ | abs(log Ẑ − log Z) | ESS | Sinkhorn (ε) | MMD "
         "| EMC | iters | diverged at | CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    done = {p.parent: p for p in root.glob("*/metrics_no_sinkhorn.json")}
-    done.update({p.parent: p for p in root.glob("*/metrics.json")})  # a full evaluation wins
-    for path in (done[d] for d in sorted(done)):
+    for path in finished(root):
         m = json.loads(path.read_text())
         cfg = json.loads((path.parent / "config.json").read_text())
         err = "–" if m.get("log_z_error") is None else f"{abs(m['log_z_error']):.3g}"
@@ -50,10 +81,11 @@ def table(root: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=Path)
+    ap.add_argument("roots", type=Path, nargs="+")
+    ap.add_argument("--summary", action="store_true", help="mean ± std over the ROOTs (seeds) per cell")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    text = table(a.root)
+    text = summary(a.roots) if a.summary else "".join(table(r) for r in a.roots)
     if a.out:
         write_text_atomic(a.out, text)
     print(text, end="")
