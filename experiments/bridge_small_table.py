@@ -59,8 +59,8 @@ def summary(roots: list[Path]) -> str:
 
 def table(root: Path) -> str:
     rows = [
-        "| target | sampler | loss | prior std₀ | σ₀ | lr | score gate | ELBO | log Ẑ | abs(log Ẑ − log Z) | ESS | Sinkhorn (ε) | MMD "
-        "| EMC | iters | diverged at | CPU s |",
+        "| target | sampler | loss | prior std₀ | σ₀ | lr | score gate | ELBO | log Ẑ | abs(log Ẑ − log Z) | ESS "
+        "| Sinkhorn (ε) | MMD | EMC | iters | diverged at | CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in finished(root):

@@ -4,7 +4,6 @@ standard deviation of a metric over seeds, and the rule that decides whether two
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -71,14 +70,3 @@ def checkpoint_step(run_dir: Path) -> int:
 
     path = run_dir / CHECKPOINT_FILE
     return int(load_checkpoint(path)[1]["step"]) if path.exists() else 0
-
-
-NOTES_BEGIN, NOTES_END = "<!-- NOTES_BEGIN -->", "<!-- NOTES_END -->"
-
-
-def keep_notes(report: Path) -> str:
-    """The hand-written notes block of an existing report (markers included), or an empty block; a report
-    generator writes it back unchanged, so regenerating the tables never loses the reading of them."""
-    text = report.read_text(encoding="utf-8") if report.exists() else ""
-    m = re.search(re.escape(NOTES_BEGIN) + ".*?" + re.escape(NOTES_END), text, flags=re.S)
-    return m.group(0) if m else f"{NOTES_BEGIN}\n{NOTES_END}"

@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, fmt, keep_notes, log, mean_std, run_cli  # noqa: E402
+from common import Stat, fmt, log, mean_std, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
-from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
+from diffloss.io import atomic_write, keep_notes, write_json_atomic, write_text_atomic
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 SAMPLE_SEED = 12345  # starting noise of every evaluation: all runs are compared on the same noise

@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, checkpoint_step, keep_notes, log, run_cli  # noqa: E402
+from common import Stat, checkpoint_step, log, run_cli  # noqa: E402
 from common import compare as common_compare  # noqa: E402
 from common import fmt as common_fmt  # noqa: E402
 from debiased_weighting import SAMPLE_SEED, Evaluator, mean_std  # noqa: E402
 
 from diffloss.errors import DifflossError  # noqa: E402
-from diffloss.io import atomic_write, write_json_atomic, write_text_atomic  # noqa: E402
+from diffloss.io import atomic_write, keep_notes, write_json_atomic, write_text_atomic  # noqa: E402
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 SCHEDULES = {  # name: (--weighting, --density) as `diffloss train` takes them

@@ -24,6 +24,7 @@ from diffloss.bridge.bench import (
 )
 from diffloss.bridge.bench.report import loss_ordering, plot_metric
 from diffloss.errors import DifflossError
+from diffloss.io import NOTES_BEGIN, NOTES_END
 
 
 def fake_rows() -> list[dict]:
@@ -135,6 +136,18 @@ def test_write_report_writes_markdown_csv_and_plot(tmp_path):
     with pytest.raises(DifflossError, match="no finished runs"):
         write_report([], PRESETS["paper"], tmp_path / "empty" / "bridge_benchmark.md")
     assert not (tmp_path / "empty" / "bridge_benchmark.md").exists()
+
+
+def test_regenerating_the_report_keeps_the_hand_written_notes(tmp_path):
+    path = tmp_path / "bridge_benchmark.md"
+    write_report(fake_rows()[:3], PRESETS["small"], path)
+    assert path.read_text().rstrip().endswith(f"{NOTES_BEGIN}\n{NOTES_END}")  # an empty block to fill in
+    reading = f"{NOTES_BEGIN}\n## Reading\n\nrKL-R leads at this budget.\n{NOTES_END}"
+    path.write_text(path.read_text().replace(f"{NOTES_BEGIN}\n{NOTES_END}", reading))
+    write_report(fake_rows(), PRESETS["small"], path)  # more runs: new tables, same reading
+    text = path.read_text()
+    assert text.count(reading) == 1 and text.count(NOTES_BEGIN) == 1
+    assert text != to_markdown(summarize(fake_rows()[:3]), PRESETS["small"], notes=reading)
 
 
 def test_grid_size_order_and_validation():

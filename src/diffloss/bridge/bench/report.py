@@ -21,7 +21,7 @@ from typing import Any
 from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Cell, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
 from diffloss.errors import DifflossError
-from diffloss.io import atomic_write, write_text_atomic
+from diffloss.io import atomic_write, keep_notes, write_text_atomic
 
 METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
@@ -204,10 +204,15 @@ def lv_note(summaries: Sequence[CellSummary]) -> str | None:
 
 
 def to_markdown(
-    summaries: Sequence[CellSummary], preset: Preset, metrics: Sequence[str] = METRICS, command: str | None = None
+    summaries: Sequence[CellSummary],
+    preset: Preset,
+    metrics: Sequence[str] = METRICS,
+    command: str | None = None,
+    notes: str | None = None,
 ) -> str:
     """The full report: budget (and how it differs from the paper's), how far the grid got, the command that
-    reproduces it, one table per metric (always the ELBO), the ordering of the losses and LV's stability."""
+    reproduces it, one table per metric (always the ELBO), the ordering of the losses and LV's stability, and at the
+    end ``notes``, a hand-written block kept from the previous report (``diffloss.io.keep_notes``)."""
     if not summaries:
         raise DifflossError("no finished runs to report; run the benchmark first")
     b = preset.budget
@@ -234,11 +239,12 @@ def to_markdown(
     present = [m for m in metrics if m == "elbo" or any(m in c.stats for c in summaries)]
     for m in present:
         parts += ["", f"## {m}", "", metric_table(summaries, m)]
-    notes = ordering_notes(summaries)
+    orders = ordering_notes(summaries)
     lv = lv_note(summaries)
-    if notes or lv:
-        parts += ["", "## Ordering of the losses (ELBO)", "", *(f"- {n}" for n in notes)]
+    if orders or lv:
+        parts += ["", "## Ordering of the losses (ELBO)", "", *(f"- {n}" for n in orders)]
         parts += [f"- {lv}"] if lv else []
+    parts += ["", notes] if notes else []
     return "\n".join(parts) + "\n"
 
 
@@ -284,11 +290,12 @@ def write_report(
 ) -> list[Path]:
     """Write the markdown report to ``path``, the CSV and, when any run has an ELBO, the plot beside it (see
     ``report_paths``; each atomically); return the paths written. ``expected``: the grid (see ``summarize``);
-    ``command``: the command line that reproduces the report."""
+    ``command``: the command line that reproduces the report. The hand-written block between ``NOTES_BEGIN`` and
+    ``NOTES_END`` of an existing report at ``path`` is kept (an empty block is written for new reports)."""
     md, table, plot = report_paths(path)
     summaries = summarize(rows, expected)
     paths = [
-        write_text_atomic(md, to_markdown(summaries, preset, command=command)),
+        write_text_atomic(md, to_markdown(summaries, preset, command=command, notes=keep_notes(md))),
         write_text_atomic(table, to_csv(summaries)),
     ]
     if any("elbo" in c.stats for c in summaries):
