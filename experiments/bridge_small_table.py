@@ -41,19 +41,27 @@ def finished(root: Path) -> list[Path]:
 
 
 def summary(roots: list[Path]) -> str:
-    """Mean ± std over seeds per (target, sampler, loss); diverged runs are counted, not averaged."""
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    """Mean ± std over seeds per cell; diverged runs are counted, not averaged. A cell is everything in config.json
+    but the seed, so runs of different settings (say with and without the score gate) are never pooled."""
+    groups: dict[str, list[dict]] = defaultdict(list)
     for path in (p for root in roots for p in finished(root)):
         cfg = json.loads((path.parent / "config.json").read_text())
-        groups[(cfg["target"], cfg["sampler"]["sampler"], cfg["loss"])].append(json.loads(path.read_text()))
+        cfg.pop("seed")
+        groups[json.dumps(cfg, sort_keys=True)].append(json.loads(path.read_text()))
     rows = [
-        "| target | sampler | loss | ELBO | log Ẑ − log Z | ESS | EMC | MMD | diverged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | sampler | loss | iters | lr | score gate | ELBO | log Ẑ − log Z | ESS | EMC | MMD | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (target, sampler, loss), runs in sorted(groups.items()):
+    cells = [(json.loads(key), runs) for key, runs in groups.items()]
+    for cfg, runs in sorted(cells, key=lambda c: (c[0]["target"], c[0]["sampler"]["sampler"], c[0]["loss"], str(c[0]))):
+        arch = cfg["sampler"]
         ok = [m for m in runs if m["diverged_at"] is None]
         cols = [fmt_stat(mean_std([m.get(k) for m in ok])) for k in ("elbo", "log_z_error", "ess", "emc", "mmd")]
-        rows.append(f"| {target} | {sampler} | {loss} | {' | '.join(cols)} | {len(runs) - len(ok)} of {len(runs)} |")
+        gate = "yes" if arch.get("score_gate") else "no"
+        rows.append(
+            f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {cfg['iters']} | {fmt(cfg['lr'])} | {gate} "
+            f"| {' | '.join(cols)} | {len(runs) - len(ok)} of {len(runs)} |"
+        )
     return "\n".join(rows) + "\n"
 
 

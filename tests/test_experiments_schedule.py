@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from diffloss.io import NOTES_BEGIN, NOTES_END, keep_notes
+
 _DIR = Path(__file__).resolve().parent.parent / "experiments"
 sys.path.insert(0, str(_DIR))
 _spec = importlib.util.spec_from_file_location("schedule_experiment", _DIR / "schedule.py")
 sx = importlib.util.module_from_spec(_spec)
 sys.modules["schedule_experiment"] = sx
 _spec.loader.exec_module(sx)
-import common  # noqa: E402  (experiments/common.py, importable once schedule.py has been loaded)
 
 
 def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
@@ -50,10 +51,10 @@ def test_lock_is_exclusive_while_its_process_lives_and_taken_over_when_it_died(t
 
 def test_report_rewrite_keeps_the_hand_written_notes(tmp_path):
     report = tmp_path / "r.md"
-    assert common.keep_notes(report) == f"{common.NOTES_BEGIN}\n{common.NOTES_END}"
-    block = f"{common.NOTES_BEGIN}\nsome *notes*\nover lines\n{common.NOTES_END}"
+    assert keep_notes(report) == f"{NOTES_BEGIN}\n{NOTES_END}"
+    block = f"{NOTES_BEGIN}\nsome *notes*\nover lines\n{NOTES_END}"
     report.write_text(f"# old tables\n\n{block}\n\nfooter\n")
-    assert common.keep_notes(report) == block
+    assert keep_notes(report) == block
 
 
 def test_gap_curves_average_over_seeds_with_sample_std():

@@ -45,18 +45,22 @@ class ControlNet(nn.Module):
         self, dim: int, out: int, hidden: tuple[int, ...] = (64, 64), time_features: int = 32, score_gate: bool = False
     ):
         super().__init__()
-        self.time_features = time_features
+        if score_gate and out % dim:
+            raise ValueError(f"a score-gated ControlNet needs out to be a multiple of dim, got out={out}, dim={dim}")
+        self.dim, self.time_features = dim, time_features
         self.mlp = _mlp([dim + time_features, *hidden], out)
         self.gate = _mlp([time_features, *hidden], out) if score_gate else None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, dim), t a 0-dim tensor (a tensor, not a float, so that torch.compile does not specialize on it);
-        ``score`` (B, dim), required with ``score_gate`` and ignored without."""
+        ``score`` (B, dim), given exactly when the network has a score gate."""
         emb = time_embedding(t.reshape(1), self.time_features)  # one row, shared by the batch
         u = self.mlp(torch.cat([x, emb.expand(x.shape[0], -1)], 1))
+        if (self.gate is None) != (score is None):
+            raise ValueError("pass a score (B, dim) exactly when the ControlNet has a score gate")
         if self.gate is None:
             return u
-        if score is None:
-            raise ValueError("this ControlNet has a score gate: pass the score (B, dim)")
-        s = score.clamp(-SCORE_CLIP, SCORE_CLIP).repeat(1, u.shape[1] // score.shape[1])
+        if score.shape != x.shape:
+            raise ValueError(f"the score must have the shape of x {tuple(x.shape)}, got {tuple(score.shape)}")
+        s = score.clamp(-SCORE_CLIP, SCORE_CLIP).repeat(1, u.shape[1] // self.dim)
         return u + self.gate(emb) * s

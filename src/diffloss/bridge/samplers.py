@@ -17,6 +17,7 @@ forward and backward paths have equal densities and R = -log Z exactly (not only
 
 with g = grad log p~ - grad log p_0, so that the uncontrolled CMCD drift is (D/2) grad log pi_beta of the annealed
 path pi_beta ~ p_0^(1-beta) p~^beta, and beta_0 = 0 < beta_1 < ... < beta_K = 1 learned (softmax increments).
+With ``score_gate`` the controls u (and v) also get a term c(t) * grad log p~(x), for CMCD c(t) * grad log pi_beta(x).
 """
 
 from __future__ import annotations
@@ -125,10 +126,15 @@ class BridgeSampler(nn.Module):
         return torch.exp(-rate / 2), 2 * self.prior_log_std + torch.log(-torch.expm1(-rate))
 
     def drifts(
-        self, x: torch.Tensor, k: int, g: torch.Tensor | None, score: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        k: int,
+        g: torch.Tensor | None = None,
+        beta: torch.Tensor | None = None,
+        score: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fwd_k(x), bwd_k(x)) at state x of time index k; ``g`` = grad log p~ - grad log p_0 at x (CMCD only),
-        ``score`` the network's gated score input (with ``score_gate`` only)."""
+        """(fwd_k(x), bwd_k(x)) at state x of time index k. CMCD only: ``g`` = grad log p~ - grad log p_0 at x and
+        ``beta`` = beta_k; with ``score_gate`` only: ``score``, the network's gated score input."""
         t = torch.tensor(k / self.steps, dtype=x.dtype, device=x.device)
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
@@ -137,7 +143,7 @@ class BridgeSampler(nn.Module):
             u, v = self.net(x, t, score).chunk(2, dim=1)
             return diff * u, diff * v
         u = self.net(x, t, score)
-        langevin = 0.5 * self.betas()[k] * g
+        langevin = 0.5 * beta * g
         return diff * (langevin + u), diff * (langevin - u)
 
 
@@ -190,14 +196,14 @@ def simulate(
     betas = model.betas() if cmcd else None
 
     def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = score = None
-        if cmcd or gate:
-            target_score = _target_score(target, x, grad_path)
-        if cmcd:
-            g = target_score + (x - mu) * inv_prior_var
-        if gate:  # the annealed score grad log p_0 + beta_k g for CMCD, the target's otherwise
-            score = betas[k] * g - (x - mu) * inv_prior_var if cmcd else target_score
-        return model.drifts(x, k, g, score)
+        if not (cmcd or gate):
+            return model.drifts(x, k)
+        target_score = _target_score(target, x, grad_path)
+        if not cmcd:
+            return model.drifts(x, k, score=target_score)
+        g = target_score + (x - mu) * inv_prior_var
+        annealed = betas[k] * g - (x - mu) * inv_prior_var if gate else None  # grad log p_0 + beta_k g
+        return model.drifts(x, k, g, betas[k], annealed)
 
     x = model.sample_prior(n, generator)
     if detach_path:
