@@ -109,6 +109,10 @@ def test_loss_ordering_and_verdict():
     report = to_markdown(summaries, PRESETS["small"])
     assert "- seeds, cmcd: rkl-ld > lv > rkl-r — agrees with the paper (rKL-LD best) (the top two" in report
     assert "- sonar, cmcd: lv > rkl-ld — disagrees with the paper (rKL-LD best)\n" in report
+    sonar = [r for r in fake_rows() if (r["target"], r["loss"]) == ("sonar", "rkl-ld")]
+    all_diverged = [{**r, "loss": "rkl-r", "elbo": None, "diverged_at": 7} for r in sonar]
+    report = to_markdown(summarize([*fake_rows(), *all_diverged]), PRESETS["small"])  # a loss without any ELBO
+    assert "- sonar, cmcd: lv > rkl-ld — disagrees" in report and "| -75.00 | diverged at 7, 7, 7 |" in report
 
 
 def test_markdown_has_cells_budget_and_published_values():

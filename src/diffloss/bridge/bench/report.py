@@ -172,7 +172,8 @@ def ordering_notes(summaries: Sequence[CellSummary]) -> list[str]:
         if len(order) < 2 or "rkl-ld" not in order:
             continue
         verdict = "agrees" if order[0] == "rkl-ld" else "disagrees"
-        by_loss = {c.loss: c.stats["elbo"] for c in summaries if (c.target, c.sampler) == (target, sampler)}
+        cells = [c for c in summaries if (c.target, c.sampler) == (target, sampler) and "elbo" in c.stats]
+        by_loss = {c.loss: c.stats["elbo"] for c in cells}  # a cell whose every run diverged has no ELBO
         first, second = by_loss[order[0]], by_loss[order[1]]
         tie = " (the top two are within one std)" if first.mean - second.mean < max(first.std, second.std) else ""
         notes.append(f"{target}, {sampler}: {' > '.join(order)} — {verdict} with the paper (rKL-LD best){tie}")
