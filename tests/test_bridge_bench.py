@@ -22,7 +22,7 @@ from diffloss.bridge.bench import (
     to_markdown,
     write_report,
 )
-from diffloss.bridge.bench.report import loss_ordering, plot_metric
+from diffloss.bridge.bench.report import Stat, loss_ordering, plot_metric
 from diffloss.errors import DifflossError
 from diffloss.io import NOTES_BEGIN, NOTES_END
 
@@ -113,6 +113,11 @@ def test_loss_ordering_and_verdict():
     all_diverged = [{**r, "loss": "rkl-r", "elbo": None, "diverged_at": 7} for r in sonar]
     report = to_markdown(summarize([*fake_rows(), *all_diverged]), PRESETS["small"])  # a loss without any ELBO
     assert "- sonar, cmcd: lv > rkl-ld — disagrees" in report and "| -75.00 | diverged at 7, 7, 7 |" in report
+
+
+def test_stat_text_switches_to_exponent_form_for_runs_gone_wrong():
+    assert str(Stat(-74.1234, 0.2, 3)) == "-74.12 ± 0.20" and str(Stat(-511.2, 0.0, 1)) == "-511.20"
+    assert str(Stat(-6.08e13, 8.6e13, 2)) == "-6.08e+13 ± 8.6e+13" and str(Stat(-5.16e5, 0.0, 1)) == "-5.16e+05"
 
 
 def test_markdown_has_cells_budget_and_published_values():

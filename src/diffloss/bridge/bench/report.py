@@ -39,7 +39,9 @@ class Stat:
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f}" if self.n == 1 else f"{self.mean:.2f} ± {self.std:.2f}"
+        """Two decimals, or 3 significant digits in exponent form once |mean| or std reaches 1e5 (a run gone wrong)."""
+        spec = ".3g" if max(abs(self.mean), abs(self.std) if self.n > 1 else 0.0) >= 1e5 else ".2f"
+        return f"{self.mean:{spec}}" if self.n == 1 else f"{self.mean:{spec}} ± {self.std:{spec}}"
 
 
 @dataclass(frozen=True)
