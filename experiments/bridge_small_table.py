@@ -33,6 +33,11 @@ def cpu_seconds(run_dir: Path) -> str:
     return f"{float(fields[-3]) + float(fields[-2]):.0f}" if len(fields) >= 3 else "–"
 
 
+def gate(arch: dict) -> str:
+    """Whether a run's sampler config has the score gate (older configs lack the key: no)."""
+    return "yes" if arch.get("score_gate") else "no"
+
+
 def finished(root: Path) -> list[Path]:
     """The metrics file of every finished run under ``root``: metrics.json, else metrics_no_sinkhorn.json."""
     done = {p.parent: p for p in root.glob("*/metrics_no_sinkhorn.json")}
@@ -57,9 +62,8 @@ def summary(roots: list[Path]) -> str:
         arch = cfg["sampler"]
         ok = [m for m in runs if m["diverged_at"] is None]
         cols = [fmt_stat(mean_std([m.get(k) for m in ok])) for k in ("elbo", "log_z_error", "ess", "emc", "mmd")]
-        gate = "yes" if arch.get("score_gate") else "no"
         rows.append(
-            f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {cfg['iters']} | {fmt(cfg['lr'])} | {gate} "
+            f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {cfg['iters']} | {fmt(cfg['lr'])} | {gate(arch)} "
             f"| {' | '.join(cols)} | {len(runs) - len(ok)} of {len(runs)} |"
         )
     return "\n".join(rows) + "\n"
@@ -79,7 +83,7 @@ def table(root: Path) -> str:
         arch = cfg["sampler"]
         rows.append(
             f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {fmt(arch['init_std'])} "
-            f"| {fmt(arch['init_sigma'])} | {fmt(cfg['lr'])} | {'yes' if arch.get('score_gate') else 'no'} "
+            f"| {fmt(arch['init_sigma'])} | {fmt(cfg['lr'])} | {gate(arch)} "
             f"| {fmt(m['elbo'])} | {fmt(m['log_z'])} "
             f"| {err} | {fmt(m['ess'])} | {sink} | {fmt(m['mmd'])} | {fmt(m['emc'])} | {m['iterations']} "
             f"| {fmt(m['diverged_at'])} | {cpu_seconds(path.parent)} |"

@@ -201,8 +201,9 @@ def simulate(
         target_score = _target_score(target, x, grad_path)
         if not cmcd:
             return model.drifts(x, k, score=target_score)
-        g = target_score + (x - mu) * inv_prior_var
-        annealed = betas[k] * g - (x - mu) * inv_prior_var if gate else None  # grad log p_0 + beta_k g
+        prior_score = -(x - mu) * inv_prior_var
+        g = target_score - prior_score
+        annealed = prior_score + betas[k] * g if gate else None  # grad log pi_beta
         return model.drifts(x, k, g, betas[k], annealed)
 
     x = model.sample_prior(n, generator)

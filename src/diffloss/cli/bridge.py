@@ -163,7 +163,7 @@ def bench_command(**o) -> None:
     Exit code 1 (after the report) when a cell failed.
 
     Presets: `small` fits a 2-core CPU machine (2000 iterations, batch 64, K=32; LGCP 1000 iterations of batch 16;
-    about 5.6 CPU hours for the full grid, measured); `paper` is the published budget (40k iterations, batch 2000,
+    5.88 CPU hours for the full grid, measured); `paper` is the published budget (40k iterations, batch 2000,
     K=128) for a GPU machine (--device cuda), do not start it on this machine;
     `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
 

@@ -150,8 +150,8 @@ PRESETS: dict[str, Preset] = {
         description=(
             "a budget for a 2-core CPU machine: 2000 iterations, batch 64, K=32, RAdam, lr 0.005, clipping 1, cosine "
             "decay, metrics on 2000 samples; LGCP 1000 iterations of batch 16. Measured cost (the cells finished on "
-            "a 2-core AMD EPYC machine, one thread per process): 1100-1500 CPU s per target and seed, about 5.6 CPU "
-            "hours for the 5 × 3 × 3 × 3 grid, i.e. about 2.8 h on 2 free cores (two processes with disjoint "
+            "a 2-core AMD EPYC machine, one thread per process): 1100-1500 CPU s per target and seed, 5.88 CPU "
+            "hours for the whole 5 × 3 × 3 × 3 grid, i.e. about 3 h on 2 free cores (two processes with disjoint "
             "--targets). 20x fewer iterations, 31x smaller batches (LGCP 19x) and 4x fewer "
             "steps than the paper (so, where a target suggests no CMCD Langevin step, a 4x larger step "
             "sigma^2/(2K) at the initial sigma 1; German Credit's CMCD keeps its step 5e-5): expect ELBOs below the "
