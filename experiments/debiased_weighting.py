@@ -176,9 +176,9 @@ def expected_seconds(preset: Preset, n_runs: int, step_seconds: float, nfe_secon
 
 def train_config(preset: Preset, spec: RunSpec, steps: int):
     """The ``TrainConfig`` of a run, trained up to ``steps`` (the only field that changes between stops)."""
-    from diffloss.cli.train import backbone_config
     from diffloss.data import load_dataset
     from diffloss.density import density_from_spec
+    from diffloss.models import backbone_config
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
     from diffloss.weighting import weighting_from_spec

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffloss.cli.common import log_spaced
 from diffloss.data import load_dataset
 from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
+from diffloss.levels import log_spaced
 from diffloss.optimal.exact import (
     MODE_MASS,
     RowPartition,

@@ -112,13 +112,14 @@ def run_dir(out: Path, preset: Preset, schedule: str, seed: int) -> Path:
 def train_config(preset: Preset, schedule: str):
     """The ``TrainConfig`` of one schedule (seed 0; ``dataclasses.replace`` the seed). The optimal schedule's J*
     table is computed here once (exact estimator, 32 levels, cached)."""
-    from diffloss.cli.train import objective_configs
     from diffloss.data import load_dataset
+    from diffloss.objective import build_objective
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
 
     proc = get_process(PROCESS)
-    weighting, density = objective_configs(*SCHEDULES[schedule], proc, load_dataset(preset.data), None, True)
+    objective = build_objective(TARGETS.get(schedule, TARGET), *SCHEDULES[schedule], proc, load_dataset(preset.data))
+    weighting, density = objective.weighting.to_dict(), objective.density.to_dict()
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
@@ -189,13 +190,14 @@ def density_table(directory: Path) -> dict[str, Any]:
 
 def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
     """``diffloss diagnose --ckpt DIR --levels L --queries Q`` of the EMA model, as a dict."""
-    from diffloss.cli.diagnose import resolve_levels
     from diffloss.data import load_dataset
     from diffloss.diagnose import diagnose
+    from diffloss.diagnose_output import diagnosis_levels
     from diffloss.pretrained import load_run
 
     model = load_run(directory)
-    d = diagnose(model, load_dataset(preset.data).x, resolve_levels(model, None, preset.levels), queries=preset.queries)
+    levels = diagnosis_levels(model, None, preset.levels)
+    d = diagnose(model, load_dataset(preset.data).x, levels, queries=preset.queries)
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 
 

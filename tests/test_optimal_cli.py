@@ -100,7 +100,7 @@ def test_cache_hit_returns_the_same_numbers(tmp_path, data_file, monkeypatch):
     args = ("--data", str(path), "--sigmas", "0.5", "--queries", "32")
     first = run_json(tmp_path, *args)
     assert list((tmp_path / "cache" / "optimal_loss").glob("*.json"))
-    monkeypatch.setattr("diffloss.cli.optimal_loss._estimate", lambda *a, **k: pytest.fail("cache not used"))
+    monkeypatch.setattr("diffloss.optimal.estimate._compute", lambda *a, **k: pytest.fail("cache not used"))
     assert run_json(tmp_path, *args)["levels"] == first["levels"]
 
 
@@ -111,18 +111,19 @@ def test_cache_hit_returns_the_same_numbers(tmp_path, data_file, monkeypatch):
         (["--sigmas", "0.1,-2"], "must be > 0"),
         (["--sigmas", "nan"], "not finite"),
         (["--sigmas", "abc"], "not a number"),
-        (["--sigmas", "1", "--queries", "0"], "--queries must be >= 1"),
+        (["--sigmas", "1", "--queries", "0"], "queries must be >= 2"),
         (["--sigmas", "1", "--process", "vq"], "unknown process 'vq'"),
         (["--sigmas", "1", "--target", "x1"], "unknown target 'x1'"),
         (["--sigmas", "1", "--estimator", "magic"], "unknown estimator 'magic'"),
         (["--sigmas", "1", "--labels", "LABELS3"], "3 labels for 120 rows"),
         (["--sigmas", "1", "--conditional"], "has no labels"),
-        (["--sigmas", "1", "--estimator", "stochastic", "--subset-size", "121"], "--subset-size must be in"),
-        (["--sigmas", "1", "--estimator", "stochastic", "--correction", "0"], "--correction must be > 0"),
-        (["--sigmas", "1", "--estimator", "stochastic", "--correction", "-3"], "--correction must be > 0"),
+        (["--sigmas", "1", "--estimator", "stochastic", "--subset-size", "121"], "subset size must be in"),
+        (["--sigmas", "1", "--estimator", "stochastic", "--correction", "0"], "correction C must be > 0"),
+        (["--sigmas", "1", "--estimator", "stochastic", "--correction", "-3"], "correction C must be > 0"),
         (["--sigmas", "1", "--t", "0.5"], "only one of"),
         (["--t", "0", "--process", "vp"], "s = σ/α = 0"),
-        (["--sigmas", "1000", "--process", "ve"], "outside the range"),
+        (["--logsnr", "1e5"], "--logsnr"),
+        (["--t", "2", "--process", "ve"], "outside the time range"),
         (["--sigmas", "1", "--max-memory", "lots"], "not a size"),
         (["--sigmas", "1", "--workers", "0"], "--workers and --threads must be >= 1"),
     ],

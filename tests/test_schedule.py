@@ -163,7 +163,6 @@ def test_cli_trains_with_a_table_from_file(tmp_path):
         (["--weighting", "optimal", "--optimal-loss", "GARBAGE"], "not a `diffloss optimal-loss --json` report"),
         (["--weighting", "optimal:a=0", "--optimal-loss", "GOOD"], "a > 0"),
         (["--density", "optimal:ema_rate=-1", "--optimal-loss", "GOOD"], "ema_rate"),
-        (["--weighting", "min-snr", "--optimal-loss", "GOOD"], "only used with"),
     ],
 )
 def test_bad_input_one_line_nothing_written(tmp_path, extra, needle):

@@ -12,9 +12,11 @@ levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A denoiser 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from diffloss.errors import DifflossError, unknown_name
@@ -72,3 +74,59 @@ def model_condition(levels: Levels, process: Process, kind: str, like: torch.Ten
     """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64)."""
     c = condition(levels, process, kind).to(like.device)
     return c.to(like.dtype) if c.is_floating_point() else c
+
+
+NSR_RANGE = (0.002, 80.0)
+"""The default range of noise-to-signal ratios s = sigma / alpha: EDM's sigma range."""
+
+
+def log_spaced(k: int, lo: float = NSR_RANGE[0], hi: float = NSR_RANGE[1]) -> list[float]:
+    """``k`` log-spaced values from ``lo`` to ``hi`` (both > 0); ``k = 1`` gives their geometric mean."""
+    if k < 1:
+        raise DifflossError(f"the number of levels must be >= 1, got {k}")
+    if k == 1:
+        return [math.sqrt(lo * hi)]
+    return [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1)) for i in range(k)]
+
+
+def nsr_levels(
+    process: Process,
+    *,
+    sigmas: Sequence[float] | None = None,
+    times: Sequence[float] | None = None,
+    logsnr: Sequence[float] | None = None,
+    count: int | None = None,
+) -> np.ndarray:
+    """Noise-to-signal ratios s (L,) from exactly one of: ``sigmas`` (any s > 0), ``logsnr`` (any finite lambda;
+    s = exp(-lambda / 2)), ``times`` (process times, which must lie in the process's time range and map to
+    0 < s < inf) or ``count`` log-spaced levels over ``NSR_RANGE`` (the default: 32). Levels outside the range
+    the process reaches are allowed: a level is a property of the data's posterior, the process only maps
+    times to levels."""
+    given = [k for k, v in (("sigmas", sigmas), ("t", times), ("logsnr", logsnr), ("levels", count)) if v is not None]
+    if len(given) > 1:
+        raise DifflossError(f"give only one of --sigmas, --t, --logsnr and --levels (got {' and '.join(given)})")
+    if times is not None:
+        t = np.asarray(times, dtype=np.float64)
+        bad = t[~((t >= process.t_min) & (t <= process.t_max))]
+        if len(bad):
+            raise DifflossError(
+                f"--t: {bad[0]:g} is outside the time range [{process.t_min:g}, {process.t_max:g}] of {process.name}"
+            )
+        s = process.nsr(t).numpy()
+        bad = t[~(np.isfinite(s) & (s > 0))]
+        if len(bad):
+            raise DifflossError(f"--t: at t = {bad[0]:g} the {process.name} process has s = σ/α = 0 or ∞; move inside")
+        return s
+    if logsnr is not None:
+        lam = np.asarray(logsnr, dtype=np.float64)
+        s = np.exp(-lam / 2)
+        bad = lam[~(np.isfinite(s) & (s > 0))]
+        if len(bad):
+            raise DifflossError(f"--logsnr: {bad[0]:g} gives s = exp(-λ/2) = 0 or ∞ in float64; pick |λ| < 1400")
+        return s
+    if sigmas is not None:
+        s = np.asarray(sigmas, dtype=np.float64)
+        if not (np.isfinite(s) & (s > 0)).all():
+            raise DifflossError(f"--sigmas: noise-to-signal ratios must be finite and > 0, got {s.tolist()}")
+        return s
+    return np.asarray(log_spaced(32 if count is None else count))

@@ -15,7 +15,8 @@ Files in the output directory:
 - ``metrics.jsonl``: one JSON line every ``log_every`` steps with ``step``, ``loss`` (mean per-sample loss,
   each sample's loss a per-dimension mean, weighted as configured, over the steps since the last line),
   ``loss_by_logsnr`` (the same mean split into log-SNR buckets), ``lr``, ``grad_norm``, ``time`` (seconds
-  since this process started) and ``samples_per_sec``; every ``eval_every`` steps a line with ``eval_loss``,
+  since this process started) and ``samples_per_sec`` (and, when the data's J* is known, ``loss_floor`` and
+  ``reducible_loss``; see ``train``); every ``eval_every`` steps a line with ``eval_loss``,
   the loss of the EMA model on a fixed batch with fixed noise (levels from the density: for an adaptive one,
   its current state, so eval losses of different steps use different levels);
 - ``checkpoint.safetensors``: the latest checkpoint (every ``ckpt_every`` steps and at the end).
@@ -41,6 +42,7 @@ from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.losses import diffusion_loss
 from diffloss.models import Denoiser
+from diffloss.optimal.reference import Table
 from diffloss.process import process_from_dict
 from diffloss.target import get_target
 from diffloss.weighting import weighting_from_dict
@@ -206,6 +208,15 @@ class Run:
         """(per-sample losses (B,), levels) of ``model`` on ``x0`` with noise from ``generator``."""
         return diffusion_loss(model, x0, generator=generator, **self.objective)
 
+    def loss_floor(self, jstar: Table) -> float:
+        """The floor of this run's objective (its density's current state) from the J* table ``jstar``."""
+        from diffloss.objective import Objective
+        from diffloss.optimal.floor import objective_floor, table_jstar
+
+        o = self.objective
+        floor = objective_floor(Objective(o["target"], o["weighting"], o["density"]), o["process"], table_jstar(jstar))
+        return floor.total
+
     def preflight(self) -> None:
         """One loss evaluation on two rows with a throwaway generator, so that a weighting or density that is
         undefined for the process (or a non-finite loss) fails before anything is written."""
@@ -355,11 +366,15 @@ def train(
     overwrite: bool = False,
     progress=None,
     data: Dataset | None = None,
+    jstar: Table | None = None,
 ) -> Run:
     """Train per ``cfg`` into directory ``out``; returns the finished ``Run``.
 
     ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar);
-    ``data`` is ``cfg.data`` if the caller has loaded it already (it is loaded otherwise).
+    ``data`` is ``cfg.data`` if the caller has loaded it already (it is loaded otherwise). ``jstar`` is the J*
+    table of the data (``diffloss.optimal.reference``), when known: each metrics line then also holds
+    ``loss_floor``, the floor of the objective (``diffloss.optimal.floor``, from the table, at the density's
+    current state) and ``reducible_loss`` = ``loss`` - ``loss_floor``.
     Everything is validated (names, sizes, the output directory, a resumed checkpoint's config) before the
     first file is written.
     """
@@ -395,6 +410,9 @@ def train(
             if run.step % cfg.log_every == 0 or run.step == cfg.steps:
                 now = time.perf_counter()
                 record = window_record(torch.cat(losses), torch.cat(lams))
+                if jstar is not None:
+                    floor = run.loss_floor(jstar)
+                    record.update(loss_floor=floor, reducible_loss=record["loss"] - floor)
                 emit(
                     {
                         "step": run.step,

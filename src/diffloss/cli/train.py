@@ -6,42 +6,10 @@ import sys
 
 import click
 
-from diffloss.config import parse_spec
-from diffloss.density import density_from_spec, get_density
-from diffloss.errors import DifflossError
-from diffloss.models import PRESETS, default_backbone
+from diffloss.models import PRESETS, backbone_config
+from diffloss.objective import build_objective
 from diffloss.process import PROCESSES, get_process
-from diffloss.target import get_target
 from diffloss.train import TrainConfig, train
-from diffloss.weighting import get_weighting
-
-
-def backbone_config(kind: str, shape: tuple[int, ...], preset: str, channels: int | None, width: int, depth: int):
-    """The backbone config of the CLI options; ``auto`` is the UNet for images and the MLP otherwise."""
-    name = default_backbone(shape)["name"] if kind == "auto" else kind
-    if name == "unet":
-        return {"name": "unet", "preset": preset, "channels": channels}
-    return {"name": name, "width": width, "depth": depth}
-
-
-def objective_configs(weighting: str, density: str, process, ds, optimal_loss: str | None, quiet: bool):
-    """(weighting config, density config) of the specs; ``optimal`` ones get the J* table of the dataset ``ds``,
-    read from ``optimal_loss`` (a `diffloss optimal-loss --json` report) or computed (and cached) by the exact
-    estimator."""
-    from diffloss.optimal.reference import compute_table, read_table
-
-    (w_name, w_params), (d_name, d_params) = parse_spec(weighting), parse_spec(density)
-    jstar: dict = {}
-    if "optimal" in (w_name, d_name):
-        lam, j = (
-            read_table(optimal_loss, ds.fingerprint) if optimal_loss else compute_table(ds, process, progress=not quiet)
-        )
-        jstar = {"jstar_logsnr": lam, "jstar": j}
-    elif optimal_loss:
-        raise DifflossError("--optimal-loss is only used with --weighting optimal or --density optimal; drop it")
-    w = get_weighting(w_name, **{**w_params, **(jstar if w_name == "optimal" else {})})
-    d = get_density(d_name, **{**d_params, **jstar}) if d_name == "optimal" else density_from_spec(density, process)
-    return w.to_dict(), d.to_dict()
 
 
 @click.command("train")
@@ -68,8 +36,9 @@ def objective_configs(weighting: str, density: str, process, ds, optimal_loss: s
     "optimal_loss",
     type=click.Path(dir_okay=False),
     default=None,
-    help="J* of DATA for the optimal weighting/density: a `diffloss optimal-loss --json` report. "
-    "Default: computed at training start by the exact estimator (32 levels, cached).",
+    help="J* of DATA: a `diffloss optimal-loss --json` report. Used by the optimal weighting/density (default for "
+    "those: computed at training start by the exact estimator, 32 levels, cached) and, with any objective, to log "
+    "loss_floor and reducible_loss.",
 )
 @click.option("--steps", type=int, required=True, help="Total optimizer updates (with --resume: the new total).")
 @click.option("--batch", type=int, default=64, show_default=True, help="Batch size (at most the number of samples).")
@@ -114,7 +83,9 @@ def command(
     warm-up, gradient-norm clipping and an EMA copy of the weights (used by `diffloss sample`).
 
     metrics.jsonl gets a line every --log-every updates: step, loss, loss per log-SNR bucket, lr, grad_norm,
-    time (s), samples_per_sec. The same --seed gives the same numbers; a run killed and continued with
+    time (s), samples_per_sec; when J* of DATA is known (--optimal-loss, or the optimal schedule) also
+    loss_floor, the lowest mean loss this objective allows on DATA, and reducible_loss = loss - loss_floor.
+    The same --seed gives the same numbers; a run killed and continued with
     --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
     changed option is refused with the list of differing keys.
 
@@ -136,19 +107,15 @@ def command(
 
     torch.set_num_threads(max(1, threads))
     proc = get_process(process)
-    tgt = get_target(target)
     ds = load_dataset(data)
-    shape = ds.shape
-    weighting_cfg, density_cfg = objective_configs(
-        weighting or f"constant:on={tgt.name}", density, proc, ds, optimal_loss, quiet
-    )
+    objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
     cfg = TrainConfig(
         data=data,
         process=proc.to_dict(),
-        target=tgt.name,
-        weighting=weighting_cfg,
-        density=density_cfg,
-        backbone=backbone_config(backbone, shape, preset, channels, width, depth),
+        target=objective.target.name,
+        weighting=objective.weighting.to_dict(),
+        density=objective.density.to_dict(),
+        backbone=backbone_config(backbone, ds.shape, preset, channels, width, depth),
         steps=steps,
         batch=batch,
         seed=seed,
@@ -171,7 +138,7 @@ def command(
         bar.update(run.step - bar.n)
 
     try:
-        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds)
+        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds, jstar=objective.jstar)
     finally:
         bar.close()
     click.echo(f"trained {run.step} steps; checkpoint in {out}/checkpoint.safetensors")

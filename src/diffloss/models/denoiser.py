@@ -55,6 +55,17 @@ def default_backbone(shape: tuple[int, ...]) -> dict[str, Any]:
     return {"name": "mlp", "width": 256, "depth": 3}
 
 
+def backbone_config(
+    kind: str, shape: tuple[int, ...], preset: str, channels: int | None, width: int, depth: int
+) -> dict[str, Any]:
+    """The backbone config of ``diffloss train``'s options: ``auto`` is ``default_backbone(shape)``'s kind; a UNet
+    takes ``preset`` and ``channels``, the MLP ``width`` and ``depth``."""
+    name = default_backbone(shape)["name"] if kind == "auto" else kind
+    if name == "unet":
+        return {"name": "unet", "preset": preset, "channels": channels}
+    return {"name": name, "width": width, "depth": depth}
+
+
 class Denoiser(nn.Module):
     """A backbone plus conditioning on the noise level of ``process`` (see the module docstring).
 

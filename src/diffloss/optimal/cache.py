@@ -2,7 +2,8 @@
 
 Files live under ``$DIFFLOSS_CACHE`` (default ``~/.cache/diffloss``) in ``optimal_loss/<key>.json``; each
 holds ``OptimalLossResult.to_dict()``. Settings that do not change the numbers (workers, chunking, memory,
-process, target) are not part of the key: the curve is stored in x0 units and converted on the way out.
+process, target) are not part of the key: the curve is stored in x0 units and converted on the way out. The key
+policy lives in one place, ``diffloss.optimal.estimate.optimal_loss``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from diffloss.io import write_json_atomic
 from diffloss.optimal.result import OptimalLossResult
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: upper95 and data fields; one near-duplicate rule for both estimators
 
 
 def cache_dir() -> Path:

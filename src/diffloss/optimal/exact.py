@@ -37,9 +37,12 @@ import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
+from diffloss.optimal.inputs import as_levels, as_rows, class_groups, combine_groups
 from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
+REL_STDERR = 0.02  # default target of the automatic query count: stderr <= this x max(J*, floor) per level
+MAX_QUERIES = 20_000  # default cap on the automatic query count
 QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
@@ -183,7 +186,8 @@ def query_terms(
 def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: int) -> int:
     mean, se = mean_and_stderr(values)
     target = rel_stderr * np.maximum(mean / dim, floor)
-    return int(np.ceil(values.shape[1] * np.max((se / dim / target) ** 2)))
+    ratio = np.divide(se / dim, target, out=np.zeros_like(se), where=se > 0)  # se = 0: no more queries needed
+    return int(np.ceil(values.shape[1] * np.max(ratio**2)))
 
 
 def _curve_terms(
@@ -228,20 +232,29 @@ def _curve_terms(
         total = grow
 
 
-def check_inputs(x: np.ndarray, sigmas: np.ndarray, queries: int | None, rel_stderr: float, labels) -> None:
-    """Raise ``DifflossError`` for unusable data, levels, query counts or labels."""
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise DifflossError(f"data must be a non-empty (N, D) array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise DifflossError("data contains NaN or inf; remove or impute those rows")
-    if sigmas.ndim != 1 or len(sigmas) == 0 or not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
-        raise DifflossError(f"noise levels must be finite and > 0, got {sigmas.tolist()}")
+def check_options(queries: int | None, rel_stderr: float) -> None:
+    """Raise ``DifflossError`` for an unusable query count or relative stderr."""
     if queries is not None and queries < 2:
         raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
     if not rel_stderr > 0:
         raise DifflossError(f"rel_stderr must be > 0, got {rel_stderr}")
-    if labels is not None and len(labels) != x.shape[0]:
-        raise DifflossError(f"{len(labels)} labels for {x.shape[0]} rows; give exactly one label per row")
+
+
+def rare_event_bound(rows: torch.Tensor, terms: QueryTerms, values: np.ndarray) -> np.ndarray:
+    """Per level, an approximate 95% upper bound on J* where every query's value is exactly 0 (NaN elsewhere).
+
+    A value is exactly 0 when the query's posterior mode is its source row x0 and the control is that row; the
+    estimate is then 0 +- 0 although J* > 0 (the rare-event regime of small s). With m the posterior mean,
+    ||x0 - m|| <= (1 - w) * diam where w is the source's posterior weight and diam <= 2 R (R the largest distance
+    of a row from the mean; ``rows`` are centered). Queries whose mode is not the source (probability p, none
+    seen in Q) contribute at most diam^2, and p < ln(20) / Q with 95% confidence (the "rule of three"), so
+    J* <= 4 R^2 / D * (mean over queries of (1 - w)^2 + ln(20) / Q). Loose (it charges every unseen event the
+    whole diameter) but honest; where all rows are equal J* = 0 exactly and no bound is reported."""
+    q, dim = values.shape[1], rows.shape[1]
+    radius_sq = float(rows.double().pow(2).sum(1).max())
+    off_source = np.mean((1.0 - np.minimum(terms.mass, 1.0)) ** 2, axis=1)
+    bound = 4.0 * radius_sq / dim * (off_source + math.log(20.0) / q)
+    return np.where((values == 0).all(1) & (radius_sq > 0), bound, math.nan)  # all rows equal: J* = 0 exactly
 
 
 def chunk_rows_for(max_memory: int | None, chunk_rows: int | None = None) -> int:
@@ -271,8 +284,8 @@ def exact_optimal_loss(
     sigmas: Sequence[float] | np.ndarray,
     *,
     queries: int | None = None,
-    rel_stderr: float = 0.01,
-    max_queries: int = 20_000,
+    rel_stderr: float = REL_STDERR,
+    max_queries: int = MAX_QUERIES,
     seed: int = 0,
     labels: np.ndarray | None = None,
     all_rows: bool = False,
@@ -291,24 +304,21 @@ def exact_optimal_loss(
     ``max_memory`` (bytes) bound the working memory of a chunk. ``partition`` splits rows across
     processes (see ``diffloss.optimal.sharded``).
     """
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    check_inputs(x, sig, queries, rel_stderr, labels)
+    x, sig = as_rows(x), as_levels(sigmas)
+    check_options(queries, rel_stderr)
     chunk = chunk_rows_for(max_memory, chunk_rows)
     partition = partition or RowPartition()
     n, dim = x.shape
-    groups = [(0, np.arange(n))]
-    if labels is not None:
-        labels = np.asarray(labels).astype(np.int64)
-        groups = [(int(c), np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    groups = class_groups(n, labels)
     bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
-    curves, errors, controls, n_queries = {}, {}, {}, 0
-    for c, rows_idx in groups:
+    curves, errors, bounds, controls, n_queries = {}, {}, {}, {}, 0
+    for c, rows_idx in groups.items():
         share = len(rows_idx) / n
+        rows = centered_rows(x[rows_idx])
         terms = _curve_terms(
-            centered_rows(x[rows_idx]),
+            rows,
             sig,
-            [seed, c] if labels is not None else [seed],
+            [seed] if c is None else [seed, c],
             queries=None if queries is None else max(2, round(queries * share)),
             rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
             max_queries=max(2, round(max_queries * share)),
@@ -320,18 +330,19 @@ def exact_optimal_loss(
         values, fitted = cross_fitted_values(terms)
         mean, se = mean_and_stderr(values)
         curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
+        bounds[c] = rare_event_bound(rows, terms, values)
         n_queries += terms.n
     bar.close()
-    shares = {c: len(r) / n for c, r in groups}
-    x0_mse = sum(shares[c] * curves[c] for c in curves)
-    stderr = np.sqrt(sum((shares[c] * errors[c]) ** 2 for c in errors))
+    x0_mse, stderr = combine_groups(groups, curves, errors)
+    upper95, _ = combine_groups(groups, bounds, bounds)  # NaN unless every class is in the rare-event regime
     meta = {
         "seed": seed,
         "all_rows": all_rows,
         "rel_stderr": rel_stderr if queries is None and not all_rows else None,
         "control": "mode row where it holds >= tau of the posterior, else kappa * x; (tau, kappa) cross-fitted",
-        "control_fit": {  # per class (0 = all data), per fold and level; tau null = kappa * x everywhere
-            str(c): {k: np.where(np.isfinite(v), v, None).tolist() for k, v in f.items()} for c, f in controls.items()
+        "control_fit": {  # per class ("all" = all data), per fold and level; tau null = kappa * x everywhere
+            "all" if c is None else str(c): {k: np.where(np.isfinite(v), v, None).tolist() for k, v in f.items()}
+            for c, f in controls.items()
         },
         "conditional": labels is not None,
     }
@@ -343,6 +354,7 @@ def exact_optimal_loss(
         dim=dim,
         estimator="exact",
         n_queries=n_queries,
+        upper95=upper95 if np.isfinite(upper95).any() else None,
         per_class=curves if labels is not None else None,
         per_class_stderr=errors if labels is not None else None,
         meta=meta,

@@ -113,6 +113,16 @@ class Rows:
         return self.x.shape[0]
 
 
+def near_pairs(d: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) indices of the entries of a (q, n) matrix of squared distances ``d`` (from the expanded
+    form ||a||^2 + ||b||^2 - 2 <a, b> in fp32) that must be recomputed exactly in float64: those within
+    ``NEAR_TOL`` of the norms they cancel, d <= NEAR_TOL * (||a||^2 + ||b||^2) (duplicates and near-duplicates;
+    fp32's relative error of the expanded form is then at most ~1e-4 of d). The one near-duplicate rule of every
+    optimal-loss estimator; ``sq_a`` (q,), ``sq_b`` (n,) are the squared norms of the (centered) rows."""
+    near = d <= NEAR_TOL * (sq_a[:, None] + sq_b[None, :]).to(d.dtype)
+    return torch.nonzero(near, as_tuple=True)
+
+
 def _exact_entries(
     x0: torch.Tensor, eps: torch.Tensor, rows: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,7 +145,7 @@ def _chunk_terms(
     h = x0_sq[:, None] - g0
     d = (h + rows.sq[None, :]).sub_(g0).clamp_(min=0.0)
     g = eps_x0[:, None] - ge
-    qi, ri = torch.nonzero(d <= NEAR_TOL * (x0_sq[:, None] + rows.sq[None, :]), as_tuple=True)
+    qi, ri = near_pairs(d, x0_sq, rows.sq)
     if len(qi):
         de, gx, hx = _exact_entries(x0, eps, rows.x, qi, ri)
         d[qi, ri], g[qi, ri], h[qi, ri] = de.float(), gx.float(), hx.float()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from diffloss.cli.common import log_spaced
 from diffloss.data import Dataset
 from diffloss.errors import DifflossError
-from diffloss.optimal.cache import cache_key, load_cached, store_cached
+from diffloss.levels import log_spaced
+from diffloss.optimal.estimate import optimal_loss
 from diffloss.optimal.result import OptimalLossResult
 from diffloss.process import Process
 
@@ -53,28 +53,11 @@ def read_table(path: str | Path, fingerprint: str) -> Table:
 
 
 def compute_table(data: Dataset, process: Process, levels: int = DEFAULT_LEVELS, *, progress: bool = False) -> Table:
-    """J* of ``data`` at ``levels`` log-spaced noise-to-signal ratios (``diffloss optimal-loss``'s default levels
-    that ``process`` reaches) by the exact estimator with its default settings, through the results cache that
-    ``diffloss optimal-loss`` uses (same key, so either one reuses the other's result)."""
-    from diffloss.optimal.exact import exact_optimal_loss
-
+    """J* of ``data`` at those of ``levels`` log-spaced noise-to-signal ratios over [0.002, 80] that ``process``
+    reaches, by ``optimal_loss`` with its default settings and its cache (so ``diffloss optimal-loss --levels K``
+    on the same data and levels reuses the result, and vice versa)."""
     lo, hi = process.logsnr_range()
     s = np.asarray([v for v in log_spaced(levels) if lo <= -2 * np.log(v) <= hi])
     if len(s) < 2:
         raise DifflossError(f"process {process.name!r} reaches fewer than 2 of the default J* levels")
-    settings = {
-        "estimator": "exact",
-        "queries": None,
-        "seed": 0,
-        "rel_stderr": 0.01,
-        "max_queries": 20_000,
-        "all_rows": False,
-        "conditional": False,
-        "sigmas": s.tolist(),
-    }
-    key = cache_key(data.fingerprint, settings)
-    result = load_cached(key)
-    if result is None:
-        result = exact_optimal_loss(data.x, s, progress=progress)
-        store_cached(key, result)
-    return table_of(result)
+    return table_of(optimal_loss(data, s, progress=progress))

@@ -27,7 +27,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from diffloss.errors import DifflossError
-from diffloss.optimal.exact import RowPartition, check_inputs, exact_optimal_loss
+from diffloss.optimal.exact import REL_STDERR, RowPartition, check_options, exact_optimal_loss
+from diffloss.optimal.inputs import as_levels, as_rows, class_groups
 from diffloss.optimal.posterior import PosteriorSums
 from diffloss.optimal.result import OptimalLossResult
 
@@ -70,6 +71,11 @@ def init_from_env() -> bool:
     return True
 
 
+def is_main_process() -> bool:
+    """True outside a process group and on rank 0 of one: the process that writes outputs."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,8 +106,9 @@ def spawn_optimal_loss(
         raise DifflossError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
         return exact_optimal_loss(x, sigmas, **kwargs)
-    x, sigmas = np.asarray(x), np.asarray(sigmas, dtype=np.float64)
-    check_inputs(x, sigmas, kwargs.get("queries"), kwargs.get("rel_stderr", 0.01), kwargs.get("labels"))
+    x, sigmas = as_rows(x), as_levels(sigmas)  # fail here with a one-line error, not in N worker tracebacks
+    check_options(kwargs.get("queries"), kwargs.get("rel_stderr", REL_STDERR))
+    class_groups(len(x), kwargs.get("labels"))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.pkl")
         mp.spawn(_worker, args=(workers, _free_port(), threads, x, sigmas, kwargs, out), nprocs=workers)

@@ -36,11 +36,10 @@ import torch
 from tqdm import tqdm
 
 from diffloss.errors import DifflossError
+from diffloss.optimal.inputs import as_levels, as_rows, class_groups, combine_groups
+from diffloss.optimal.posterior import near_pairs
 from diffloss.optimal.result import OptimalLossResult
 
-#: pairs whose float32 squared distance is below this fraction of their mean squared norm are recomputed in
-#: float64 from the differences (duplicates and near-duplicates, where the expanded form cancels)
-REFINE_FRACTION = 0.1
 #: draws are the independent units of the standard error: use at least this many (fewer queries per draw if needed)
 MIN_DRAWS = 16
 
@@ -88,8 +87,8 @@ def stochastic_optimal_loss(
     On MNIST the bias decays like h^(−0.3), far slower than the 1/h of a textbook ratio estimator, which is why
     a is estimated. The bias costs up to three more softmax passes (h, h/2, h/4 rows) per level, none at L = N.
     """
-    x = _as_rows(x)
-    sig = _as_sigmas(sigmas)
+    x = as_rows(x)
+    sig = as_levels(sigmas)
     n = len(x)
     if queries is None or queries < 2:
         raise DifflossError(
@@ -100,7 +99,7 @@ def stochastic_optimal_loss(
         raise DifflossError(f"queries_per_draw must be >= 1, got {queries_per_draw}")
     if correction is not None and not correction > 0:
         raise DifflossError(f"the correction C must be > 0 (1 = DOL, inf = SNIS), got {correction}")
-    groups = _groups(n, labels)
+    groups = class_groups(n, labels)
     smallest = min(len(g) for g in groups.values())
     if not 1 <= subset_size <= smallest:
         where = "the smallest class" if labels is not None else "the data"
@@ -120,10 +119,8 @@ def stochastic_optimal_loss(
         curves[label], errs[label], biases[label] = est, se, bias
         meta_c[label] = {"correction": _json_number(c), "queries": q, "draws": draws}
 
-    share = {label: len(rows) / n for label, rows in groups.items()}
-    x0_mse = sum(share[k] * curves[k] for k in groups)
-    stderr = np.sqrt(sum((share[k] * errs[k]) ** 2 for k in groups))
-    bias = sum(share[k] * biases[k] for k in groups)
+    x0_mse, stderr = combine_groups(groups, curves, errs)
+    bias, _ = combine_groups(groups, biases, biases)
     cs = {float(m["correction"]) for m in meta_c.values()}
     name = estimator_name(cs.pop()) if len(cs) == 1 else "cdol"
     meta = {
@@ -155,35 +152,6 @@ def stochastic_optimal_loss(
 
 def _json_number(c: float) -> float | str:
     return c if math.isfinite(c) else "inf"
-
-
-# ---- input checks ---------------------------------------------------------------------------------------
-def _as_rows(x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise DifflossError(f"data must be a non-empty (N, D) array, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    if not np.isfinite(x).all():
-        raise DifflossError("data contains NaN or inf; clean it first")
-    return x
-
-
-def _as_sigmas(sigmas) -> np.ndarray:
-    s = np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
-    if s.ndim != 1 or len(s) == 0 or not (np.isfinite(s) & (s > 0)).all():
-        raise DifflossError(f"noise-to-signal ratios s must be finite and > 0, got {sigmas!r}")
-    return s
-
-
-def _groups(n: int, labels) -> dict:
-    """Row indices per class (one group, key None, without labels)."""
-    if labels is None:
-        return {None: np.arange(n)}
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise DifflossError(f"labels must have one entry per data row ({n}), got shape {labels.shape}")
-    return {int(k): np.flatnonzero(labels == k) for k in np.unique(labels)}
 
 
 # ---- one group ------------------------------------------------------------------------------------------
@@ -256,16 +224,15 @@ def _center(rows):
 def _pair_terms(rows, yc, norms, src, others, eps):
     """(‖y_j − y_i‖², ⟨ε, y_j − y_i⟩) for every query j and subset row i, as (B, L) float64.
 
-    Both come from float32 Gram products; pairs closer than ``REFINE_FRACTION`` of their mean squared norm
-    (where the expanded distance cancels) are recomputed in float64 from the row differences.
+    Both come from float32 Gram products; near pairs (``diffloss.optimal.posterior.near_pairs``: duplicates and
+    near-duplicates, where the expanded distance cancels) are recomputed in float64 from the row differences.
     """
     ys, yo = yc[src], yc[others]
     gram = (torch.cat([ys, eps]) @ yo.T).double()
     dist = (norms[src, None] + norms[others][None, :] - 2 * gram[: len(src)]).clamp_min(0)
     proj = (eps.double() * ys.double()).sum(1, keepdim=True) - gram[len(src) :]
-    near = torch.nonzero(dist < REFINE_FRACTION * 0.5 * (norms[src, None] + norms[others][None, :]))
-    if len(near):
-        qi, oi = near.unbind(1)
+    qi, oi = near_pairs(dist, norms[src], norms[others])
+    if len(qi):
         diff = rows[src[qi]].double() - rows[others[oi]].double()
         dist[qi, oi] = (diff**2).sum(1)
         proj[qi, oi] = (eps[qi].double() * diff).sum(1)

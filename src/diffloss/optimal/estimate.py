@@ -1,0 +1,149 @@
+"""``optimal_loss``: the one entry point to every optimal-loss estimator, with the results cache.
+
+It picks the estimator (exact in this process, exact sharded over ``--workers`` local processes or over the
+ranks of a torchrun job, or stochastic), holds the one set of default settings, and reads and writes the
+results cache (``diffloss.optimal.cache``) under one key policy: the data fingerprint plus every setting that
+changes the numbers. Settings that do not (workers, threads, chunking, memory bound, process, target) are not
+part of the key; the curve is stored in x0 units and converted to a target on the way out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffloss.data import Dataset
+from diffloss.errors import DifflossError, unknown_name
+from diffloss.optimal.cache import cache_key, load_cached, store_cached
+from diffloss.optimal.exact import MAX_QUERIES, REL_STDERR, check_options
+from diffloss.optimal.inputs import as_levels, as_rows
+from diffloss.optimal.result import OptimalLossResult
+
+ESTIMATORS = ("exact", "stochastic")
+DEFAULT_SUBSET = 1000  # stochastic: default subset size L = min(N, this)
+
+
+def _dataset(data: Dataset | np.ndarray | torch.Tensor, labels: np.ndarray | None) -> Dataset:
+    """``data`` as a Dataset (arrays get the name "array" and a content fingerprint), labels attached."""
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        x = as_rows(data)
+        ds = Dataset(np.ascontiguousarray(x, dtype=np.float32), (x.shape[1],), "array")
+    return ds if labels is None else ds.with_labels(np.asarray(labels))
+
+
+def optimal_loss(
+    data: Dataset | np.ndarray | torch.Tensor,
+    sigmas: Sequence[float] | np.ndarray,
+    *,
+    estimator: str = "exact",
+    conditional: bool = False,
+    labels: np.ndarray | None = None,
+    queries: int | None = None,
+    rel_stderr: float = REL_STDERR,
+    max_queries: int = MAX_QUERIES,
+    seed: int = 0,
+    all_rows: bool = False,
+    subset_size: int | None = None,
+    correction: float | None = None,
+    max_memory: int | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    cache: bool = True,
+    progress: bool = False,
+) -> OptimalLossResult:
+    """J*(s) per dimension of ``data`` at the noise-to-signal ratios ``sigmas`` (any s > 0).
+
+    ``data``: a ``Dataset`` or an (N, D) array. ``conditional``: the class-conditional optimal loss with the
+    data's own labels, or with ``labels`` (N,) when given. Exact estimator (default): the full posterior over
+    all N rows, Monte Carlo over (x0, eps) with ``queries`` draws (default: chosen so every level's stderr is at
+    most ``rel_stderr`` x max(J*, 1% of the data variance), at most ``max_queries``; ``all_rows``: every row
+    once), split over ``workers`` local processes of ``threads`` threads each, or over the ranks of a torchrun
+    job (``WORLD_SIZE`` > 1: joined here; every rank returns the same result). Stochastic estimator: subsets of
+    ``subset_size`` rows (default min(N, 1000)) with coefficient ``correction`` (default 4N/L; ``math.inf`` =
+    SNIS); it needs ``queries``. ``max_memory`` (bytes) bounds a chunk's working memory (exact). With ``cache``
+    the result is read from / written to the results cache (``$DIFFLOSS_CACHE``). ``result.data`` describes
+    ``data`` (name, fingerprint, per-dimension variance).
+    """
+    from diffloss.optimal.sharded import init_from_env, is_main_process
+
+    if estimator not in ESTIMATORS:
+        raise unknown_name("estimator", estimator, ESTIMATORS)
+    check_options(queries, rel_stderr)
+    if max_queries < 2:
+        raise DifflossError(f"max_queries must be >= 2, got {max_queries}")
+    if workers < 1 or threads < 1:
+        raise DifflossError(f"workers and threads must be >= 1, got {workers} and {threads}")
+    ds = _dataset(data, labels)
+    if conditional and ds.labels is None:
+        raise DifflossError(f"conditional optimal loss: {ds.name} has no labels; give them (--labels FILE)")
+    s = as_levels(sigmas)
+    settings: dict[str, Any] = {
+        "estimator": estimator,
+        "queries": queries,
+        "seed": seed,
+        "rel_stderr": rel_stderr,
+        "max_queries": max_queries,
+        "all_rows": all_rows,
+        "conditional": conditional,
+        "sigmas": s.tolist(),
+    }
+    if estimator == "stochastic":
+        settings["subset_size"] = subset_size if subset_size is not None else min(ds.n, DEFAULT_SUBSET)
+        if not 1 <= settings["subset_size"] <= ds.n:
+            raise DifflossError(f"subset size must be in [1, N = {ds.n}], got {settings['subset_size']}")
+        if correction is not None and not correction > 0:
+            raise DifflossError(f"the correction C must be > 0 (1 = DOL, inf = SNIS), got {correction}")
+        settings["correction"] = None if correction is None else (correction if math.isfinite(correction) else "inf")
+    distributed = estimator == "exact" and init_from_env()  # under torchrun every rank scans its share of rows
+    key = cache_key(ds.fingerprint, settings)
+    result = load_cached(key) if cache and not distributed else None  # ranks must agree on whether to compute
+    if result is None:
+        result = _compute(ds, s, settings, max_memory, workers, threads, progress and is_main_process())
+        if cache and is_main_process():  # rank 0 may still store it for later single-process runs
+            store_cached(key, result)
+    info = ds.info()
+    result.data = {k: info[k] for k in ("name", "fingerprint", "variance_per_dim")}
+    return result
+
+
+def _compute(
+    ds: Dataset, s: np.ndarray, settings: dict[str, Any], max_memory: int | None, workers: int, threads: int,
+    progress: bool,
+) -> OptimalLossResult:  # fmt: skip
+    labels = ds.labels if settings["conditional"] else None
+    if settings["estimator"] == "stochastic":
+        from diffloss.optimal.stochastic import stochastic_optimal_loss
+
+        c = settings["correction"]
+        return stochastic_optimal_loss(
+            ds.x,
+            s,
+            subset_size=settings["subset_size"],
+            correction=math.inf if c == "inf" else c,
+            queries=settings["queries"],
+            seed=settings["seed"],
+            labels=labels,
+            progress=progress,
+        )
+    from diffloss.optimal.exact import exact_optimal_loss
+    from diffloss.optimal.sharded import DistributedRows, spawn_optimal_loss
+
+    kwargs = dict(
+        queries=settings["queries"],
+        rel_stderr=settings["rel_stderr"],
+        max_queries=settings["max_queries"],
+        seed=settings["seed"],
+        labels=labels,
+        all_rows=settings["all_rows"],
+        max_memory=max_memory,
+        progress=progress,
+    )
+    if torch.distributed.is_initialized():
+        return exact_optimal_loss(ds.x, s, partition=DistributedRows(), **kwargs)
+    return spawn_optimal_loss(ds.x, s, workers=workers, threads=threads, **kwargs)

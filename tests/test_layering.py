@@ -1,0 +1,42 @@
+"""The package's layering: nothing outside ``diffloss.cli`` imports it (the CLI only parses and prints, over the
+library), checked on the import statements of every module, experiment script and benchmark."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an ``import``/``from ... import`` in ``path`` names (top level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return out
+
+
+def sources() -> list[Path]:
+    files = [p for p in (ROOT / "src" / "diffloss").rglob("*.py") if "cli" not in p.relative_to(ROOT).parts[2:3]]
+    return files + sorted((ROOT / "experiments").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+
+
+def test_nothing_below_the_cli_imports_it():
+    def is_cli(module: str) -> bool:
+        return module == "diffloss.cli" or module.startswith("diffloss.cli.")
+
+    back_edges = {str(p.relative_to(ROOT)): sorted(filter(is_cli, imported_modules(p))) for p in sources()}
+    back_edges = {k: v for k, v in back_edges.items() if v}
+    assert not back_edges, f"modules outside diffloss.cli import it: {back_edges}"
+
+
+def test_the_walker_sees_imports_inside_functions(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def g():\n    from diffloss.cli.common import parse_seeds\n")
+    assert "diffloss.cli.common" in imported_modules(f)
