@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import click
-import torch
 
-from diffloss.cli.common import log_spaced, parse_floats
+from diffloss.cli.common import parse_floats
+from diffloss.formulation import formulation_table
 from diffloss.io import write_json_atomic
+from diffloss.levels import log_spaced
 from diffloss.process import PROCESSES, get_process
-from diffloss.target import TARGETS, get_target
-
-
-def formulation_table(process: str, sigmas: list[float]) -> list[dict[str, float]]:
-    """For each noise-to-signal ratio s: lambda, t, alpha, sigma and every target's loss factor vs x0."""
-    p = get_process(process)
-    s = torch.tensor(sigmas, dtype=torch.float64)
-    lam = -2 * torch.log(s)
-    t = p.t_of_logsnr(lam)
-    a, sg = p.alpha_sigma(t)
-    rows = []
-    for i in range(len(sigmas)):
-        row = {"nsr": sigmas[i], "logsnr": lam[i].item(), "t": t[i].item(), "alpha": a[i].item(), "sigma": sg[i].item()}
-        for name in TARGETS:
-            row[f"factor_{name}"] = get_target(name).loss_factor(a[i], sg[i]).item()
-        rows.append(row)
-    return rows
+from diffloss.target import TARGETS
 
 
 @click.command("formulation")

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import torch
 
 from diffloss.cli.common import parse_floats
 from diffloss.config import parse_spec
-from diffloss.density import LevelDensity, density_from_spec
+from diffloss.density import density_from_spec
 from diffloss.errors import DifflossError
-from diffloss.io import atomic_write, write_json_atomic
-from diffloss.process import PROCESSES, Process, get_process
+from diffloss.io import write_json_atomic
+from diffloss.process import PROCESSES, get_process
 from diffloss.target import TARGETS, get_target
-from diffloss.weighting import WEIGHTINGS, Weighting, get_weighting, implied_elbo_weight, weighting_params
+from diffloss.weighting import WEIGHTINGS, Weighting, get_weighting, weighting_params
+from diffloss.weighting_report import plot_schemes, weighting_table
 
 
 def build_schemes(specs: tuple[str, ...], options: dict[str, Any]) -> list[Weighting]:
@@ -47,70 +47,6 @@ def _split_specs(text: str) -> list[str]:
         elif item:
             out.append(item)
     return out
-
-
-def weighting_table(scheme: Weighting, process: Process, target: str, logsnr: list[float]) -> dict[str, Any]:
-    """The ``diffloss weighting --json`` document (DESIGN.md section 7) for one scheme."""
-    lam = torch.tensor(logsnr, dtype=torch.float64)
-    weights = scheme.weight(lam, process, target)
-    if not torch.isfinite(weights).all():
-        bad = lam[~torch.isfinite(weights)][0].item()
-        raise DifflossError(f"the weight of {scheme.name!r} on target {target!r} is not finite at log-SNR {bad:g}")
-    return {
-        "scheme": scheme.name,
-        "params": scheme.to_dict(),
-        "published_target": scheme.published,
-        "formula": scheme.FORMULA,
-        "process": process.name,
-        "target": target,
-        "logsnr": logsnr,
-        "weights": weights.tolist(),
-        "x0_weights": scheme.x0_weight(lam, process).tolist(),
-    }
-
-
-def plot_schemes(
-    path: str, schemes: list[Weighting], process: Process, density: LevelDensity | None, lam_range: tuple[float, float]
-) -> None:
-    """x0-equivalent weights against lambda, and with a density the implied weights 2 p(lambda) w_eps(lambda)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lam = torch.linspace(*lam_range, 801, dtype=torch.float64)
-    fig, axes = plt.subplots(1, 2 if density else 1, figsize=(12 if density else 6.5, 4.5), squeeze=False)
-    ax = axes[0, 0]
-    styles = ["-", "--", ":", "-."]
-    for i, w in enumerate(schemes):
-        ax.plot(lam, w.weight(lam, process, "x0"), styles[i % 4], label=_label(w))
-    ax.set(
-        yscale="log", xlabel="log-SNR λ", ylabel="weight on the x0 MSE", title=f"x0-equivalent weights ({process.name})"
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if density:
-        ax = axes[0, 1]
-        for i, w in enumerate(schemes):
-            implied = implied_elbo_weight(w, density, process, lam)
-            ax.plot(lam, implied / torch.trapezoid(implied, lam), styles[i % 4], label=_label(w))
-        ax.set(
-            yscale="log",
-            ylim=(1e-4, None),
-            xlabel="log-SNR λ",
-            ylabel="2 p(λ) w_ε(λ), unit area",
-            title=f"implied weight per unit λ ({process.name}, {density.name})",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
-
-
-def _label(w: Weighting | LevelDensity) -> str:
-    params = {k: v for k, v in w.to_dict().items() if k != "name"}
-    return w.name + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
 
 
 @click.command("weighting")
@@ -170,11 +106,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
     tables = []
     if logsnr is not None:
         lams = parse_floats(logsnr, "--logsnr")
-        tables = [weighting_table(w, proc, target, lams) for w in weightings]
-        if dens is not None:
-            for table, w in zip(tables, weightings):
-                table["density"] = dens.to_dict()
-                table["implied_elbo_weight"] = implied_elbo_weight(w, dens, proc, torch.tensor(lams)).tolist()
+        tables = [weighting_table(w, proc, target, lams, dens) for w in weightings]
     if plot_out:
         bounds = parse_floats(lam_range, "--range")
         p_lo, p_hi = dens.support(proc) if dens else proc.logsnr_range()
