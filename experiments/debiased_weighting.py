@@ -257,13 +257,13 @@ def measure_cost(preset: Preset, repeats: int = 20) -> dict[str, Any]:
 
     import torch
 
-    from diffloss.sample import x0_denoiser
+    from diffloss.sample import x0_predictor
     from diffloss.train import Run
 
     run = Run.create(train_config(preset, RunSpec(VARIANTS[0], 0), repeats * 2))
     _timed(run.update, repeats)
     step_wall, step_cpu = _timed(run.update, repeats)
-    denoise = x0_denoiser(run.ema.eval(), run.ema.process, run.objective["target"])
+    denoise = x0_predictor(run.ema.eval(), run.ema.process, run.objective["target"])
     x, s = torch.randn(preset.n_samples, *run.data.shape), torch.full((preset.n_samples,), 1.0)
     with torch.no_grad():
         nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5)

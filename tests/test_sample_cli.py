@@ -87,7 +87,7 @@ def test_image_grid_layout():
         (["--sampler", "nope"], "unknown sampler 'nope'"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--out", "x.txt"], "--out must end in .npy"),
-        (["--schedule", "nope"], "unknown sigma schedule"),
+        (["--spacing", "nope"], "unknown step spacing"),
     ],
 )
 def test_bad_sample_input(gaussian_run, tmp_path, extra, needle):

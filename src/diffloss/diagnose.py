@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
-from diffloss.levels import Denoiser, Levels, model_condition
+from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.optimal.exact import QUERY_BLOCK, centered_rows, mean_and_stderr, query_block
 from diffloss.optimal.posterior import Rows, posterior_mean
 from diffloss.process import Process
@@ -46,7 +46,7 @@ class DiagnosedModel:
     """A denoiser ``(x_t, c) -> prediction of target`` with the conventions needed to evaluate it: its
     process, target, per-sample ``shape`` and the level condition ``cond`` it takes (see ``diffloss.levels``)."""
 
-    denoiser: Denoiser
+    denoiser: TargetPredictor
     process: Process
     target: Target
     shape: tuple[int, ...]

@@ -1,7 +1,8 @@
-"""A batch of noise levels, and what a denoiser is told about them.
+"""A batch of noise levels, and what a model is told about them.
 
 Levels are float64 tensors of shape (B,) on the CPU: the process time ``t``, the log-SNR ``logsnr`` and, for
-levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A denoiser is conditioned on one of:
+levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A model (a ``TargetPredictor``, e.g. a
+``diffloss.models.Denoiser``) is conditioned on one of:
 
 - ``t``:        the process time (EDM: t = sigma; flow and VP: t in [0, 1]);
 - ``sigma``:    the noise-to-signal ratio s = sigma / alpha (EDM's / k-diffusion's "sigma");
@@ -22,7 +23,7 @@ from diffloss.process import Process
 
 CONDITIONS: tuple[str, ...] = ("t", "sigma", "logsnr", "timestep")
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TargetPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A model ``(x_t, c) -> prediction of a target``, x_t of shape (B, ...), c the (B,) level condition."""
 
 
@@ -49,7 +50,7 @@ class Levels:
 
 
 def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor:
-    """The (B,) tensor a denoiser conditioned on ``kind`` (one of ``CONDITIONS``) receives."""
+    """The (B,) tensor a model conditioned on ``kind`` (one of ``CONDITIONS``) receives."""
     if kind == "t":
         return levels.t
     if kind == "sigma":
@@ -65,7 +66,7 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
                 f"process {process.name!r} has none: condition on t, sigma or logsnr instead"
             )
         return levels.t * process.T - 1
-    raise unknown_name("denoiser condition", kind, CONDITIONS)
+    raise unknown_name("model condition", kind, CONDITIONS)
 
 
 def model_condition(levels: Levels, process: Process, kind: str, like: torch.Tensor) -> torch.Tensor:

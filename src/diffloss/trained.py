@@ -13,7 +13,7 @@ import torch
 from diffloss.checkpoint import load_checkpoint
 from diffloss.errors import DifflossError
 from diffloss.models import Denoiser
-from diffloss.sample import sample, sigma_schedule, x0_denoiser
+from diffloss.sample import sample, step_levels, x0_predictor
 from diffloss.target import Target, get_target
 from diffloss.train import CHECKPOINT_FILE
 
@@ -53,13 +53,13 @@ def sample_trained(
     steps: int,
     sampler: str,
     seed: int,
-    schedule: str = "karras",
+    spacing: str = "karras",
     eta: float = 0.0,
     batch: int = 256,
     progress: bool = False,
     clip: float | None = None,
 ) -> torch.Tensor:
-    """``n`` samples (n, *shape) float32 in the data's scaled units (``clip``: see ``x0_denoiser``).
+    """``n`` samples (n, *shape) float32 in the data's scaled units (``clip``: see ``x0_predictor``).
 
     All starting noise x = s_max * N(0, I) is drawn first from ``torch.Generator().manual_seed(seed)``, then
     integrated ``batch`` rows at a time; with a deterministic sampler (eta = 0) the result does not depend on
@@ -68,9 +68,9 @@ def sample_trained(
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
     model = trained.model
-    denoise = x0_denoiser(model, model.process, trained.target, clip=clip)
+    denoise = x0_predictor(model, model.process, trained.target, clip=clip)
     generator = torch.Generator().manual_seed(seed)
-    sigmas = sigma_schedule(model.process, steps, schedule)
+    sigmas = step_levels(model.process, steps, spacing)
     x = sigmas[0].item() * torch.randn((n, *trained.shape), generator=generator)
     with torch.no_grad():
         chunks = [
