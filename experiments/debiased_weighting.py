@@ -228,11 +228,12 @@ class Evaluator:
         self.ref_features = classifier_features(data.images(), self.classifier)
 
     def __call__(self, ckpt: Path, n: int, sampler: str, steps: int) -> dict[str, Any]:
+        from diffloss.loader import load_trained
         from diffloss.metrics.fid import classifier_features, fid, kid
-        from diffloss.trained import load_trained, sample_trained
+        from diffloss.sample import sample_model
 
         start = time.perf_counter()
-        x = sample_trained(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
+        x = sample_model(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
         out = {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}  # a diverged model (non-finite samples)
         if np.isfinite(x).all():
             feats = classifier_features(np.clip(x, -1, 1), self.classifier)

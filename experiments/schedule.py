@@ -192,9 +192,9 @@ def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
     from diffloss.cli.diagnose import resolve_levels
     from diffloss.data import load_dataset
     from diffloss.diagnose import diagnose
-    from diffloss.pretrained import load_run
+    from diffloss.loader import load_trained
 
-    model = load_run(directory)
+    model = load_trained(directory)
     d = diagnose(model, load_dataset(preset.data).x, resolve_levels(model, None, preset.levels), queries=preset.queries)
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 

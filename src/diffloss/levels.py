@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from diffloss.errors import DifflossError, unknown_name
@@ -73,3 +74,13 @@ def model_condition(levels: Levels, process: Process, kind: str, like: torch.Ten
     """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64)."""
     c = condition(levels, process, kind).to(like.device)
     return c.to(like.dtype) if c.is_floating_point() else c
+
+
+def snap_to_steps(process: Process, sigmas: np.ndarray) -> Levels:
+    """Levels at the discrete training steps nearest (in log s) to ``sigmas``, duplicates dropped; the
+    process must have ``T`` steps (``discrete`` VP)."""
+    steps = torch.arange(process.T)
+    s_steps = process.nsr(process.timestep_t(steps)).numpy()
+    n = np.unique(np.abs(np.log(s_steps)[None, :] - np.log(np.asarray(sigmas))[:, None]).argmin(1))
+    n = torch.from_numpy(n)
+    return Levels.from_t(process, process.timestep_t(n), n)

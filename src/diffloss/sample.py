@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -24,6 +25,9 @@ from diffloss.errors import DifflossError, unknown_name
 from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
+
+if TYPE_CHECKING:
+    from diffloss.loader import DiffusionModel
 
 X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
@@ -148,9 +152,53 @@ def generate(
     spacing: str = "karras",
     eta: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    batch: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator``, then ``sample`` over ``step_levels``."""
+    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
+    ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
+    result does not depend on ``batch`` beyond floating-point rounding."""
     sigmas = step_levels(process, steps, spacing)
     x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-    return sample(predictor, x, sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
+    batch = batch or shape[0]
+    chunks = [
+        sample(predictor, x[i : i + batch], sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
+        for i in range(0, shape[0], batch)
+    ]
+    return torch.cat(chunks)
+
+
+def sample_model(
+    model: DiffusionModel,
+    n: int,
+    *,
+    steps: int,
+    sampler: str,
+    seed: int,
+    spacing: str = "karras",
+    eta: float = 0.0,
+    batch: int = 256,
+    progress: bool = False,
+    clip: float | None = None,
+) -> torch.Tensor:
+    """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
+
+    ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
+    same seed gives the same samples. ``clip``: see ``x0_predictor``."""
+    if n < 1 or batch < 1:
+        raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
+    predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return generate(
+            predictor,
+            (n, *model.shape),
+            process=model.process,
+            steps=steps,
+            generator=generator,
+            sampler=sampler,
+            spacing=spacing,
+            eta=eta,
+            batch=batch,
+            progress=progress,
+        )

@@ -13,11 +13,11 @@ import torch
 
 from diffloss.cli.common import log_spaced, parse_floats
 from diffloss.data import Dataset, load_dataset
-from diffloss.diagnose import BELOW_Z, DiagnosedModel, Diagnosis, diagnose
+from diffloss.diagnose import BELOW_Z, Diagnosis, diagnose
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
-from diffloss.levels import Levels
-from diffloss.pretrained import load_diffusers, load_run, snap_to_steps
+from diffloss.levels import Levels, snap_to_steps
+from diffloss.loader import DiffusionModel, load_diffusers, load_trained
 
 DEFAULT_RANGE = (0.002, 80.0)
 GAP_ESTIMATOR = (
@@ -26,7 +26,7 @@ GAP_ESTIMATOR = (
 )
 
 
-def resolve_levels(model: DiagnosedModel, sigmas: str | None, k: int | None) -> Levels:
+def resolve_levels(model: DiffusionModel, sigmas: str | None, k: int | None) -> Levels:
     """Levels from ``--sigmas`` (checked against the process's range) or ``--levels K`` (log-spaced over
     [0.002, 80] clipped to that range); snapped to the training steps for timestep-conditioned models."""
     if sigmas is not None and k is not None:
@@ -45,7 +45,7 @@ def resolve_levels(model: DiagnosedModel, sigmas: str | None, k: int | None) -> 
     return Levels.from_logsnr(proc, torch.from_numpy(-2 * np.log(s)))
 
 
-def check_shape(ds: Dataset, model: DiagnosedModel) -> None:
+def check_shape(ds: Dataset, model: DiffusionModel) -> None:
     squeeze = lambda shape: tuple(n for n in shape if n != 1)  # noqa: E731
     if squeeze(ds.shape) != squeeze(model.shape):
         raise DifflossError(
@@ -142,7 +142,7 @@ def command(
         raise DifflossError("give exactly one of --ckpt DIR and --diffusers DIR")
     if queries < 2 or batch < 1:
         raise DifflossError(f"--queries must be >= 2 and --batch >= 1, got {queries} and {batch}")
-    model = load_run(ckpt, ema=not raw) if ckpt is not None else load_diffusers(diffusers_dir)
+    model = load_trained(ckpt, ema=not raw) if ckpt is not None else load_diffusers(diffusers_dir)
     lv = resolve_levels(model, sigmas, levels)
     ds = load_dataset(data)
     check_shape(ds, model)

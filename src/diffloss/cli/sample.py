@@ -41,13 +41,15 @@ def command(ckpt, n, steps, sampler, spacing, eta, seed, batch, no_ema, clip_x0,
     in [-1, 1]), in the original per-sample shape. For image data (C, H, W) with 1 or 3 channels a PNG grid
     is written next to OUT (same name, .png; images smaller than 32 pixels enlarged by pixel
     repetition). Deterministic given --seed; EMA weights unless --no-ema. --clip-x0 1 clamps the x0 estimate
-    of every step to the image range (off by default: the clamped denoiser is no longer the model's).
+    of every step to the image range (off by default: the clamped x0 predictor is no longer the model's).
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
     """
     import torch
 
-    from diffloss.trained import image_grid, load_trained, sample_trained
+    from diffloss.data.images import image_grid
+    from diffloss.loader import load_trained
+    from diffloss.sample import sample_model
 
     torch.set_num_threads(max(1, threads))
     out_path = Path(out)
@@ -55,22 +57,22 @@ def command(ckpt, n, steps, sampler, spacing, eta, seed, batch, no_ema, clip_x0,
         raise DifflossError(f"--out must end in .npy, got {out!r}")
     if steps < 1:
         raise DifflossError(f"--steps must be >= 1, got {steps}")
-    trained = load_trained(ckpt, ema=not no_ema)
-    x = sample_trained(
-        trained, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
+    model = load_trained(ckpt, ema=not no_ema)
+    x = sample_model(
+        model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
         progress=not quiet, clip=clip_x0,
     ).numpy()  # fmt: skip
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
     atomic_write(out_path, lambda tmp: np.save(tmp, x))
-    msg = f"wrote {n} samples of shape {tuple(trained.shape)} to {out_path}"
-    if len(trained.shape) == 3 and trained.shape[0] in (1, 3):
+    msg = f"wrote {n} samples of shape {tuple(model.shape)} to {out_path}"
+    if len(model.shape) == 3 and model.shape[0] in (1, 3):
         from PIL import Image
 
         png = out_path.with_suffix(".png")
         atomic_write(
             png,
-            lambda tmp: Image.fromarray(image_grid(x, scale=max(1, round(32 / trained.shape[1])))).save(
+            lambda tmp: Image.fromarray(image_grid(x, scale=max(1, round(32 / model.shape[1])))).save(
                 tmp, format="PNG"
             ),
         )

@@ -50,7 +50,7 @@ def _split_specs(text: str) -> list[str]:
 
 
 def weighting_table(scheme: Weighting, process: Process, target: str, logsnr: list[float]) -> dict[str, Any]:
-    """The ``diffloss weighting --json`` document (DESIGN.md section 7) for one scheme."""
+    """The ``diffloss weighting --json`` document (its CLI contract: docs/design.md) for one scheme."""
     lam = torch.tensor(logsnr, dtype=torch.float64)
     weights = scheme.weight(lam, process, target)
     if not torch.isfinite(weights).all():
