@@ -11,7 +11,7 @@ the implied weight of a training objective is p(lambda) * w(lambda).
 - ``logit-normal`` (``sd3``): flow time t = sigmoid(loc + scale z), i.e. lambda = -2 logit(t) ~ N(-2 loc,
   4 scale^2) (Esser et al. 2024).
 - ``uniform-logsnr``: lambda ~ U(lam_min, lam_max), clipped to the process's range (Kingma & Gao 2023).
-- ``tabulated``: any density of lambda, constant on cells (``density_from_function``), e.g. [OPT]'s schedule.
+- ``tabulated``: any density of lambda, constant on cells (``density_from_function``), e.g. one given as a formula.
 - ``optimal``: adaptive, p(lambda) proportional to w(lambda) * (J_theta(lambda) - J*(lambda)), the weighted
   reducible loss of the model being trained (Xu et al. 2025; ``OptimalDensity``).
 
