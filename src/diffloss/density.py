@@ -303,13 +303,13 @@ def density_from_function(
     return Tabulated(tuple(edges.tolist()), tuple(values.tolist()))
 
 
-class GapTracker:
+class ModelLossTracker:
     """The mutable part of ``OptimalDensity``: the model's current loss J_theta in each of ``cells`` cells.
 
-    ``jtheta`` (float64) is an exponential moving average of the batch-mean per-sample x0 MSE of the samples that
-    fell in the cell, J_k <- J_k + ema_rate * (mean - J_k), the first observation taken as is; ``seen`` (bool)
-    marks the cells observed at least once. ``update`` folds in one batch; ``state`` / ``load_state`` are the
-    two tensors that go into checkpoints (keys ``jtheta``, ``seen``)."""
+    ``jtheta`` (float64) is an exponential moving average of the batch-mean per-sample x0 MSE (unweighted,
+    per-dimension mean) of the samples that fell in the cell, J_k <- J_k + ema_rate * (mean - J_k), the first
+    observation taken as is; ``seen`` (bool) marks the cells observed at least once. ``update`` folds in one
+    batch; ``state`` / ``load_state`` are the two tensors that go into checkpoints (keys ``jtheta``, ``seen``)."""
 
     def __init__(self, cells: int, ema_rate: float) -> None:
         self.ema_rate = ema_rate
@@ -343,7 +343,7 @@ class OptimalDensity(OptimalWeightParams, LevelDensity):
 
     The parameters are frozen: w and J* are those of ``diffloss.optimal_weight.OptimalWeightParams`` (the same
     parameters as the ``optimal`` weighting), plus ``ema_rate``, ``buckets`` and ``explore``. The one mutable
-    part is ``tracker``, a ``GapTracker`` of J_theta per cell created empty with the density (not a parameter:
+    part is ``tracker``, a ``ModelLossTracker`` of J_theta per cell created empty with the density (not a parameter:
     it is not in ``to_dict``, and ``dataclasses.replace`` starts a new one); ``observe`` updates it and
     ``state`` / ``load_state`` checkpoint it.
 
@@ -358,7 +358,7 @@ class OptimalDensity(OptimalWeightParams, LevelDensity):
     ema_rate: float = 0.02
     buckets: int = 32
     explore: float = 0.05
-    tracker: GapTracker = field(init=False, repr=False, compare=False)
+    tracker: ModelLossTracker = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -367,7 +367,7 @@ class OptimalDensity(OptimalWeightParams, LevelDensity):
                 f"optimal density needs 0 < ema_rate <= 1, 0 < explore <= 1 and buckets >= 1, got "
                 f"ema_rate={self.ema_rate}, explore={self.explore}, buckets={self.buckets}"
             )
-        object.__setattr__(self, "tracker", GapTracker(self.buckets, self.ema_rate))  # frozen: set once, here
+        object.__setattr__(self, "tracker", ModelLossTracker(self.buckets, self.ema_rate))  # frozen: set once, here
 
     def support(self, process):
         lo, hi = process.logsnr_range()
