@@ -81,7 +81,7 @@ def test_offset_model_gap_is_its_known_excess(data, target):
     np.testing.assert_allclose(d.gap_x0, excess, rtol=1e-5)
     assert np.all(np.abs(d.paired_x0 - excess) <= 4 * d.paired_x0_se)
     snr = SIGMAS**-2.0
-    factor = {"x0": np.ones_like(snr), "eps": snr, "v": snr + 1}[target]  # DESIGN §2, VP
+    factor = {"x0": np.ones_like(snr), "eps": snr, "v": snr + 1}[target]  # MSE_T / MSE_x0 on VP (Target.loss_factor)
     np.testing.assert_allclose(d.gap_target, excess * factor, rtol=1e-5)
     np.testing.assert_allclose(d.model_target, d.model_x0 * factor, rtol=1e-4)
     np.testing.assert_allclose(d.ratio, excess / d.model_x0, rtol=1e-5)
