@@ -228,11 +228,12 @@ class Evaluator:
         self.ref_features = classifier_features(data.images(), self.classifier)
 
     def __call__(self, ckpt: Path, n: int, sampler: str, steps: int) -> dict[str, Any]:
+        from diffloss.loader import load_trained
         from diffloss.metrics.fid import classifier_features, fid, kid
-        from diffloss.trained import load_trained, sample_trained
+        from diffloss.sample import sample_model
 
         start = time.perf_counter()
-        x = sample_trained(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
+        x = sample_model(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
         out = {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}  # a diverged model (non-finite samples)
         if np.isfinite(x).all():
             feats = classifier_features(np.clip(x, -1, 1), self.classifier)
@@ -257,13 +258,13 @@ def measure_cost(preset: Preset, repeats: int = 20) -> dict[str, Any]:
 
     import torch
 
-    from diffloss.sample import x0_denoiser
+    from diffloss.sample import x0_predictor
     from diffloss.train import Run
 
     run = Run.create(train_config(preset, RunSpec(VARIANTS[0], 0), repeats * 2))
     _timed(run.update, repeats)
     step_wall, step_cpu = _timed(run.update, repeats)
-    denoise = x0_denoiser(run.ema.eval(), run.ema.process, run.objective["target"])
+    denoise = x0_predictor(run.ema.eval(), run.ema.process, run.objective["target"])
     x, s = torch.randn(preset.n_samples, *run.data.shape), torch.full((preset.n_samples,), 1.0)
     with torch.no_grad():
         nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from diffloss.process import get_process
-from diffloss.sample import sample, sigma_schedule
+from diffloss.sample import sample, step_levels
 
 MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
 VAR = torch.tensor([0.25, 1.0], dtype=torch.float64)
@@ -26,7 +26,7 @@ def main(n: int = 20000) -> None:
     print(f"{'sampler':>8} {'K':>5} {'rms to exact ODE':>17} {'var ratio (dim 0, dim 1)':>26}")
     for sampler, eta in (("euler", 0.0), ("heun", 0.0), ("dpm2", 0.0), ("ddim", 1.0)):
         for steps in (4, 16, 64, 256):
-            sigmas = sigma_schedule(get_process("vp"), steps)
+            sigmas = step_levels(get_process("vp"), steps)
             z = torch.randn(n, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
             x = MU + (VAR + sigmas[0] ** 2).sqrt() * z
             exact = MU + (VAR / (VAR + sigmas[0] ** 2)).sqrt() * (x - MU)

@@ -176,9 +176,9 @@ def diagnose_run(preset: Preset, run_dir: Path) -> dict[str, Any]:
     from diffloss.data import load_dataset
     from diffloss.diagnose import diagnose
     from diffloss.levels import Levels
-    from diffloss.pretrained import load_run
+    from diffloss.loader import load_trained
 
-    model = load_run(run_dir)
+    model = load_trained(run_dir)
     levels = Levels.from_logsnr(model.process, torch.from_numpy(-2 * np.log(preset.sigmas)))
     d = diagnose(model, load_dataset(preset.data).x, levels, queries=preset.queries, seed=preset.eval_seed)
     if d.warning():

@@ -193,9 +193,9 @@ def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
     from diffloss.data import load_dataset
     from diffloss.diagnose import diagnose
     from diffloss.diagnose_output import diagnosis_levels
-    from diffloss.pretrained import load_run
+    from diffloss.loader import load_trained
 
-    model = load_run(directory)
+    model = load_trained(directory)
     levels = diagnosis_levels(model, None, preset.levels)
     d = diagnose(model, load_dataset(preset.data).x, levels, queries=preset.queries)
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}

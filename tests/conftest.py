@@ -23,3 +23,23 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def write_tiny_diffusers(root, prediction_type="v_prediction", **scheduler):
+    """A diffusers ``save_pretrained`` directory under ``root``: a random 8x8 one-channel ``UNet2DModel`` (seed 0)
+    in unet/ and a ``DDPMScheduler(prediction_type, **scheduler)`` in scheduler/; returns the UNet."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+    )  # fmt: skip
+    unet.save_pretrained(root / "unet")
+    DDPMScheduler(prediction_type=prediction_type, **scheduler).save_pretrained(root / "scheduler")
+    return unet
+
+
+@pytest.fixture
+def tiny_diffusers():
+    return write_tiny_diffusers

@@ -10,8 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from diffloss.cli import cli
-from diffloss.diagnose import DiagnosedModel, diagnose
+from diffloss.diagnose import diagnose
 from diffloss.levels import Levels
+from diffloss.loader import DiffusionModel
 from diffloss.optimal.exact import exact_optimal_loss, query_block
 from diffloss.process import get_process
 from diffloss.target import get_target
@@ -32,7 +33,7 @@ def brute_posterior_mean(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor) -
     return torch.softmax(logit, 1) @ rows
 
 
-def bayes_model(x: np.ndarray, process, target, offset: np.ndarray | None = None) -> DiagnosedModel:
+def bayes_model(x: np.ndarray, process, target, offset: np.ndarray | None = None) -> DiffusionModel:
     """The exact optimal denoiser (brute force), shifted in x0 by a constant ``offset``, predicting ``target``."""
     rows = torch.from_numpy(x).double()
     delta = torch.zeros(x.shape[1], dtype=torch.float64) if offset is None else torch.from_numpy(offset)
@@ -42,7 +43,7 @@ def bayes_model(x: np.ndarray, process, target, offset: np.ndarray | None = None
         x0_hat = brute_posterior_mean(x_t.double() / a, (s / a)[:, 0], rows) + delta
         return target.from_x0(x0_hat, x_t.double(), a, s).float()
 
-    return DiagnosedModel(denoiser, process, target, (x.shape[1],))
+    return DiffusionModel(denoiser, process, target, (x.shape[1],))
 
 
 def levels_of(process, sigmas=SIGMAS) -> Levels:
@@ -80,7 +81,7 @@ def test_offset_model_gap_is_its_known_excess(data, target):
     np.testing.assert_allclose(d.gap_x0, excess, rtol=1e-5)
     assert np.all(np.abs(d.paired_x0 - excess) <= 4 * d.paired_x0_se)
     snr = SIGMAS**-2.0
-    factor = {"x0": np.ones_like(snr), "eps": snr, "v": snr + 1}[target]  # DESIGN §2, VP
+    factor = {"x0": np.ones_like(snr), "eps": snr, "v": snr + 1}[target]  # MSE_T / MSE_x0 on VP (Target.loss_factor)
     np.testing.assert_allclose(d.gap_target, excess * factor, rtol=1e-5)
     np.testing.assert_allclose(d.model_target, d.model_x0 * factor, rtol=1e-4)
     np.testing.assert_allclose(d.ratio, excess / d.model_x0, rtol=1e-5)
@@ -90,21 +91,21 @@ def test_offset_model_gap_is_its_known_excess(data, target):
 def test_zero_noise_predictor_has_closed_form_loss(data):
     """eps_hat = 0 gives x0_hat = x_t / alpha, so J_x0 = s^2 E||eps||^2 / D = s^2 and J_eps = 1 (up to MC error)."""
     proc = get_process("vp-cosine")
-    model = DiagnosedModel(lambda x_t, c: torch.zeros_like(x_t), proc, get_target("eps"), (3,))
+    model = DiffusionModel(lambda x_t, c: torch.zeros_like(x_t), proc, get_target("eps"), (3,))
     d = diagnose(model, data, levels_of(proc), queries=512)
     assert np.all(np.abs(d.model_x0 / SIGMAS**2 - 1) <= 4 * d.model_x0_se / SIGMAS**2)
     assert np.all(np.abs(d.model_target - 1) <= 4 * d.model_target_se)
     assert np.all(d.gap_x0 > 0) and not d.below_optimal.any()
 
 
-def oracle_model(data: np.ndarray) -> DiagnosedModel:
+def oracle_model(data: np.ndarray) -> DiffusionModel:
     """A 'model' that knows the noise of the first 128 draws of seed 0 (as a leaky wrapper would): it beats J*."""
     _, eps = query_block(len(data), data.shape[1], [0], 0, 128, None)
 
     def oracle(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(eps) * 0.9 + 0.1 * (x_t - x_t.mean(0))
 
-    return DiagnosedModel(oracle, get_process("vp"), get_target("eps"), (data.shape[1],))
+    return DiffusionModel(oracle, get_process("vp"), get_target("eps"), (data.shape[1],))
 
 
 def test_model_that_sees_more_than_x_t_is_flagged(data):
@@ -128,23 +129,10 @@ def digits_file(tmp_path_factory):
     return path
 
 
-def save_diffusers(root, prediction_type="v_prediction", **sched):
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
-    )  # fmt: skip
-    unet.save_pretrained(root / "unet")
-    DDPMScheduler(prediction_type=prediction_type, **sched).save_pretrained(root / "scheduler")
-    return unet
-
-
-def test_diffusers_end_to_end(tmp_path, digits_file):
+def test_diffusers_end_to_end(tmp_path, digits_file, tiny_diffusers):
     from diffusers import DDPMScheduler
 
-    unet = save_diffusers(tmp_path / "pipe", beta_schedule="squaredcos_cap_v2")
+    unet = tiny_diffusers(tmp_path / "pipe", beta_schedule="squaredcos_cap_v2")
     out = tmp_path / "diag.json"
     r = run(["diagnose", "--diffusers", str(tmp_path / "pipe"), "--data", str(digits_file), "--sigmas",
              "0.05,1,20", "--queries", "64", "--json", str(out), "--quiet"])  # fmt: skip
@@ -194,7 +182,7 @@ def test_ckpt_of_a_train_run(tmp_path):
 def test_cli_warns_on_stderr_and_in_json(tmp_path, data, monkeypatch):
     import diffloss.cli.diagnose as cli_diagnose
 
-    monkeypatch.setattr(cli_diagnose, "load_run", lambda path, ema: oracle_model(data))
+    monkeypatch.setattr(cli_diagnose, "load_trained", lambda path, ema: oracle_model(data))
     np.save(tmp_path / "x.npy", data)
     out = tmp_path / "w.json"
     r = run(["diagnose", "--ckpt", "leaky", "--data", str(tmp_path / "x.npy"), "--sigmas", "0.5,2", "--queries",
@@ -212,10 +200,10 @@ def _fail(args, out):
     return r.output
 
 
-def test_bad_inputs(tmp_path, digits_file):
+def test_bad_inputs(tmp_path, digits_file, tiny_diffusers):
     out = tmp_path / "bad.json"
     pipe = tmp_path / "pipe"
-    save_diffusers(pipe)
+    tiny_diffusers(pipe)
     base = ["diagnose", "--data", str(digits_file)]
     assert "no such run directory" in _fail(base + ["--ckpt", str(tmp_path / "nope")], out)
     assert "no such directory" in _fail(base + ["--diffusers", str(tmp_path / "nope")], out)
@@ -244,7 +232,7 @@ def test_bad_inputs(tmp_path, digits_file):
 def test_scheduler_maps_to_a_process_with_its_alphas_cumprod(cls, schedule):
     import diffusers
 
-    from diffloss.pretrained import scheduler_process
+    from diffloss.loader import scheduler_process
 
     sched = getattr(diffusers, cls)(num_train_timesteps=500, beta_schedule=schedule, beta_end=0.03)
     proc = scheduler_process(dict(sched.config, _class_name=cls))

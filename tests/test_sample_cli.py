@@ -8,7 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from diffloss.cli import cli
-from diffloss.trained import image_grid, load_trained
+from diffloss.data.images import image_grid
+from diffloss.loader import load_trained
 
 MEAN, STD = 0.5, 0.2
 
@@ -53,8 +54,8 @@ def test_same_seed_same_samples_and_ema_by_default(gaussian_run, tmp_path):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert not np.array_equal(a, draw("raw", "--seed", "3", "--no-ema"))
     assert np.allclose(a, draw("chunked", "--seed", "3", "--batch", "7"), atol=1e-5)
-    ema = load_trained(gaussian_run).model.state_dict()
-    raw = load_trained(gaussian_run, ema=False).model.state_dict()
+    ema = load_trained(gaussian_run).network.state_dict()
+    raw = load_trained(gaussian_run, ema=False).network.state_dict()
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)
 
 
@@ -87,7 +88,7 @@ def test_image_grid_layout():
         (["--sampler", "nope"], "unknown sampler 'nope'"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--out", "x.txt"], "--out must end in .npy"),
-        (["--schedule", "nope"], "unknown sigma schedule"),
+        (["--spacing", "nope"], "unknown step spacing"),
     ],
 )
 def test_bad_sample_input(gaussian_run, tmp_path, extra, needle):
@@ -100,7 +101,7 @@ def test_bad_sample_input(gaussian_run, tmp_path, extra, needle):
 def test_missing_or_corrupt_checkpoint(tmp_path):
     out = str(tmp_path / "s.npy")
     result = invoke("sample", "--ckpt", str(tmp_path / "none"), "--out", out, "--quiet")
-    assert result.exit_code != 0 and "does not exist" in result.output
+    assert result.exit_code != 0 and "no such run directory" in result.output
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     result = invoke("sample", "--ckpt", str(tmp_path / "bad.safetensors"), "--out", out, "--quiet")
     assert result.exit_code != 0 and ("corrupt" in result.output or "not a diffloss" in result.output)

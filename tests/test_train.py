@@ -182,7 +182,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     assert ckpt.read_bytes() == raw
 
 
-def test_config_diff_and_schedules():
+def test_config_diff_lr_warm_up_and_ema_decay():
     assert config_diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 5}, "e": None}) == ["b.c", "b.d", "e"]
     cfg = small_config(lr=1e-3, warmup=4)
     assert [lr_at(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

@@ -99,7 +99,7 @@ def test_p2_k1_gamma1_is_the_sigmoid_with_zero_bias():
         assert close(a, get_weighting("sigmoid", bias=0).weight(LAM, FLOW, name))
 
 
-# the optimal schedule has no usable defaults: it needs a J* table
+# the optimal weighting has no usable defaults: it needs a J* table
 NEEDS = {"optimal": {"jstar_logsnr": [-6.0, 0.0, 6.0], "jstar": [0.4, 0.1, 0.01]}}
 
 

@@ -1,6 +1,6 @@
 """diffloss: know what your diffusion loss can reach.
 
-Conventions (see DESIGN.md): x_t = alpha(t) * x0 + sigma(t) * eps, lambda = log SNR = log(alpha^2 / sigma^2),
+Conventions (see docs/design.md): x_t = alpha(t) * x0 + sigma(t) * eps, lambda = log SNR = log(alpha^2 / sigma^2),
 s = sigma / alpha = exp(-lambda / 2) (the "sigma" of EDM/VE). Losses are per-dimension means unless stated.
 """
 

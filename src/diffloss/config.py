@@ -1,6 +1,7 @@
 """Small frozen config objects chosen by name: parameter checking, coercion from text, dict round trips.
 
-A registry maps a name to a frozen dataclass with a ``name`` ClassVar; its fields are the parameters.
+A registry maps a name to a frozen dataclass with a ``name`` ClassVar; its ``init`` fields are the parameters
+(a field with ``init=False`` is state derived from them, e.g. ``OptimalDensity.tracker``, and is left out).
 ``build`` makes one from a name and parameters (strings from a command line are coerced to the field's
 type), ``config_to_dict`` / ``config_from_dict`` round-trip it through plain JSON types.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import Field, fields
 from typing import Any
 
 from diffloss.errors import DifflossError, unknown_name
@@ -48,7 +49,7 @@ def build(registry: Mapping[str, type], kind: str, name: str, params: Mapping[st
     if key not in registry:
         raise unknown_name(kind, name, registry)
     cls = registry[key]
-    allowed = {f.name: f for f in fields(cls)}
+    allowed = {f.name: f for f in parameters(cls)}
     extra = sorted(set(params) - set(allowed))
     if extra:
         raise DifflossError(
@@ -59,10 +60,15 @@ def build(registry: Mapping[str, type], kind: str, name: str, params: Mapping[st
     return cls(**kwargs)
 
 
+def parameters(cls_or_obj: Any) -> tuple[Field, ...]:
+    """The parameter fields of a config class or object: its dataclass fields with ``init=True``."""
+    return tuple(f for f in fields(cls_or_obj) if f.init)
+
+
 def config_to_dict(obj: Any) -> dict[str, Any]:
     """``{"name": ..., **parameters}`` with tuples as lists (plain JSON types)."""
-    d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
-    return {"name": obj.name, **d}
+    values = {f.name: getattr(obj, f.name) for f in parameters(obj)}
+    return {"name": obj.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
 
 
 def config_from_dict(registry: Mapping[str, type], kind: str, d: Mapping[str, Any], aliases=None) -> Any:

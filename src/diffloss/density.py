@@ -11,12 +11,13 @@ the implied weight of a training objective is p(lambda) * w(lambda).
 - ``logit-normal`` (``sd3``): flow time t = sigmoid(loc + scale z), i.e. lambda = -2 logit(t) ~ N(-2 loc,
   4 scale^2) (Esser et al. 2024).
 - ``uniform-logsnr``: lambda ~ U(lam_min, lam_max), clipped to the process's range (Kingma & Gao 2023).
-- ``tabulated``: any density of lambda, constant on cells (``density_from_function``), e.g. [OPT]'s schedule.
+- ``tabulated``: any density of lambda, constant on cells (``density_from_function``), e.g. one given as a formula.
 - ``optimal``: adaptive, p(lambda) proportional to w(lambda) * (J_theta(lambda) - J*(lambda)), the weighted
   reducible loss of the model being trained (Xu et al. 2025; ``OptimalDensity``).
 
 Adaptive densities (``adaptive = True``) are told the model's per-sample losses by the training loop through
-``observe`` and keep a state (``state`` / ``load_state``, a dict of tensors) that goes into checkpoints.
+``observe`` and keep a state (``state`` / ``load_state``, a dict of tensors) that goes into checkpoints; their
+parameters stay frozen and the state lives in an explicit mutable object (``OptimalDensity.tracker``).
 
 Densities given in lambda (edm-lognormal, logit-normal, uniform-logsnr) are truncated to the log-SNR range the
 process reaches, so every level is a valid time of the process; for EDM's defaults that removes 2e-5 of the mass.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -36,8 +37,8 @@ import torch
 from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
 from diffloss.errors import DifflossError
 from diffloss.levels import Levels
+from diffloss.optimal_weight import OptimalWeightParams
 from diffloss.process import Process, Tensorish, as_f64
-from diffloss.schedule import OptimalSchedule
 
 
 def _uniform(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -302,25 +303,62 @@ def density_from_function(
     return Tabulated(tuple(edges.tolist()), tuple(values.tolist()))
 
 
+class ModelLossTracker:
+    """The mutable part of ``OptimalDensity``: the model's current loss J_theta in each of ``cells`` cells.
+
+    ``jtheta`` (float64) is an exponential moving average of the batch-mean per-sample x0 MSE (unweighted,
+    per-dimension mean) of the samples that fell in the cell, J_k <- J_k + ema_rate * (mean - J_k), the first
+    observation taken as is; ``seen`` (bool) marks the cells observed at least once. ``update`` folds in one
+    batch; ``state`` / ``load_state`` are the two tensors that go into checkpoints (keys ``jtheta``, ``seen``)."""
+
+    def __init__(self, cells: int, ema_rate: float) -> None:
+        self.ema_rate = ema_rate
+        self.jtheta = torch.zeros(cells, dtype=torch.float64)
+        self.seen = torch.zeros(cells, dtype=torch.bool)
+
+    def update(self, cell: torch.Tensor, x0_mse: torch.Tensor) -> None:
+        """Fold in a batch: ``cell`` (B,) int64 cell indices, ``x0_mse`` (B,) per-sample x0 MSE of those samples."""
+        cells = len(self.jtheta)
+        count = torch.zeros(cells, dtype=torch.float64).index_add_(0, cell, torch.ones_like(cell, dtype=torch.float64))
+        total = torch.zeros(cells, dtype=torch.float64).index_add_(0, cell, x0_mse.to(torch.float64))
+        hit = count > 0
+        mean = total[hit] / count[hit]
+        old = self.jtheta[hit]
+        self.jtheta[hit] = torch.where(self.seen[hit], old + self.ema_rate * (mean - old), mean)
+        self.seen.logical_or_(hit)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"jtheta": self.jtheta.clone(), "seen": self.seen.clone()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != {"jtheta", "seen"} or state["jtheta"].shape != self.jtheta.shape:
+            raise DifflossError(f"the optimal density's saved state does not fit {len(self.jtheta)} buckets")
+        self.jtheta.copy_(state["jtheta"])
+        self.seen.copy_(state["seen"])
+
+
 @dataclass(frozen=True)
-class OptimalDensity(OptimalSchedule, LevelDensity):
+class OptimalDensity(OptimalWeightParams, LevelDensity):
     """Xu et al.'s adaptive level density: p(lambda) proportional to w(lambda) * (J_theta(lambda) - J*(lambda)).
 
-    w and J* are those of ``diffloss.schedule.OptimalSchedule`` (same parameters as the ``optimal`` weighting).
+    The parameters are frozen: w and J* are those of ``diffloss.optimal_weight.OptimalWeightParams`` (the same
+    parameters as the ``optimal`` weighting), plus ``ema_rate``, ``buckets`` and ``explore``. The one mutable
+    part is ``tracker``, a ``ModelLossTracker`` of J_theta per cell created empty with the density (not a parameter:
+    it is not in ``to_dict``, and ``dataclasses.replace`` starts a new one); ``observe`` updates it and
+    ``state`` / ``load_state`` checkpoint it.
+
     The density is constant on ``buckets`` equal cells of lambda spanning the J* table (clipped to the process's
-    range), sampled uniformly within a cell. J_theta, the model's current per-level loss, is tracked per cell as
-    an exponential moving average of the batch-mean per-sample x0 MSE (unweighted, per-dimension mean) of the
-    samples that fell in the cell: J_k <- J_k + ema_rate * (mean - J_k), the first observation taken as is.
-    Cell k gets mass proportional to g_k = w(lambda_k) * max(J_k - J*(lambda_k), 0) at the cell midpoint
-    lambda_k; a cell never observed gets the largest g of the observed ones (all cells equal before any
-    observation). The result is mixed with the uniform density on the cells, weight ``explore``, so that every
-    cell keeps being visited and its J_k stays current."""
+    range), sampled uniformly within a cell. Cell k gets mass proportional to g_k = w(lambda_k) *
+    max(J_k - J*(lambda_k), 0) at the cell midpoint lambda_k; a cell never observed gets the largest g of the
+    observed ones (all cells equal before any observation). The result is mixed with the uniform density on the
+    cells, weight ``explore``, so that every cell keeps being visited and its J_k stays current."""
 
     name: ClassVar[str] = "optimal"
     adaptive: ClassVar[bool] = True
     ema_rate: float = 0.02
     buckets: int = 32
     explore: float = 0.05
+    tracker: ModelLossTracker = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -329,8 +367,7 @@ class OptimalDensity(OptimalSchedule, LevelDensity):
                 f"optimal density needs 0 < ema_rate <= 1, 0 < explore <= 1 and buckets >= 1, got "
                 f"ema_rate={self.ema_rate}, explore={self.explore}, buckets={self.buckets}"
             )
-        object.__setattr__(self, "_jtheta", torch.zeros(self.buckets, dtype=torch.float64))
-        object.__setattr__(self, "_seen", torch.zeros(self.buckets, dtype=torch.bool))
+        object.__setattr__(self, "tracker", ModelLossTracker(self.buckets, self.ema_rate))  # frozen: set once, here
 
     def support(self, process):
         lo, hi = process.logsnr_range()
@@ -347,12 +384,13 @@ class OptimalDensity(OptimalSchedule, LevelDensity):
         return torch.linspace(*self.support(process), self.buckets + 1, dtype=torch.float64)
 
     def cell_mass(self, process: Process) -> torch.Tensor:
-        """Probability of each cell under the current state (sums to 1)."""
+        """Probability of each cell under the tracker's current J_theta (sums to 1)."""
         edges = self.edges(process)
         mid = (edges[1:] + edges[:-1]) / 2
-        g = self.schedule_weight(mid) * (self._jtheta - self.optimal_loss(mid)).clamp(min=0)
-        if self._seen.any():
-            g = torch.where(self._seen, g, g[self._seen].max())
+        jtheta, seen = self.tracker.jtheta, self.tracker.seen
+        g = self.optimal_weight(mid) * (jtheta - self.optimal_loss(mid)).clamp(min=0)
+        if seen.any():
+            g = torch.where(seen, g, g[seen].max())
         g = g / g.sum() if g.sum() > 0 else torch.full_like(g, 1 / self.buckets)
         return (1 - self.explore) * g + self.explore / self.buckets
 
@@ -366,25 +404,17 @@ class OptimalDensity(OptimalSchedule, LevelDensity):
         return self._table(process)._log_prob_inside(lam, process)
 
     def observe(self, logsnr, x0_mse, process):
+        """``tracker.update`` with the cells of ``logsnr``; levels outside the cells are ignored."""
         edges = self.edges(process)
         inside = (logsnr >= edges[0]) & (logsnr <= edges[-1])
-        k = (torch.searchsorted(edges, logsnr[inside], right=True) - 1).clamp(0, self.buckets - 1)
-        count = torch.zeros(self.buckets, dtype=torch.float64).index_add_(0, k, torch.ones_like(k, dtype=torch.float64))
-        total = torch.zeros(self.buckets, dtype=torch.float64).index_add_(0, k, x0_mse[inside].to(torch.float64))
-        hit = count > 0
-        mean = total[hit] / count[hit]
-        old = self._jtheta[hit]
-        self._jtheta[hit] = torch.where(self._seen[hit], old + self.ema_rate * (mean - old), mean)
-        self._seen.logical_or_(hit)
+        cell = (torch.searchsorted(edges, logsnr[inside], right=True) - 1).clamp(0, self.buckets - 1)
+        self.tracker.update(cell, x0_mse[inside])
 
     def state(self):
-        return {"jtheta": self._jtheta.clone(), "seen": self._seen.clone()}
+        return self.tracker.state()
 
     def load_state(self, state):
-        if set(state) != {"jtheta", "seen"} or state["jtheta"].shape != (self.buckets,):
-            raise DifflossError(f"the optimal density's saved state does not fit {self.buckets} buckets")
-        self._jtheta.copy_(state["jtheta"])
-        self._seen.copy_(state["seen"])
+        self.tracker.load_state(state)
 
 
 DENSITIES: dict[str, type[LevelDensity]] = {

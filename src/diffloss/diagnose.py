@@ -24,33 +24,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
-from diffloss.levels import Denoiser, Levels, model_condition
+from diffloss.levels import Levels, model_condition
 from diffloss.optimal.exact import QUERY_BLOCK, centered_rows, mean_and_stderr, query_block
 from diffloss.optimal.posterior import Rows, posterior_mean
-from diffloss.process import Process
-from diffloss.target import Target, expand_like
+from diffloss.target import expand_like
+
+if TYPE_CHECKING:
+    from diffloss.loader import DiffusionModel
 
 BELOW_Z = 4.0  # standard errors below J* at which a level is flagged (about 3e-5 false alarms per level)
 RATIO_FLOOR = 1e-9  # J_theta below this times its largest value is rounding noise: gap ratio reported as 0
-
-
-@dataclass(frozen=True)
-class DiagnosedModel:
-    """A denoiser ``(x_t, c) -> prediction of target`` with the conventions needed to evaluate it: its
-    process, target, per-sample ``shape`` and the level condition ``cond`` it takes (see ``diffloss.levels``)."""
-
-    denoiser: Denoiser
-    process: Process
-    target: Target
-    shape: tuple[int, ...]
-    cond: str = "t"
 
 
 @dataclass
@@ -162,7 +152,7 @@ class Diagnosis:
         return rows
 
 
-def _predict(model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, levels: Levels, k: int, batch: int):
+def _predict(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, levels: Levels, k: int, batch: int):
     """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input)."""
     a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))
     x_t = (a * x0 + s * eps).float()
@@ -174,12 +164,12 @@ def _predict(model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, levels:
         for lo in range(0, len(x_t), batch):
             xb = x_t[lo : lo + batch].reshape(-1, *model.shape)
             c = model_condition(one, model.process, model.cond, xb).expand(xb.shape[0])
-            out.append(model.denoiser(xb, c).reshape(xb.shape[0], -1).double())
+            out.append(model.network(xb, c).reshape(xb.shape[0], -1).double())
     return torch.cat(out), a, s, x_t.double()
 
 
 def _block_terms(
-    model: DiagnosedModel, x0: torch.Tensor, eps: torch.Tensor, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor,
+    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor,
     levels: Levels, batch: int, chunk_rows: int,
 ) -> np.ndarray:  # fmt: skip
     """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D).
@@ -201,7 +191,7 @@ def _block_terms(
 
 
 def diagnose(
-    model: DiagnosedModel,
+    model: DiffusionModel,
     x: np.ndarray,
     levels: Levels,
     *,
@@ -211,7 +201,8 @@ def diagnose(
     chunk_rows: int = 4096,
     progress: bool = False,
 ) -> Diagnosis:
-    """Diagnose ``model`` on data ``x`` (N, D) (in the model's units, e.g. images in [-1, 1]) at ``levels``.
+    """Diagnose ``model`` (a ``diffloss.loader.DiffusionModel``) on data ``x`` (N, D) at ``levels``; ``x`` is in
+    the model's units (e.g. images in [-1, 1]).
 
     ``queries`` (x0, eps) draws, the same at every level: source rows uniformly with replacement and fp32
     noise, from ``numpy.random.default_rng([seed, block])`` in blocks of 256: the draws of

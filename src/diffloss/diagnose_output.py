@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from diffloss.data import Dataset
-from diffloss.diagnose import BELOW_Z, DiagnosedModel, Diagnosis
+from diffloss.diagnose import BELOW_Z, Diagnosis
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write
-from diffloss.levels import NSR_RANGE, Levels, log_spaced
+from diffloss.levels import NSR_RANGE, Levels, log_spaced, snap_to_steps
+from diffloss.loader import DiffusionModel
 
 DEFAULT_LEVELS = 16
 GAP_ESTIMATOR = (
@@ -26,7 +27,7 @@ GAP_ESTIMATOR = (
 )
 
 
-def diagnosis_levels(model: DiagnosedModel, sigmas: Sequence[float] | None, count: int | None) -> Levels:
+def diagnosis_levels(model: DiffusionModel, sigmas: Sequence[float] | None, count: int | None) -> Levels:
     """Levels at the noise-to-signal ratios ``sigmas`` (which the model's process must reach: the model is only
     defined there) or ``count`` (default 16) log-spaced over ``NSR_RANGE`` clipped to the process's range;
     snapped to the training steps for timestep-conditioned models."""
@@ -42,13 +43,11 @@ def diagnosis_levels(model: DiagnosedModel, sigmas: Sequence[float] | None, coun
         hi = min(NSR_RANGE[1], math.exp(-lo_l / 2) * (1 - 1e-9))
         s = np.asarray(log_spaced(DEFAULT_LEVELS if count is None else count, lo, hi))
     if model.cond == "timestep":
-        from diffloss.pretrained import snap_to_steps
-
         return snap_to_steps(proc, s)
     return Levels.from_logsnr(proc, torch.from_numpy(-2 * np.log(s)))
 
 
-def check_shape(ds: Dataset, model: DiagnosedModel) -> None:
+def check_shape(ds: Dataset, model: DiffusionModel) -> None:
     """Refuse data whose samples do not have the model's shape (size-1 axes ignored)."""
     squeeze = lambda shape: tuple(n for n in shape if n != 1)  # noqa: E731
     if squeeze(ds.shape) != squeeze(model.shape):
@@ -59,7 +58,7 @@ def check_shape(ds: Dataset, model: DiagnosedModel) -> None:
 
 
 def diagnosis_report(
-    d: Diagnosis, model: DiagnosedModel, ds: Dataset, *, source: dict[str, Any], queries: int, seed: int
+    d: Diagnosis, model: DiffusionModel, ds: Dataset, *, source: dict[str, Any], queries: int, seed: int
 ) -> dict[str, Any]:
     """The JSON report of ``diffloss diagnose``; ``source`` describes where the model came from (source, path,
     ema)."""

@@ -1,7 +1,8 @@
-"""A batch of noise levels, and what a denoiser is told about them.
+"""A batch of noise levels, and what a model is told about them.
 
 Levels are float64 tensors of shape (B,) on the CPU: the process time ``t``, the log-SNR ``logsnr`` and, for
-levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A denoiser is conditioned on one of:
+levels drawn from the discrete DDPM chain, the 0-based ``timestep``. A model (a ``TargetPredictor``, e.g. a
+``diffloss.models.Denoiser``) is conditioned on one of:
 
 - ``t``:        the process time (EDM: t = sigma; flow and VP: t in [0, 1]);
 - ``sigma``:    the noise-to-signal ratio s = sigma / alpha (EDM's / k-diffusion's "sigma");
@@ -24,7 +25,7 @@ from diffloss.process import Process
 
 CONDITIONS: tuple[str, ...] = ("t", "sigma", "logsnr", "timestep")
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TargetPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A model ``(x_t, c) -> prediction of a target``, x_t of shape (B, ...), c the (B,) level condition."""
 
 
@@ -51,7 +52,7 @@ class Levels:
 
 
 def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor:
-    """The (B,) tensor a denoiser conditioned on ``kind`` (one of ``CONDITIONS``) receives."""
+    """The (B,) tensor a model conditioned on ``kind`` (one of ``CONDITIONS``) receives."""
     if kind == "t":
         return levels.t
     if kind == "sigma":
@@ -67,7 +68,7 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
                 f"process {process.name!r} has none: condition on t, sigma or logsnr instead"
             )
         return levels.t * process.T - 1
-    raise unknown_name("denoiser condition", kind, CONDITIONS)
+    raise unknown_name("model condition", kind, CONDITIONS)
 
 
 def model_condition(levels: Levels, process: Process, kind: str, like: torch.Tensor) -> torch.Tensor:
@@ -130,3 +131,13 @@ def nsr_levels(
             raise DifflossError(f"--sigmas: noise-to-signal ratios must be finite and > 0, got {s.tolist()}")
         return s
     return np.asarray(log_spaced(32 if count is None else count))
+
+
+def snap_to_steps(process: Process, sigmas: np.ndarray) -> Levels:
+    """Levels at the discrete training steps nearest (in log s) to ``sigmas``, duplicates dropped; the
+    process must have ``T`` steps (``discrete`` VP)."""
+    steps = torch.arange(process.T)
+    s_steps = process.nsr(process.timestep_t(steps)).numpy()
+    n = np.unique(np.abs(np.log(s_steps)[None, :] - np.log(np.asarray(sigmas))[:, None]).argmin(1))
+    n = torch.from_numpy(n)
+    return Levels.from_t(process, process.timestep_t(n), n)

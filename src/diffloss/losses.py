@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from diffloss.density import LevelDensity
-from diffloss.levels import Denoiser, Levels, model_condition
+from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
 from diffloss.weighting import Weighting
 
 
 def diffusion_loss(
-    denoiser: Denoiser,
+    model: TargetPredictor,
     x0: torch.Tensor,
     *,
     process: Process,
@@ -26,9 +26,9 @@ def diffusion_loss(
     """Per-sample weighted denoising loss of a batch ``x0`` of shape (B, ...).
 
     Draws B levels from ``density`` and then (unless ``noise`` is given) eps ~ N(0, I) of x0's shape, both from
-    ``generator`` in that order; forms x_t = alpha * x0 + sigma * eps and calls ``denoiser(x_t, c)``, where c is
+    ``generator`` in that order; forms x_t = alpha * x0 + sigma * eps and calls ``model(x_t, c)``, where c is
     the (B,) level condition named by ``cond`` (``t``, ``sigma`` = s = sigma / alpha, ``logsnr`` or ``timestep``;
-    see ``diffloss.levels``) on x0's device, in x0's dtype (int64 for discrete timesteps). The denoiser returns
+    see ``diffloss.levels``) on x0's device, in x0's dtype (int64 for discrete timesteps). The model returns
     its prediction of ``target`` (x0, eps, v, score or flow velocity), shaped like x0.
 
     Returns ``(loss, levels)``: ``loss`` (B,) is w_target(lambda) * mean over the D entries of each sample of
@@ -40,7 +40,7 @@ def diffusion_loss(
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device).to(x0.device)
     a, s = (expand_like(v.to(x0.device), x0) for v in process.alpha_sigma(levels.t))
     x_t = a * x0 + s * noise
-    pred = denoiser(x_t, model_condition(levels, process, cond, x0))
+    pred = model(x_t, model_condition(levels, process, cond, x0))
     y = target.value(x0, noise, a, s)
     w = weighting.weight(levels.logsnr, process, target).to(device=x0.device, dtype=x0.dtype)
     return w * (pred - y).pow(2).flatten(1).mean(1), levels

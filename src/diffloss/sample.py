@@ -1,9 +1,9 @@
 """Samplers on the noise-to-signal axis s = sigma / alpha, k-diffusion style.
 
 The state is x = x_t / alpha = x0 + s * eps, whose probability-flow ODE is dx/ds = (x - D(x; s)) / s with D the
-x0 denoiser (the posterior mean E[x0 | x]); the same ODE serves every process (Karras et al. 2022). A model that
-predicts any target becomes such a D through ``x0_denoiser``. ``sigmas`` is a decreasing schedule of s ending
-in 0 (``sigma_schedule``; Karras rho = 7 by default); sampling is deterministic given the ``torch.Generator``.
+x0 predictor (the posterior mean E[x0 | x]); the same ODE serves every process (Karras et al. 2022). A model that
+predicts any target becomes such a D through ``x0_predictor``. ``sigmas`` are the step levels, decreasing values
+of s ending in 0 (``step_levels``; Karras rho = 7 by default); sampling is deterministic given the ``torch.Generator``.
 
 - ``euler``: x <- x + (s' - s) d, d = (x - D(x; s)) / s. One model call per step.
 - ``ddim``: the DDIM update with stochasticity ``eta``; eta = 0 is exactly the Euler step above (DDIM is Euler on
@@ -16,39 +16,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
 from diffloss.errors import DifflossError, unknown_name
-from diffloss.levels import Denoiser, Levels, model_condition
+from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
 from diffloss.target import Target, expand_like
 
-X0Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    from diffloss.loader import DiffusionModel
+
+X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
 
 SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2")
-SCHEDULES: tuple[str, ...] = ("karras", "uniform-t", "log")
+STEP_SPACINGS: tuple[str, ...] = ("karras", "uniform-t", "log")
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al.'s schedule: ``steps`` values (s_max^(1/rho) ... s_min^(1/rho))^rho, then 0; float64."""
+    """Karras et al.'s step levels: ``steps`` values (s_max^(1/rho) ... s_min^(1/rho))^rho, then 0; float64."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return torch.cat([(inv_max + ramp * (inv_min - inv_max)) ** rho, torch.zeros(1, dtype=torch.float64)])
 
 
-def sigma_schedule(
+def step_levels(
     process: Process,
     steps: int,
-    kind: str = "karras",
+    spacing: str = "karras",
     *,
     rho: float = 7.0,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
 ) -> torch.Tensor:
-    """A decreasing schedule of ``steps`` noise-to-signal ratios s followed by 0 (float64, ``steps + 1`` values).
+    """A sampler's step levels: ``steps`` decreasing noise-to-signal ratios s, then 0 (float64, ``steps + 1`` values).
 
     ``karras`` (rho), ``log`` (log-uniform in s) or ``uniform-t`` (evenly spaced process times, as DDIM). The
     range defaults to EDM's [0.002, 80] clipped to what the process reaches."""
@@ -58,21 +62,21 @@ def sigma_schedule(
     lo = max(0.002 if sigma_min is None else sigma_min, math.exp(-lam_hi / 2))
     hi = min(80.0 if sigma_max is None else sigma_max, math.exp(-lam_lo / 2))
     if not 0 < lo < hi:
-        raise DifflossError(f"the schedule needs 0 < sigma_min < sigma_max within the process's range, got {lo}, {hi}")
+        raise DifflossError(f"step levels need 0 < sigma_min < sigma_max within the process's range, got {lo}, {hi}")
     zero = torch.zeros(1, dtype=torch.float64)
-    if kind == "karras":
+    if spacing == "karras":
         return karras_sigmas(steps, lo, hi, rho)
-    if kind == "log":
+    if spacing == "log":
         return torch.cat([torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64).exp(), zero])
-    if kind == "uniform-t":
+    if spacing == "uniform-t":
         t_hi, t_lo = process.t_of_nsr(torch.tensor([hi, lo], dtype=torch.float64)).tolist()
         return torch.cat([process.nsr(torch.linspace(t_hi, t_lo, steps, dtype=torch.float64)), zero])
-    raise unknown_name("sigma schedule", kind, SCHEDULES)
+    raise unknown_name("step spacing", spacing, STEP_SPACINGS)
 
 
-def x0_denoiser(
-    model: Denoiser, process: Process, target: Target, cond: str = "t", clip: float | None = None
-) -> X0Denoiser:
+def x0_predictor(
+    model: TargetPredictor, process: Process, target: Target, cond: str = "t", clip: float | None = None
+) -> X0Predictor:
     """Turn ``model(x_t, c) -> prediction of target`` (the convention of ``diffusion_loss``) into D(x, s).
 
     ``clip``: clamp D to [-clip, clip] (DDPM's ``clip_denoised``; 1 for data scaled to [-1, 1]). The clamped D is
@@ -81,19 +85,19 @@ def x0_denoiser(
         raise DifflossError(f"clip must be > 0, got {clip}")
     lo, hi = process.logsnr_range()
 
-    def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def predict_x0(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         lam = -2 * torch.log(s.detach().to("cpu", torch.float64))
-        levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the schedule's ends
+        levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the levels' ends
         a, sg = (expand_like(v.to(x.device), x) for v in process.alpha_sigma(levels.t))
         x_t = a * x
         x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
         return x0 if clip is None else x0.clamp(-clip, clip)
 
-    return denoise
+    return predict_x0
 
 
 def sample(
-    denoiser: X0Denoiser,
+    predictor: X0Predictor,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
@@ -102,7 +106,7 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Integrate from ``x`` (B, ...) at s = sigmas[0] down the schedule ``sigmas`` (ending in 0); returns x0.
+    """Integrate from ``x`` (B, ...) at s = sigmas[0] down the step levels ``sigmas`` (ending in 0); returns x0.
 
     ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``. ``eta`` (ddim only) needs ``generator``."""
     if sampler not in SAMPLERS:
@@ -116,7 +120,7 @@ def sample(
         raise DifflossError("sigmas must decrease strictly and end in 0")
 
     def d_of(x: torch.Tensor, s: float) -> torch.Tensor:
-        return (x - denoiser(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))) / s
+        return (x - predictor(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))) / s
 
     for s, s_next in tqdm(list(zip(sig, sig[1:])), disable=not progress, desc=f"sampling ({sampler})"):
         d = d_of(x, s)
@@ -138,19 +142,63 @@ def sample(
 
 
 def generate(
-    denoiser: X0Denoiser,
+    predictor: X0Predictor,
     shape: tuple[int, ...],
     *,
     process: Process,
     steps: int,
     generator: torch.Generator,
     sampler: str = "heun",
-    schedule: str = "karras",
+    spacing: str = "karras",
     eta: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    batch: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator``, then ``sample`` over ``sigma_schedule``."""
-    sigmas = sigma_schedule(process, steps, schedule)
+    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
+    ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
+    result does not depend on ``batch`` beyond floating-point rounding."""
+    sigmas = step_levels(process, steps, spacing)
     x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-    return sample(denoiser, x, sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
+    batch = batch or shape[0]
+    chunks = [
+        sample(predictor, x[i : i + batch], sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
+        for i in range(0, shape[0], batch)
+    ]
+    return torch.cat(chunks)
+
+
+def sample_model(
+    model: DiffusionModel,
+    n: int,
+    *,
+    steps: int,
+    sampler: str,
+    seed: int,
+    spacing: str = "karras",
+    eta: float = 0.0,
+    batch: int = 256,
+    progress: bool = False,
+    clip: float | None = None,
+) -> torch.Tensor:
+    """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
+
+    ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
+    same seed gives the same samples. ``clip``: see ``x0_predictor``."""
+    if n < 1 or batch < 1:
+        raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
+    predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return generate(
+            predictor,
+            (n, *model.shape),
+            process=model.process,
+            steps=steps,
+            generator=generator,
+            sampler=sampler,
+            spacing=spacing,
+            eta=eta,
+            batch=batch,
+            progress=progress,
+        )

@@ -19,7 +19,7 @@ Scheme: w_x0 (SNR = e^lambda, s = e^(-lambda/2), sd = sigma_data) -- as publishe
 - ``debiased``: sqrt(SNR) -- 1 / sqrt(SNR) on eps -- Yu et al. 2024.
 - ``sigmoid`` (VDM++): e^b sigmoid(lambda - b) -- sigmoid(b - lambda) on eps -- Kingma & Gao 2023.
 - ``optimal``: a min(1/J*, w_max) + Gaussian bump in ln s below s* -- the same on x0 -- Xu et al. 2025
-  (``diffloss.schedule``; needs the J* table of the data).
+  (``diffloss.optimal_weight``; needs the J* table of the data).
 
 Consequences users get wrong in the wild: min-SNR-5 on v (VP) is min(SNR, 5) / (SNR + 1), not
 min(SNR, 5) / SNR; debiased on v (VP) is sqrt(SNR) / (SNR + 1) and on the flow velocity t(1 - t).
@@ -41,8 +41,8 @@ import torch
 from diffloss.config import build, config_from_dict, config_to_dict, parse_spec
 from diffloss.density import LevelDensity
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.optimal_weight import OptimalWeightParams
 from diffloss.process import Process, Tensorish, as_f64
-from diffloss.schedule import OptimalSchedule
 from diffloss.target import Target, get_target
 
 
@@ -216,15 +216,15 @@ class Sigmoid(Weighting):
 
 
 @dataclass(frozen=True)
-class OptimalWeight(OptimalSchedule, Weighting):
-    """Xu et al.'s optimal-loss-based weight (formula and parameters: ``diffloss.schedule.OptimalSchedule``)."""
+class OptimalWeight(OptimalWeightParams, Weighting):
+    """Xu et al.'s optimal-loss-based weight (formula and parameters: ``diffloss.optimal_weight``)."""
 
     name: ClassVar[str] = "optimal"
     PUBLISHED: ClassVar[str] = "x0"
     FORMULA: ClassVar[str] = "a*min(1/J*, w_max) + h*exp(-(ln s - ln c)^2/(2 b^2))*[s < s*] on x0"
 
     def x0_weight(self, lam, process):
-        return self.schedule_weight(lam)
+        return self.optimal_weight(lam)
 
 
 WEIGHTINGS: dict[str, type[Weighting]] = {

@@ -19,7 +19,7 @@ from diffloss.diagnose_output import (
 )
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
-from diffloss.pretrained import load_diffusers, load_run
+from diffloss.loader import load_diffusers, load_trained
 
 
 @click.command("diagnose")
@@ -61,7 +61,7 @@ def command(
         raise DifflossError("give exactly one of --ckpt DIR and --diffusers DIR")
     if queries < 2 or batch < 1:
         raise DifflossError(f"--queries must be >= 2 and --batch >= 1, got {queries} and {batch}")
-    model = load_run(ckpt, ema=not raw) if ckpt is not None else load_diffusers(diffusers_dir)
+    model = load_trained(ckpt, ema=not raw) if ckpt is not None else load_diffusers(diffusers_dir)
     lv = diagnosis_levels(model, parse_floats(sigmas, "--sigmas", positive=True) if sigmas else None, levels)
     ds = load_dataset(data)
     check_shape(ds, model)

@@ -60,11 +60,11 @@ def command(
 
     Example: diffloss eval --samples samples.npy --ref mnist:test --json eval.json
     """
-    from diffloss.metrics.evaluate import evaluate
+    from diffloss.metrics.evaluate import evaluate_samples
 
     s, r = load_dataset(samples_path), load_dataset(ref)
     names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
-    result = {"samples": samples_path, "ref": r.name} | evaluate(
+    result = {"samples": samples_path, "ref": r.name} | evaluate_samples(
         s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed
     )
     write_json_atomic(json_out, result)

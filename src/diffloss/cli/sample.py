@@ -9,7 +9,7 @@ import numpy as np
 
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write
-from diffloss.sample import SAMPLERS, SCHEDULES
+from diffloss.sample import SAMPLERS, STEP_SPACINGS
 
 
 @click.command("sample")
@@ -17,7 +17,7 @@ from diffloss.sample import SAMPLERS, SCHEDULES
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--steps", type=int, default=40, show_default=True, help="Sampler steps (heun/dpm2: ~2 calls each).")
 @click.option("--sampler", default="heun", show_default=True, help=f"One of: {', '.join(SAMPLERS)}.")
-@click.option("--schedule", default="karras", show_default=True, help=f"Noise schedule: {', '.join(SCHEDULES)}.")
+@click.option("--spacing", default="karras", show_default=True, help=f"Step levels: {', '.join(STEP_SPACINGS)}.")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="ddim only: 0 deterministic, 1 DDPM.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once.")
@@ -32,22 +32,24 @@ from diffloss.sample import SAMPLERS, SCHEDULES
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, clip_x0, out, threads, quiet) -> None:
+def command(ckpt, n, steps, sampler, spacing, eta, seed, batch, no_ema, clip_x0, out, threads, quiet) -> None:
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
     Integrates the probability-flow ODE on the noise-to-signal axis s = sigma/alpha from s_max (80, or
-    the process's maximum) to 0 over --steps steps of the Karras (rho = 7) schedule, with the network's
-    prediction turned into an x0 estimate (diffloss.sample). Samples are in the data's scaled units (images
+    the process's maximum) to 0 over --steps step levels (--spacing; Karras rho = 7 by default), with the
+    network's prediction turned into an x0 estimate (diffloss.sample). Samples are in the data's scaled units (images
     in [-1, 1]), in the original per-sample shape. For image data (C, H, W) with 1 or 3 channels a PNG grid
     is written next to OUT (same name, .png; images smaller than 32 pixels enlarged by pixel
     repetition). Deterministic given --seed; EMA weights unless --no-ema. --clip-x0 1 clamps the x0 estimate
-    of every step to the image range (off by default: the clamped denoiser is no longer the model's).
+    of every step to the image range (off by default: the clamped x0 predictor is no longer the model's).
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
     """
     import torch
 
-    from diffloss.trained import image_grid, load_trained, sample_trained
+    from diffloss.data.images import image_grid
+    from diffloss.loader import load_trained
+    from diffloss.sample import sample_model
 
     torch.set_num_threads(max(1, threads))
     out_path = Path(out)
@@ -55,22 +57,22 @@ def command(ckpt, n, steps, sampler, schedule, eta, seed, batch, no_ema, clip_x0
         raise DifflossError(f"--out must end in .npy, got {out!r}")
     if steps < 1:
         raise DifflossError(f"--steps must be >= 1, got {steps}")
-    trained = load_trained(ckpt, ema=not no_ema)
-    x = sample_trained(
-        trained, n, steps=steps, sampler=sampler, seed=seed, schedule=schedule, eta=eta, batch=batch,
+    model = load_trained(ckpt, ema=not no_ema)
+    x = sample_model(
+        model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
         progress=not quiet, clip=clip_x0,
     ).numpy()  # fmt: skip
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
     atomic_write(out_path, lambda tmp: np.save(tmp, x))
-    msg = f"wrote {n} samples of shape {tuple(trained.shape)} to {out_path}"
-    if len(trained.shape) == 3 and trained.shape[0] in (1, 3):
+    msg = f"wrote {n} samples of shape {tuple(model.shape)} to {out_path}"
+    if len(model.shape) == 3 and model.shape[0] in (1, 3):
         from PIL import Image
 
         png = out_path.with_suffix(".png")
         atomic_write(
             png,
-            lambda tmp: Image.fromarray(image_grid(x, scale=max(1, round(32 / trained.shape[1])))).save(
+            lambda tmp: Image.fromarray(image_grid(x, scale=max(1, round(32 / model.shape[1])))).save(
                 tmp, format="PNG"
             ),
         )

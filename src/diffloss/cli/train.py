@@ -89,10 +89,10 @@ def command(
     --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
     changed option is refused with the list of differing keys.
 
-    The optimal-loss-based schedule of Xu et al. 2025 (`--weighting optimal --density optimal`): weight
+    The optimal-loss-based objective of Xu et al. 2025 (`--weighting optimal --density optimal`): weight
     a*min(1/J*, w_max) plus a Gaussian bump in ln s below s*, and levels drawn in proportion to the weighted
     gap w*(J_theta - J*) between the model's tracked per-level loss and the optimal loss J* of DATA
-    (parameters: diffloss.schedule, diffloss.density.OptimalDensity). J* comes from --optimal-loss or is
+    (parameters: diffloss.optimal_weight, diffloss.density.OptimalDensity). J* comes from --optimal-loss or is
     computed once (exact estimator, cached by the data fingerprint).
 
     Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0

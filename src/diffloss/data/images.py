@@ -1,11 +1,13 @@
-"""Image folders: every PNG/JPEG/BMP/GIF/WebP file below a directory, sorted by path.
+"""Images in and out: image folders as datasets (``load_image_folder``), sample arrays as one grid (``image_grid``).
 
-If the images sit in sub-folders, the sub-folder names become integer labels (sorted name order), as in
-torchvision's ImageFolder. All images must have one size unless ``size`` resizes them.
+An image folder is every PNG/JPEG/BMP/GIF/WebP file below a directory, sorted by path. If the images sit in
+sub-folders, the sub-folder names become integer labels (sorted name order), as in torchvision's ImageFolder.
+All images must have one size unless ``size`` resizes them.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,22 @@ def load_image_folder(root: str | Path, mode: str | None = None, size: tuple[int
     x = scale_uint8(stack.reshape(len(stack), -1))
     notes = (f"{len(files)} images, mode {mode}, uint8 mapped to [-1, 1] as x / 127.5 - 1",)
     return Dataset(x, tuple(stack.shape[1:]), root.name, labels, "uint8", notes)
+
+
+def image_grid(x: np.ndarray, cols: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] to one uint8 grid (H', W') for C = 1 or (H', W', 3) for C = 3.
+
+    Values are clipped to [-1, 1] and mapped to 0..255; ``cols`` defaults to ceil(sqrt(N)); cells are separated
+    by ``pad`` black pixels; ``scale`` enlarges the finished grid by pixel repetition (nearest neighbour)."""
+    n, c, h, w = x.shape
+    if c not in (1, 3):
+        raise DifflossError(f"an image grid needs 1 or 3 channels, got {c}")
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    img = np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img[i]
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid[..., 0] if c == 1 else grid

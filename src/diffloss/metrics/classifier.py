@@ -155,7 +155,7 @@ def train(
     xs, ys = as_images(x, spec.size), torch.as_tensor(labels, dtype=torch.long)
     steps = epochs * (len(xs) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     bar = tqdm(total=steps, desc=f"train {spec.name} classifier", file=sys.stderr, mininterval=5)
     for _ in range(epochs):
@@ -166,7 +166,7 @@ def train(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            one_cycle.step()
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()

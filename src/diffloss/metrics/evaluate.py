@@ -52,7 +52,7 @@ def choose_metrics(names: Sequence[str] | None, image: bool) -> list[str]:
     return names
 
 
-def evaluate(
+def evaluate_samples(
     samples: Dataset,
     ref: Dataset,
     metrics: Sequence[str] | None = None,

@@ -1,4 +1,5 @@
-"""The denoiser callable the loss and the samplers use: a backbone wrapped with noise conditioning.
+"""``Denoiser``, the network the loss and the samplers use (a ``diffloss.levels.TargetPredictor``): a backbone
+wrapped with noise conditioning.
 
 ``Denoiser(x_t, t)`` takes a batch x_t of shape (B, *shape) and the process times t of shape (B,), and returns
 the network's prediction of the training target (x0, eps, v, score or flow; whatever it was trained on) in

@@ -1,4 +1,4 @@
-"""The optimal-loss-based training schedule of Xu et al. (arXiv 2506.13763): its weight formula and J* table.
+"""The optimal-loss-based weight of Xu et al. (arXiv 2506.13763): its formula, parameters and J* table.
 
 Conventions: s = sigma / alpha is the noise-to-signal ratio, lambda = log SNR = -2 ln s, and J*(s) is the
 optimal loss as a per-dimension x0 MSE (``OptimalLossResult.x0_mse``). The loss weight, on the x0 MSE, is
@@ -9,8 +9,8 @@ with a = ``a``, w_max = ``w_max``, bump centre c = ``bump_center``, width b = ``
 h = ``bump_height`` and cut-off s* = ``sigma_star``. J* between the tabulated levels is interpolated linearly in
 ln s (= linearly in lambda) and held constant beyond the table's ends.
 
-``OptimalSchedule`` holds these parameters and the table; the ``optimal`` weighting (diffloss.weighting) and the
-``optimal`` level density (diffloss.density) both derive from it, so the formula exists once.
+``OptimalWeightParams`` holds these parameters and the table; the ``optimal`` weighting (diffloss.weighting) and
+the ``optimal`` level density (diffloss.density) both derive from it, so the formula exists once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from diffloss.errors import DifflossError
 
 
 @dataclass(frozen=True)
-class OptimalSchedule:
+class OptimalWeightParams:
     """Parameters of w(s) and the J* table (``jstar_logsnr`` increasing log-SNRs, ``jstar`` x0 MSE per dimension).
 
     The table is filled from an ``OptimalLossResult`` or a ``diffloss optimal-loss --json`` file by
@@ -40,20 +40,20 @@ class OptimalSchedule:
     jstar: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        scheme = getattr(self, "name", "optimal")
+        what = "the optimal-loss weight"
         for key in ("a", "w_max", "bump_center", "bump_width", "sigma_star"):
             if not getattr(self, key) > 0:
-                raise DifflossError(f"{scheme} schedule needs {key} > 0, got {getattr(self, key)}")
+                raise DifflossError(f"{what} needs {key} > 0, got {getattr(self, key)}")
         if self.bump_height < 0:
-            raise DifflossError(f"{scheme} schedule needs bump_height >= 0, got {self.bump_height}")
+            raise DifflossError(f"{what} needs bump_height >= 0, got {self.bump_height}")
         lam, j = self.jstar_logsnr, self.jstar
         if len(lam) < 2 or len(lam) != len(j):
             raise DifflossError(
-                f"{scheme} schedule needs a J* table (jstar_logsnr, jstar) of >= 2 levels; pass --optimal-loss "
+                f"{what} needs a J* table (jstar_logsnr, jstar) of >= 2 levels; pass --optimal-loss "
                 "FILE.json (from `diffloss optimal-loss --json`) or let `diffloss train` compute it"
             )
         if any(hi <= lo for lo, hi in zip(lam, lam[1:])) or not all(math.isfinite(v) and v >= 0 for v in j):
-            raise DifflossError(f"{scheme} schedule needs increasing jstar_logsnr and finite jstar >= 0")
+            raise DifflossError(f"{what} needs increasing jstar_logsnr and finite jstar >= 0")
 
     def optimal_loss(self, lam: torch.Tensor) -> torch.Tensor:
         """J*(lambda), x0 MSE per dimension, interpolated linearly in lambda (= in ln s); ends held constant."""
@@ -64,7 +64,7 @@ class OptimalSchedule:
         frac = (lam - xs[i]) / (xs[i + 1] - xs[i])
         return ys[i] + frac * (ys[i + 1] - ys[i])
 
-    def schedule_weight(self, lam: torch.Tensor) -> torch.Tensor:
+    def optimal_weight(self, lam: torch.Tensor) -> torch.Tensor:
         """w(lambda) on the per-dimension x0 MSE (float64), the formula of the module docstring."""
         lam = lam.to(torch.float64)
         log_s = -lam / 2

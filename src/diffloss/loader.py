@@ -1,40 +1,68 @@
-"""Models from elsewhere as ``DiagnosedModel``: a ``diffloss train`` run directory or a diffusers pipeline.
+"""Trained models as one ``DiffusionModel``: a ``diffloss train`` run or a diffusers pipeline directory.
 
-A diffusers directory (written by ``save_pretrained``) holds a ``UNet2DModel`` (in DIR or DIR/unet) and a
+``load_trained`` reads a run directory (or its ``checkpoint.safetensors``): the ``diffloss.models.Denoiser`` of
+the checkpoint with its EMA (or raw) weights, conditioned on the process time t. ``load_diffusers`` reads a
+diffusers directory (written by ``save_pretrained``): a ``UNet2DModel`` (in DIR or DIR/unet) and a
 ``DDPMScheduler`` / ``EulerDiscreteScheduler`` config (DIR/scheduler/scheduler_config.json or
-DIR/scheduler_config.json). Its beta schedule maps to our discrete VP processes (``linear`` -> ``vp``,
-``squaredcos_cap_v2`` -> ``vp-cosine``, both with ``discrete=True`` so that alpha_bar equals diffusers'
+DIR/scheduler_config.json). The scheduler's beta schedule maps to our discrete VP processes (``linear`` ->
+``vp``, ``squaredcos_cap_v2`` -> ``vp-cosine``, both with ``discrete=True`` so that alpha_bar equals diffusers'
 ``alphas_cumprod`` at every step), its ``prediction_type`` to our target (epsilon -> eps, v_prediction -> v,
 sample -> x0). The UNet is called with x_t = alpha * x0 + sigma * eps (the DDPM input; Euler's
 ``scale_model_input`` produces the same thing) and the 0-based training step n as its timestep.
+
+Either way the result serves sampling (``diffloss.sample.sample_model``) and diagnosis
+(``diffloss.diagnose.diagnose``); wrap a network of your own in a ``DiffusionModel`` to use it the same way.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from diffloss.diagnose import DiagnosedModel
+from diffloss.checkpoint import load_checkpoint
 from diffloss.errors import DifflossError, unknown_name
-from diffloss.levels import Levels
+from diffloss.levels import TargetPredictor
+from diffloss.models import Denoiser
 from diffloss.process import Process, VPCosine, VPLinear
-from diffloss.target import get_target
+from diffloss.target import Target, get_target
+from diffloss.train import CHECKPOINT_FILE
 
 SCHEDULERS = ("DDPMScheduler", "EulerDiscreteScheduler")
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
 
-def load_run(path: str | Path, *, ema: bool = True) -> DiagnosedModel:
-    """The denoiser of a ``diffloss train`` run directory (EMA weights unless ``ema`` is False)."""
-    from diffloss.trained import load_trained
+@dataclass(frozen=True)
+class DiffusionModel:
+    """A network ``(x_t, c) -> prediction of target`` with the conventions needed to use it: its process,
+    target, per-sample ``shape`` and the level condition ``cond`` it takes (see ``diffloss.levels``)."""
 
-    if not Path(path).exists():
+    network: TargetPredictor
+    process: Process
+    target: Target
+    shape: tuple[int, ...]
+    cond: str = "t"
+
+
+def load_trained(path: str | Path, *, ema: bool = True) -> DiffusionModel:
+    """The network of a ``diffloss train`` run directory or its checkpoint file (EMA weights unless ``ema`` is
+    False), in eval mode and without gradients."""
+    path = Path(path)
+    if not path.exists():
         raise DifflossError(f"--ckpt {path}: no such run directory; give the --out directory of `diffloss train`")
-    trained = load_trained(path, ema=ema)
-    return DiagnosedModel(trained.model, trained.model.process, trained.target, trained.shape, "t")
+    tensors, meta = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
+    if "model" not in meta or "config" not in meta:
+        raise DifflossError(f"{path} is a diffloss checkpoint but not of `diffloss train` (no model config)")
+    net = Denoiser.from_config(meta["model"])
+    prefix = "ema/" if ema else "model/"
+    try:
+        net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        raise DifflossError(f"{path}: the weights do not fit the model config ({str(e).splitlines()[0]})") from None
+    net.eval().requires_grad_(False)
+    return DiffusionModel(net, net.process, get_target(meta["config"]["target"]), net.shape, "t")
 
 
 def _read_json(path: Path) -> dict:
@@ -53,16 +81,16 @@ def scheduler_process(config: dict) -> Process:
         if config.get(key):
             raise DifflossError(f"scheduler option {key} is not supported; only the plain beta schedules are")
     T = int(config.get("num_train_timesteps", 1000))
-    schedule = config.get("beta_schedule", "linear")
-    if schedule == "linear":
+    beta_schedule = config.get("beta_schedule", "linear")
+    if beta_schedule == "linear":
         return VPLinear(T=T, beta_start=float(config.get("beta_start", 1e-4)),
                         beta_end=float(config.get("beta_end", 0.02)), discrete=True)  # fmt: skip
-    if schedule == "squaredcos_cap_v2":
+    if beta_schedule == "squaredcos_cap_v2":
         return VPCosine(T=T, discrete=True)
-    raise unknown_name("beta_schedule (supported)", schedule, ["linear", "squaredcos_cap_v2"])
+    raise unknown_name("beta_schedule (supported)", beta_schedule, ["linear", "squaredcos_cap_v2"])
 
 
-def load_diffusers(path: str | Path) -> DiagnosedModel:
+def load_diffusers(path: str | Path) -> DiffusionModel:
     """The UNet and scheduler of a diffusers ``save_pretrained`` directory (see the module docstring)."""
     root = Path(path)
     if not root.is_dir():
@@ -89,17 +117,7 @@ def load_diffusers(path: str | Path) -> DiagnosedModel:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     shape = (int(unet.config.in_channels), int(h), int(w))
 
-    def denoiser(x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def network(x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         return unet(x_t.reshape(-1, *shape), n).sample.reshape(x_t.shape)
 
-    return DiagnosedModel(denoiser, process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")
-
-
-def snap_to_steps(process: Process, sigmas: np.ndarray) -> Levels:
-    """Levels at the discrete training steps nearest (in log s) to ``sigmas``, duplicates dropped; the
-    process must have ``T`` steps (``discrete`` VP)."""
-    steps = torch.arange(process.T)
-    s_steps = process.nsr(process.timestep_t(steps)).numpy()
-    n = np.unique(np.abs(np.log(s_steps)[None, :] - np.log(np.asarray(sigmas))[:, None]).argmin(1))
-    n = torch.from_numpy(n)
-    return Levels.from_t(process, process.timestep_t(n), n)
+    return DiffusionModel(network, process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")

@@ -1,7 +1,8 @@
-"""The optimal-loss-based schedule: weight formula, adaptive density, checkpointed state, CLI and bad input."""
+"""The optimal-loss-based weighting and density: weight formula, tracked gap, checkpointed state, CLI, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from diffloss.checkpoint import load_checkpoint
 from diffloss.cli import cli
 from diffloss.data import load_dataset
-from diffloss.density import get_density
+from diffloss.density import density_from_dict, get_density
 from diffloss.errors import DifflossError
 from diffloss.process import get_process
 from diffloss.train import CHECKPOINT_FILE, TrainConfig, train
@@ -71,6 +72,17 @@ def test_observe_tracks_an_ema_per_bucket_and_unseen_buckets_get_the_largest_gap
     g0, g3 = (0.65 - 0.425) / 0.425, (0.3 - 0.05) / 0.05  # unseen cells take max(g) = g3
     g = [g0, g3, g3, g3]
     assert d.cell_mass(VP).tolist() == pytest.approx([0.8 * v / sum(g) + 0.05 for v in g], rel=1e-12)
+
+
+def test_the_tracker_is_state_not_a_parameter():
+    """The config round-trips without the tracked J_theta; a copy made from the config starts from no observation."""
+    d = fixed_density([0.525, 0.475, 0.15, 0.3])
+    assert "tracker" not in d.to_dict() and density_from_dict(d.to_dict()) == d
+    fresh = density_from_dict(d.to_dict())
+    assert not fresh.tracker.seen.any() and d.tracker.seen.all()
+    assert fresh.tracker is not d.tracker and dataclasses.replace(d).tracker.jtheta.sum() == 0
+    with pytest.raises(DifflossError, match="no parameter"):
+        get_density("optimal", tracker=None, **TABLE)
 
 
 @pytest.mark.parametrize(
