@@ -40,3 +40,28 @@ def test_the_walker_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def g():\n    from diffloss.cli.common import parse_seeds\n")
     assert "diffloss.cli.common" in imported_modules(f)
+
+
+ENTRY_MODULES = (
+    "diffloss.objective",
+    "diffloss.optimal",
+    "diffloss.optimal.floor",
+    "diffloss.optimal.reference",
+    "diffloss.train",
+    "diffloss.loader",
+    "diffloss.diagnose_output",
+    "diffloss.density",
+    "diffloss.weighting",
+    "diffloss.bridge",
+)
+
+
+def test_entry_modules_import_first_without_a_cycle():
+    """Each module a user may import first imports in a fresh interpreter (a circular import shows only then)."""
+    import subprocess
+    import sys
+
+    code = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:2]]"
+    procs = {m: subprocess.Popen([sys.executable, "-c", code, m], stderr=subprocess.PIPE) for m in ENTRY_MODULES}
+    failed = {m: p.communicate()[1].decode().strip().splitlines()[-1:] for m, p in procs.items() if p.wait() != 0}
+    assert not failed, failed

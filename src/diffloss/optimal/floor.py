@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from diffloss.objective import Objective
 from diffloss.process import Process
+
+if TYPE_CHECKING:  # diffloss.objective imports diffloss.optimal (for J* tables)
+    from diffloss.objective import Objective
 
 FIRST_NODES = 16  # the first rule has FIRST_NODES + 1 nodes
 MAX_NODES = 128
