@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from diffloss.errors import DifflossError
+from diffloss.runs import parse_seeds  # noqa: F401  (the CLI's --seeds)
 
 
 def parse_floats(text: str, option: str, *, positive: bool = False) -> list[float]:
@@ -29,20 +30,6 @@ def parse_floats(text: str, option: str, *, positive: bool = False) -> list[floa
     if not out:
         raise DifflossError(f"{option}: give at least one value")
     return out
-
-
-def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
-    """A comma-separated list of distinct non-negative integer seeds (``"0,1,2"``), in the order given."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise DifflossError(f"{option}: give a comma-separated list of seeds like 0,1,2, got {text!r}")
-    try:
-        seeds = [int(s) for s in items]
-    except ValueError:
-        raise DifflossError(f"{option}: {text!r} is not a list of integers like 0,1,2") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise DifflossError(f"{option}: give distinct non-negative integers, got {text!r}")
-    return seeds
 
 
 def log_spaced(k: int, lo: float = 0.002, hi: float = 80.0) -> list[float]:
