@@ -263,12 +263,19 @@ def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: CheckpointE
 
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
     """Every finished evaluation under ``root`` for the preset's grid (missing ones are left out)."""
-    return runs.collect((eval_path(root / "runs" / s.name, *p), {}) for s in run_grid(preset) for p in eval_points(preset))
+    return runs.collect(
+        (eval_path(root / "runs" / s.name, *p), {}) for s in run_grid(preset) for p in eval_points(preset)
+    )
 
 
 def grid(root: Path, preset: Preset) -> Grid[RunSpec]:
     """The runs under ROOT/runs; a run is finished when all its evaluations are."""
-    return Grid(root / "runs", key=lambda s: s.name, finished=lambda s, d: not missing_evals(d, preset), timing=root / runs.TIMING_FILE)
+    return Grid(
+        root / "runs",
+        key=lambda s: s.name,
+        finished=lambda s, d: not missing_evals(d, preset),
+        timing=root / runs.TIMING_FILE,
+    )
 
 
 # ---- the report --------------------------------------------------------------------------------------------

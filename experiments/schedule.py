@@ -12,10 +12,11 @@ then
 - diagnosed against J* at ``levels`` noise levels (``diffloss.diagnose``, common random numbers, ``gap.json``);
 - for the optimal schedule: its final level density, tracked J_theta, J* and weight per cell (``density.json``).
 
-Each file is written atomically and skipped when present, so rerunning the command continues where it stopped.
-``timing.jsonl`` holds each part's wall and CPU seconds (``diffloss.runs.timed``). Finally ``write_report`` gathers everything into
-reports/schedule[_PRESET].{md,csv,json} and three plots; ``--report-only`` only does that. Hand-written text
-between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
+Each file is written atomically and skipped when present, so rerunning the command continues where it stopped; a
+run directory is locked while a process works on it, so several copies of the command can share the runs
+(``diffloss.runs``). ``timing.jsonl`` holds each part's wall and CPU seconds. Finally ``write_report`` gathers
+everything into reports/schedule[_PRESET].{md,csv,json} and three plots; ``--report-only`` only does that.
+Hand-written text between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
 
 Presets: ``smoke`` (seconds per run, checks the pipeline, not a result), ``digits`` (the budget run: ~45 CPU
 minutes for 15 runs at 1 thread) and ``full`` (the original defaults: ~11 h here).
@@ -347,7 +348,15 @@ def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
 def csv_rows(finished: dict[str, list[dict[str, Any]]]) -> str:
     columns = ["schedule", "seed", "sampler", "nsteps", "fid", "kid", "train_cpu_s", "train_wall_s"]
     rows = [
-        [schedule, r["seed"], SAMPLER, k, r["fid"][k], r["kid"][k], *(r["timing"].get("train", {}).get(t) for t in ("cpu", "wall"))]
+        [
+            schedule,
+            r["seed"],
+            SAMPLER,
+            k,
+            r["fid"][k],
+            r["kid"][k],
+            *(r["timing"].get("train", {}).get(t) for t in ("cpu", "wall")),
+        ]
         for schedule, rs in finished.items()
         for r in rs
         for k in SAMPLING_STEPS

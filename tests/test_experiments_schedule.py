@@ -1,4 +1,5 @@
-"""The pure parts of experiments/schedule.py: the verdict rule, when a run is finished, the gap curves over seeds, and the optimal density's table read back from a checkpoint."""
+"""The pure parts of experiments/schedule.py: the verdict rule, when a run is finished, the gap curves over seeds,
+and the optimal density's table read back from a checkpoint."""
 
 from __future__ import annotations
 

@@ -182,7 +182,9 @@ def test_keep_notes_round_trip_through_a_regenerated_report(tmp_path):
 
 def test_report_files_are_written_whole_or_not_at_all(tmp_path):
     report = tmp_path / "r.md"
-    paths = write_report(report, "# r\n", table=csv_text(["a", "b"], [[1, None], {"a": 2}]), data={"x": (1.0, math.nan)})
+    paths = write_report(
+        report, "# r\n", table=csv_text(["a", "b"], [[1, None], {"a": 2}]), data={"x": (1.0, math.nan)}
+    )
     assert paths == [report, report.with_suffix(".csv"), report.with_suffix(".json")]
     assert report.with_suffix(".csv").read_text() == "a,b\n1,\n2,\n"
     assert json.loads(report.with_suffix(".json").read_text()) == {"x": [1.0, None]}

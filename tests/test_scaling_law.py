@@ -13,7 +13,6 @@ from diffloss.errors import DifflossError
 from diffloss.scaling import extrapolate, frontier, log_log_fit, offset_fit
 from experiments import scaling_law as sl
 
-
 F = np.geomspace(1e11, 1e15, 12)
 
 

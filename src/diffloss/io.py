@@ -45,4 +45,3 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (NaN/inf are refused: JSON has no such numbers)."""
     return write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-

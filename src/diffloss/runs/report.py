@@ -56,9 +56,7 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def write_report(
-    path: str | os.PathLike, markdown: str, *, table: str | None = None, data: Any = None
-) -> list[Path]:
+def write_report(path: str | os.PathLike, markdown: str, *, table: str | None = None, data: Any = None) -> list[Path]:
     """Write the markdown report ``path`` and, given, the CSV ``table`` and the JSON of ``data`` (``json_ready``)
     beside it with suffixes ``.csv`` and ``.json``; returns the paths written, the markdown first. The CSV and JSON
     are written first, so a finished markdown report always has its numbers next to it."""

@@ -47,7 +47,9 @@ def mean_std(values: Iterable[float | None]) -> Stat:
     return Stat(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size))
 
 
-def compare(base: Stat | tuple[float, float, int], new: Stat | tuple[float, float, int], name: str) -> tuple[float, str]:
+def compare(
+    base: Stat | tuple[float, float, int], new: Stat | tuple[float, float, int], name: str
+) -> tuple[float, str]:
     """(relative change of the mean in %, verdict) of ``new`` (called ``name`` in the verdict) against ``base``,
     for a lower-is-better metric such as FID. A difference counts only when the means differ by more than the
     larger of the two seed standard deviations, and needs at least 2 seeds a side."""

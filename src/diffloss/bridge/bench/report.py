@@ -283,7 +283,9 @@ def write_report(
     ``NOTES_END`` of an existing report at ``path`` is kept (an empty block is written for new reports)."""
     md, _, plot = report_paths(path)
     summaries = summarize(rows, expected)
-    paths = write_files(md, to_markdown(summaries, preset, command=command, notes=keep_notes(md)), table=to_csv(summaries))
+    paths = write_files(
+        md, to_markdown(summaries, preset, command=command, notes=keep_notes(md)), table=to_csv(summaries)
+    )
     if any("elbo" in c.stats for c in summaries):
         paths.append(plot_metric(summaries, "elbo", plot))
     return paths
