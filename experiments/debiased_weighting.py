@@ -28,7 +28,6 @@ Run: PYTHONPATH=src python experiments/debiased_weighting.py --preset digits --r
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -490,33 +489,23 @@ def parse_seeds(text: str, allowed: Sequence[int]) -> set[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
-    ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/debiased_weighting[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished runs")
+    ap = runs.experiment_parser(__doc__, "debiased_weighting", PRESETS, REPORTS)
     ap.add_argument(
         "--measure",
         action="store_true",
         help="only time a training step and a sampling step and "
         "write the expected runtime of the preset to ROOT/cost.json",
     )
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
     ap.add_argument(
         "--seeds",
         default=None,
         help="train only these of the preset's seeds, e.g. 2 (to run two processes on disjoint seeds; "
         "the report always gathers every finished run)",
     )
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     seeds = None if args.seeds is None else parse_seeds(args.seeds, preset.seeds)
-    report = args.report or REPORTS / f"debiased_weighting{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = runs.report_path(args, REPORTS, "debiased_weighting")
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
     if args.measure:

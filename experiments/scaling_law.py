@@ -30,7 +30,6 @@ Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /wo
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -723,14 +722,7 @@ def seed_list(preset: Preset, spec: str | None) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
-    ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/scaling_law[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished diagnoses")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
+    ap = runs.experiment_parser(__doc__, "scaling_law", PRESETS, REPORTS)
     ap.add_argument(
         "--channels",
         default=None,
@@ -743,13 +735,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="training seeds (comma-separated; default the preset's, digits: 0,1,2); trained seed by seed, and "
         "the report covers exactly these seeds",
     )
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     preset = replace(preset, seeds=seed_list(preset, args.seeds))
-    report = args.report or REPORTS / f"scaling_law{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = runs.report_path(args, REPORTS, "scaling_law")
     seeds = ",".join(map(str, preset.seeds))
     command = f"PYTHONPATH=src python experiments/scaling_law.py --preset {preset.name} --root {args.root}"
     command += f" --seeds {seeds}"

@@ -26,7 +26,6 @@ Run: OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset di
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -45,12 +44,15 @@ from diffloss.runs import (
     Stat,
     cell_key,
     csv_text,
+    experiment_parser,
     keep_notes,
     log,
     mean_std,
+    parse_experiment_args,
     pyplot,
     read_json,
     read_timing,
+    report_path,
     run_cli,
     save_figure,
     timed,
@@ -540,24 +542,15 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="digits", help="experiment size (see the docstring)")
-    ap.add_argument("--out", type=Path, required=True, help="directory of the runs (outside the repo)")
+    ap = experiment_parser(__doc__, "schedule", PRESETS, REPORTS, runs_option="--out", preset_default="digits")
     ap.add_argument("--schedules", default=",".join(MAIN), help=f"comma-separated, of: {', '.join(SCHEDULES)}")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/schedule[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only rewrite the report from the finished runs")
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
+    args = parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     unknown = sorted(set(schedules) - set(SCHEDULES))
     if unknown:
         raise DifflossError(f"unknown schedule(s) {unknown}; choose from {', '.join(SCHEDULES)}")
-    report = args.report or REPORTS / f"schedule{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = report_path(args, REPORTS, "schedule")
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
 
     if not args.report_only:
