@@ -113,8 +113,13 @@ PRESETS = {
 }
 
 
+def run_key(preset: Preset, schedule: str, seed: int) -> str:
+    """The directory of one (schedule, seed) run under OUT."""
+    return cell_key({"preset": preset.name, "schedule": schedule, "seed": seed}, "{preset}/{schedule}/seed{seed}")
+
+
 def run_dir(out: Path, preset: Preset, schedule: str, seed: int) -> Path:
-    return out / cell_key({"preset": preset.name, "schedule": schedule, "seed": seed}, "{preset}/{schedule}/seed{seed}")
+    return out / run_key(preset, schedule, seed)
 
 
 def outputs(schedule: str) -> list[str]:
@@ -126,7 +131,7 @@ def grid(out: Path, preset: Preset) -> Grid[tuple[str, int]]:
     """The (schedule, seed) runs under ``out``; a run is finished when it has all its ``outputs``."""
     return Grid(
         out,
-        key=lambda c: run_dir(out, preset, *c).relative_to(out).as_posix(),
+        key=lambda c: run_key(preset, *c),
         finished=lambda c, d: all((d / name).exists() for name in outputs(c[0])),
     )
 
