@@ -128,8 +128,9 @@ def test_grid_skips_a_cell_held_by_another_process_and_records_failures_when_ask
         grid.run(["bad"], work)
     with pytest.raises(DifflossError, match="bad input"):
         grid.run(["input"], work, keep_going=True)  # bad input is never a failed cell
-    (tmp_path / "bad" / "ok").write_text("")
-    assert grid.run_cell("bad", lambda c, d: None) == "done" and not (tmp_path / "bad" / FAILED_FILE).exists()
+    assert grid.run_cell("bad", lambda c, d: (d / "ok").write_text("")) == "done"
+    assert not (tmp_path / "bad" / FAILED_FILE).exists()  # a later success removes the failure
+    assert grid.run_cell("good", lambda c, d: pytest.fail("finished meanwhile: not run again")) == "done"
 
 
 def test_timed_appends_a_line_per_finished_block_and_read_timing_sums_them(tmp_path):

@@ -54,15 +54,18 @@ class Grid(Generic[C]):
         return [c for c in cells if not self.finished(c, self.directory(c))]
 
     def run_cell(self, cell: C, work: Callable[[C, Path], Any], *, keep_going: bool = False) -> Outcome:
-        """``work(cell, directory)`` under the directory's lock, timed; ``"held"`` (and nothing done) when another
-        live process holds the lock. With ``keep_going`` an exception other than a ``DifflossError`` (bad input:
-        always raised) is written to ``directory/failed.json`` as ``{"error": its first line}`` and gives
-        ``"failed"``; a later success removes that file. Without it the exception propagates."""
+        """``work(cell, directory)`` under the directory's lock, timed, unless the cell is finished (another process
+        may have finished it since ``pending`` was asked); ``"held"`` (and nothing done) when another live process
+        holds the lock. With ``keep_going`` an exception other than a ``DifflossError`` (bad input: always raised) is
+        written to ``directory/failed.json`` as ``{"error": its first line}`` and gives ``"failed"``; a later
+        success removes that file. Without it the exception propagates."""
         directory = self.directory(cell)
         key = self.key(cell)
         try:
-            with cell_lock(directory), timed(self.timing or Path(self.root) / TIMING_FILE, key):
-                work(cell, directory)
+            with cell_lock(directory):
+                if not self.finished(cell, directory):
+                    with timed(self.timing or Path(self.root) / TIMING_FILE, key):
+                        work(cell, directory)
         except CellLocked as e:
             log(f"{key}: {e}; skipped")
             return "held"
@@ -71,8 +74,9 @@ class Grid(Generic[C]):
         except Exception as e:
             if not keep_going:
                 raise
-            write_json_atomic(directory / FAILED_FILE, {"error": f"{type(e).__name__}: {e}".splitlines()[0]})
-            log(f"{key}: failed ({type(e).__name__}: {e})".splitlines()[0])
+            error = f"{type(e).__name__}: {e}".splitlines()[0]
+            write_json_atomic(directory / FAILED_FILE, {"error": error})
+            log(f"{key}: failed ({error})")
             return "failed"
         (directory / FAILED_FILE).unlink(missing_ok=True)
         return "done"
