@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffloss.io import atomic_write
+from diffloss.runs import save_figure
 
 PANELS = (("log_z_error", "log Ẑ − log Z (nats)"), ("elbo", "ELBO (nats)"), ("emc", "EMC"))
 
@@ -51,7 +51,7 @@ def plot(groups: dict[str, list[Path]], path: Path) -> Path:
     axes[0].set_yscale("symlog", linthresh=10)
     axes[1].set_yscale("symlog", linthresh=10)
     axes[0].legend(fontsize=7)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

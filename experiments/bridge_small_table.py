@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from diffloss.io import write_text_atomic
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fmt as fmt_stat  # noqa: E402
-from common import mean_std  # noqa: E402
+from diffloss.runs import mean_std, read_json
 
 COLUMNS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 
@@ -50,9 +46,9 @@ def summary(roots: list[Path]) -> str:
     but the seed, so runs of different settings (say with and without the score gate) are never pooled."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for path in (p for root in roots for p in finished(root)):
-        cfg = json.loads((path.parent / "config.json").read_text())
+        cfg = read_json(path.parent / "config.json")
         cfg.pop("seed")
-        groups[json.dumps(cfg, sort_keys=True)].append(json.loads(path.read_text()))
+        groups[json.dumps(cfg, sort_keys=True)].append(read_json(path))
     rows = [
         "| target | sampler | loss | iters | lr | score gate | ELBO | log Ẑ − log Z | ESS | EMC | MMD | diverged |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -61,7 +57,7 @@ def summary(roots: list[Path]) -> str:
     for cfg, runs in sorted(cells, key=lambda c: (c[0]["target"], c[0]["sampler"]["sampler"], c[0]["loss"], str(c[0]))):
         arch = cfg["sampler"]
         ok = [m for m in runs if m["diverged_at"] is None]
-        cols = [fmt_stat(mean_std([m.get(k) for m in ok])) for k in ("elbo", "log_z_error", "ess", "emc", "mmd")]
+        cols = [mean_std(m.get(k) for m in ok).text() for k in ("elbo", "log_z_error", "ess", "emc", "mmd")]
         rows.append(
             f"| {cfg['target']} | {arch['sampler']} | {cfg['loss']} | {cfg['iters']} | {fmt(cfg['lr'])} | {gate(arch)} "
             f"| {' | '.join(cols)} | {len(runs) - len(ok)} of {len(runs)} |"
@@ -76,8 +72,7 @@ def table(root: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in finished(root):
-        m = json.loads(path.read_text())
-        cfg = json.loads((path.parent / "config.json").read_text())
+        m, cfg = read_json(path), read_json(path.parent / "config.json")
         err = "–" if m.get("log_z_error") is None else f"{abs(m['log_z_error']):.3g}"
         sink = "–" if m["sinkhorn"] is None else f"{m['sinkhorn']:.4g} ({m['sinkhorn_eps']:.3g})"
         arch = cfg["sampler"]

@@ -28,13 +28,8 @@ Run: PYTHONPATH=src python experiments/debiased_weighting.py --preset digits --r
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
-import math
 import shutil
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,15 +39,14 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, fmt, log, mean_std, run_cli  # noqa: E402
-from common import compare as common_compare  # noqa: E402
-
-from diffloss.errors import DifflossError  # noqa: E402
-from diffloss.io import atomic_write, keep_notes, write_json_atomic, write_text_atomic
+from diffloss import runs
+from diffloss.errors import DifflossError
+from diffloss.io import atomic_write, write_json_atomic
+from diffloss.metrics.evaluate import SAMPLE_SEED, CheckpointEvaluator
+from diffloss.runs import Grid, Stat, cell_key, csv_text, keep_notes, log, mean_std, run_cli
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-SAMPLE_SEED = 12345  # starting noise of every evaluation: all runs are compared on the same noise
+NONE = mean_std(())  # a point without finished seeds
 PAPER = "FID-10k 7.7 for DDPM (constant weight on eps) -> 6.0 with the debiased weight (-22%), on their image setup"
 
 
@@ -125,7 +119,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.variant.name}-s{self.seed}"
+        """The run's directory under ROOT/runs."""
+        return cell_key({"variant": self.variant.name, "seed": self.seed}, "{variant}-s{seed}")
 
 
 def run_grid(preset: Preset, variants: Sequence[Variant] = VARIANTS) -> list[RunSpec]:
@@ -176,22 +171,19 @@ def expected_seconds(preset: Preset, n_runs: int, step_seconds: float, nfe_secon
 
 def train_config(preset: Preset, spec: RunSpec, steps: int):
     """The ``TrainConfig`` of a run, trained up to ``steps`` (the only field that changes between stops)."""
-    from diffloss.data import load_dataset
     from diffloss.density import density_from_spec
-    from diffloss.models import backbone_config
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
     from diffloss.weighting import weighting_from_spec
 
     proc = get_process(spec.variant.process)
-    shape = load_dataset(preset.data).shape
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
         target=spec.variant.target,
         weighting=weighting_from_spec(spec.variant.weighting).to_dict(),
         density=density_from_spec("default", proc).to_dict(),
-        backbone=backbone_config("auto", shape, preset.unet, None, 256, 3),
+        backbone={"name": "unet", "preset": preset.unet, "channels": None},  # the data are images
         steps=steps,
         batch=preset.batch,
         seed=spec.seed,
@@ -202,44 +194,15 @@ def train_config(preset: Preset, spec: RunSpec, steps: int):
     )
 
 
-def train_to(preset: Preset, spec: RunSpec, run_dir: Path, step: int) -> Path:
+def checkpoint_at(preset: Preset, spec: RunSpec, run_dir: Path, step: int) -> Path:
     """Train (or resume) the run up to ``step`` and keep a copy of that checkpoint; returns the copy's path."""
-    from diffloss.train import CHECKPOINT_FILE, train
+    from diffloss.train import CHECKPOINT_FILE
 
     keep = run_dir / f"ckpt-{step}.safetensors"
     if not keep.exists():
-        train(train_config(preset, spec, step), run_dir, resume=(run_dir / CHECKPOINT_FILE).exists())
+        runs.train_to(train_config(preset, spec, step), run_dir)
         atomic_write(keep, lambda tmp: shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp))
     return keep
-
-
-class Evaluator:
-    """FID / KID of samples against the preset's reference, the reference features computed once."""
-
-    def __init__(self, ref: str) -> None:
-        from diffloss.data import load_dataset
-        from diffloss.metrics.evaluate import feature_classifier
-        from diffloss.metrics.fid import classifier_features
-
-        data = load_dataset(ref)
-        self.classifier = feature_classifier(data)
-        if self.classifier is None:
-            raise DifflossError(f"reference {ref!r} has no feature classifier; use digits or an MNIST reference")
-        self.ref_features = classifier_features(data.images(), self.classifier)
-
-    def __call__(self, ckpt: Path, n: int, sampler: str, steps: int) -> dict[str, Any]:
-        from diffloss.loader import load_trained
-        from diffloss.metrics.fid import classifier_features, fid, kid
-        from diffloss.sample import sample_model
-
-        start = time.perf_counter()
-        x = sample_model(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
-        out = {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}  # a diverged model (non-finite samples)
-        if np.isfinite(x).all():
-            feats = classifier_features(np.clip(x, -1, 1), self.classifier)
-            k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))
-            out = {"fid": fid(feats, self.ref_features), "kid": k.mean, "kid_std": k.std}
-        return out | {"n_samples": n, "seconds": time.perf_counter() - start}
 
 
 def _timed(fn, repeats: int) -> tuple[float, float]:
@@ -284,15 +247,11 @@ def measure_cost(preset: Preset, repeats: int = 20) -> dict[str, Any]:
     }
 
 
-def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: Evaluator, log) -> None:
-    """Do every missing evaluation of one run, training as far as each needs (finished runs are skipped)."""
-    todo = missing_evals(run_dir, preset)
-    if not todo:
-        log(f"{spec.name}: done, skipped")
-        return
-    for step, sampler, steps in todo:
+def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: CheckpointEvaluator, log) -> None:
+    """Do every missing evaluation of one run, training as far as each needs (finished evaluations are skipped)."""
+    for step, sampler, steps in missing_evals(run_dir, preset):
         t0 = time.perf_counter()
-        ckpt = train_to(preset, spec, run_dir, step)
+        ckpt = checkpoint_at(preset, spec, run_dir, step)
         t_train = time.perf_counter() - t0
         result = evaluator(ckpt, preset.n_samples, sampler, steps)
         record = {"run": spec.name, "variant": spec.variant.name, "seed": spec.seed, "step": step}
@@ -303,26 +262,24 @@ def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: Evaluator, 
 
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
     """Every finished evaluation under ``root`` for the preset's grid (missing ones are left out)."""
-    rows = []
-    for spec in run_grid(preset):
-        for point in eval_points(preset):
-            path = eval_path(root / "runs" / spec.name, *point)
-            if path.exists():
-                rows.append(json.loads(path.read_text(encoding="utf-8")))
-    return rows
+    return runs.collect(
+        (eval_path(root / "runs" / s.name, *p), {}) for s in run_grid(preset) for p in eval_points(preset)
+    )
+
+
+def grid(root: Path, preset: Preset) -> Grid[RunSpec]:
+    """The runs under ROOT/runs; a run is finished when all its evaluations are."""
+    return Grid(
+        root / "runs",
+        key=lambda s: s.name,
+        finished=lambda s, d: not missing_evals(d, preset),
+        timing=root / runs.TIMING_FILE,
+    )
 
 
 # ---- the report --------------------------------------------------------------------------------------------
 
 COLUMNS = ("variant", "seed", "step", "sampler", "nsteps", "fid", "kid", "kid_std", "seconds", "train_seconds")
-
-
-def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def series(agg: Agg, variant: str, axis: str, step: int, sampler: str, nsteps: int) -> list[tuple[int, Stat]]:
@@ -336,11 +293,7 @@ def series(agg: Agg, variant: str, axis: str, step: int, sampler: str, nsteps: i
 def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
     """Two figures next to ``out``: FID vs training step (probe sampler) and FID vs sampling steps at the last
     step (one panel per sampler); mean over seeds with a ± std band, log-log axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = runs.pyplot()
     last, samplers = preset.train_steps[-1], sorted({s for s, _ in preset.grid})
     fig, ax = plt.subplots(figsize=(6, 4))
     fig2, axes = plt.subplots(1, len(samplers), figsize=(5 * len(samplers), 4), squeeze=False)
@@ -365,13 +318,11 @@ def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
     for f, suffix in ((fig, "train_steps"), (fig2, "sampling_steps")):
         path = out.with_name(f"{out.stem}_{suffix}.png")
         f.tight_layout()
-        atomic_write(path, lambda tmp, f=f: f.savefig(tmp, dpi=110, format="png"))
-        plt.close(f)
-        paths.append(path)
+        paths.append(runs.save_figure(f, path, dpi=110))
     return paths
 
 
-compare = partial(common_compare, name="debiased")  # (base, debiased) -> (change %, verdict)
+compare = partial(runs.compare, name="debiased")  # (base, debiased) -> (change %, verdict)
 
 
 def verdict(agg: Agg, preset: Preset) -> list[str]:
@@ -385,7 +336,7 @@ def verdict(agg: Agg, preset: Preset) -> list[str]:
             deb = agg.get((f"{family}-debiased", last, sampler, k))
             if base and deb and base[2] and deb[2]:
                 change, word = compare(base, deb)
-                lines.append(f"| {family} | {sampler} | {k} | {fmt(base)} | {fmt(deb)} | {change:+.0f}% | {word} |")
+                lines.append(f"| {family} | {sampler} | {k} | {base.text()} | {deb.text()} | {change:+.0f}% | {word} |")
     return lines
 
 
@@ -442,7 +393,6 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     rows = collect(root, preset)
     agg = aggregate(rows)
     csv_path = report.with_suffix(".csv")
-    write_text_atomic(csv_path, rows_csv(rows))
     done = sum(not missing_evals(root / "runs" / s.name, preset) for s in run_grid(preset))
     total = len(run_grid(preset))
     figs = plot(agg, preset, report) if rows else []
@@ -494,7 +444,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "|---|" + "---|" * len(preset.train_steps),
     ]
     for v in VARIANTS:
-        cells = [fmt(agg.get((v.name, s, *preset.probe), (0, 0, 0))) for s in preset.train_steps]
+        cells = [agg.get((v.name, s, *preset.probe), NONE).text() for s in preset.train_steps]
         lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
     points = sorted({preset.probe, *preset.grid})
     lines += [
@@ -505,7 +455,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "|---|" + "---|" * len(points),
     ]
     for v in VARIANTS:
-        cells = [fmt(agg.get((v.name, last, s, k), (0, 0, 0))) for s, k in points]
+        cells = [agg.get((v.name, last, s, k), NONE).text() for s, k in points]
         lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figs), ""]
     lines += [
@@ -527,47 +477,35 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         f"Per-evaluation numbers: [{csv_path.name}]({csv_path.name}).",
         "",
     ]
-    write_text_atomic(report, "\n".join(lines))
+    runs.write_report(report, "\n".join(lines), table=csv_text(COLUMNS, rows))
 
 
 def parse_seeds(text: str, allowed: Sequence[int]) -> set[int]:
     """The seeds of ``--seeds`` ("1,2"); each must be one of the preset's."""
-    from diffloss.cli.common import parse_seeds
-
-    seeds = set(parse_seeds(text))
+    seeds = set(runs.parse_seeds(text))
     if not seeds <= set(allowed):
         raise DifflossError(f"--seeds: give some of the preset's seeds {list(allowed)}, got {text!r}")
     return seeds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
-    ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/debiased_weighting[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished runs")
+    ap = runs.experiment_parser(__doc__, "debiased_weighting", PRESETS, REPORTS)
     ap.add_argument(
         "--measure",
         action="store_true",
         help="only time a training step and a sampling step and "
         "write the expected runtime of the preset to ROOT/cost.json",
     )
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
     ap.add_argument(
         "--seeds",
         default=None,
         help="train only these of the preset's seeds, e.g. 2 (to run two processes on disjoint seeds; "
         "the report always gathers every finished run)",
     )
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     seeds = None if args.seeds is None else parse_seeds(args.seeds, preset.seeds)
-    report = args.report or REPORTS / f"debiased_weighting{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = runs.report_path(args, REPORTS, "debiased_weighting")
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
     if args.measure:
@@ -576,11 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(cost, indent=2))
         return 0
     if not args.report_only:
-        evaluator = Evaluator(preset.ref)
-        for spec in run_grid(preset):
-            if seeds is not None and spec.seed not in seeds:
-                continue
-            run_one(preset, spec, args.root / "runs" / spec.name, evaluator, log)
+        evaluator = CheckpointEvaluator(preset.ref)
+        chosen = [spec for spec in run_grid(preset) if seeds is None or spec.seed in seeds]
+        grid(args.root, preset).run(chosen, partial(run_one, preset, evaluator=evaluator, log=log))
     write_report(args.root, preset, command, report)
     log(f"wrote {report}")
     return 0

@@ -14,22 +14,18 @@ L = N, C = 1 (which is exact), each with 4000 queries, weighted by inverse varia
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from diffloss.data import load_mnist  # noqa: E402
-from diffloss.io import atomic_write, write_json_atomic, write_text_atomic  # noqa: E402
-from diffloss.optimal.exact import exact_optimal_loss  # noqa: E402
-from diffloss.optimal.stochastic import stochastic_optimal_loss  # noqa: E402
+from diffloss.data import load_mnist
+from diffloss.io import write_json_atomic
+from diffloss.optimal.exact import exact_optimal_loss
+from diffloss.optimal.stochastic import stochastic_optimal_loss
+from diffloss.runs import pyplot, read_json, save_figure, write_report
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SIGMAS = np.exp(np.linspace(math.log(0.5), math.log(50.0), 16))
@@ -90,7 +86,7 @@ def rms_error(entry: dict, truth: np.ndarray, var: float) -> float:
 
 def compute(fresh: bool) -> dict:
     path = REPORTS / "optimal_loss_estimators.json"
-    cache = {} if fresh or not path.exists() else json.loads(path.read_text())["runs"]
+    cache = {} if fresh or not path.exists() else read_json(path)["runs"]
     x = load_mnist().x
     n = len(x)
 
@@ -123,14 +119,13 @@ def compute(fresh: bool) -> dict:
 
 
 def plot(fig, name: str) -> str:
-    atomic_write(REPORTS / name, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, REPORTS / name, dpi=110, bbox_inches="tight")
     return name
 
 
 def curves_plot(res: dict) -> str:
     runs, n = res["runs"], res["n"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.5))
     ax.plot(SIGMAS, res["truth"], "k-", lw=2, label=f"exact, all {n} rows (reference)")
     for name, style in zip(family_corrections(n, 1000), ("C0o--", "C1s--", "C2^--", "C3v--")):
         e = runs[f"{name} L=1000 Q=2048"]
@@ -155,7 +150,7 @@ def error_plot(res: dict) -> str:
             lambda e: abs(e["x0_mse"][i_low] - truth[i_low]) / truth[i_low],
         ),
     )
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4.6))
     for ax, (ylabel, metric) in zip(axes, metrics):
         ex = [runs[f"exact Q={q}"] for q in EXACT_QUERIES]
         ax.plot([e["row_evals"] for e in ex], [metric(e) for e in ex], "k-o", label="exact (L=N)")
@@ -178,7 +173,7 @@ def error_plot(res: dict) -> str:
 
 def sweep_plot(res: dict) -> str:
     runs, n = res["runs"], res["n"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, (i, s) in zip(axes, enumerate(res["sweep_sigmas"])):
         ref = res["truth"][list(SIGMAS).index(s)]
         for size, color in zip(SWEEP_SUBSETS, ("C0", "C1")):
@@ -377,7 +372,7 @@ def findings(res: dict) -> str:
 """
 
 
-def write_report(res: dict, figs: list[str]) -> None:
+def report(res: dict, figs: list[str]) -> None:
     runs, n, var = res["runs"], res["n"], res["var"]
     minutes = sum(e["seconds"] for e in runs.values()) / 60
     zmax, worst_se = agreement(res)
@@ -451,7 +446,7 @@ correction; details in the `stochastic_optimal_loss` docstring).
 
 {bias_table(res)}
 """
-    write_text_atomic(REPORTS / "optimal_loss_estimators.md", text)
+    write_report(REPORTS / "optimal_loss_estimators.md", text)
 
 
 def main() -> None:
@@ -462,7 +457,7 @@ def main() -> None:
     t0 = time.perf_counter()
     res = compute(args.fresh)
     figs = [curves_plot(res), error_plot(res), sweep_plot(res)]
-    write_report(res, figs)
+    report(res, figs)
     print("figures:", figs, f"total {time.perf_counter() - t0:.0f} s")
 
 

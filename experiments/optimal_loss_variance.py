@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from diffloss.data import load_dataset
-from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
 from diffloss.levels import log_spaced
 from diffloss.optimal.exact import (
     MODE_MASS,
@@ -39,6 +38,7 @@ from diffloss.optimal.exact import (
     query_terms,
 )
 from diffloss.optimal.posterior import Rows
+from diffloss.runs import pyplot, save_figure, write_report
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -104,20 +104,13 @@ def main() -> None:
         "library_vs_reference_max_rel_diff_A": agree,
         "seconds": elapsed,
     }
-    REPORTS.mkdir(exist_ok=True)
-    write_json_atomic(REPORTS / "optimal_loss_variance.json", doc)
     _plot(sigmas, stats, REPORTS / "optimal_loss_variance.png")
-    write_text_atomic(REPORTS / "optimal_loss_variance.md", _markdown(doc, args))
+    write_report(REPORTS / "optimal_loss_variance.md", _markdown(doc, args), data=doc)
     print(_markdown(doc, args))
 
 
 def _plot(sigmas: np.ndarray, stats: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for name, (mean, se) in stats.items():
         mean, se = np.asarray(mean), np.asarray(se)
         ax1.plot(sigmas, np.where(se > 0, se, np.nan), "o-", ms=3, label=name)
@@ -135,8 +128,7 @@ def _plot(sigmas: np.ndarray, stats: dict, path: Path) -> None:
     ax2.legend(loc="upper left")
     fig.suptitle("MNIST: standard error of unbiased forms of the optimal loss")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _markdown(doc: dict, args: argparse.Namespace) -> str:

@@ -30,25 +30,20 @@ Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /wo
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, checkpoint_step, log, mean_std, run_cli  # noqa: E402
-
-from diffloss.errors import DifflossError  # noqa: E402
-from diffloss.io import atomic_write, write_json_atomic, write_text_atomic
+from diffloss import runs
+from diffloss.errors import DifflossError
+from diffloss.io import write_json_atomic
+from diffloss.runs import Grid, Stat, cell_key, csv_text, log, mean_std, run_cli
 from diffloss.scaling import PowerLawFit, extrapolate, frontier, log_log_fit, offset_fit
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
@@ -100,11 +95,21 @@ PRESETS: dict[str, Preset] = {
 def run_name(channels: int, seed: int) -> str:
     """``cC`` for seed 0 (the layout of the first, single-seed runs, kept so they need no retraining), ``cC-sK``
     for seed K > 0."""
-    return f"c{channels}" if seed == 0 else f"c{channels}-s{seed}"
+    return cell_key({"c": channels, "s": seed}, "c{c}" if seed == 0 else "c{c}-s{s}")
 
 
 def eval_path(root: Path, channels: int, seed: int, step: int) -> Path:
     return root / "runs" / run_name(channels, seed) / "eval" / f"{step}.json"
+
+
+def grid(root: Path, preset: Preset) -> Grid[tuple[int, int]]:
+    """The (channels, seed) runs under ROOT/runs; a run is finished when every checkpoint step is diagnosed."""
+    return Grid(
+        root / "runs",
+        key=lambda c: run_name(*c),
+        finished=lambda c, d: all(eval_path(root, *c, step).exists() for step in preset.checkpoints),
+        timing=root / runs.TIMING_FILE,
+    )
 
 
 # ---- training and diagnosis (the slow part) ------------------------------------------------------------------
@@ -153,21 +158,6 @@ def model_cost(preset: Preset, channels: int) -> dict[str, float]:
     return {"params": sum(p.numel() for p in model.parameters()), "fwd_flops": counter.get_total_flops() / 16}
 
 
-def train_to(preset: Preset, channels: int, seed: int, run_dir: Path, step: int) -> float:
-    """Train (or resume) one size and seed up to ``step``; returns the CPU seconds it took (0 if already
-    there)."""
-    from diffloss.train import train
-
-    have = checkpoint_step(run_dir)
-    if have > step:
-        raise DifflossError(f"{run_dir} is at step {have}, beyond {step} whose diagnosis is missing; delete it")
-    if have == step:
-        return 0.0
-    cpu = time.process_time()
-    train(train_config(preset, channels, seed, step), run_dir, resume=have > 0)
-    return time.process_time() - cpu
-
-
 def diagnose_run(preset: Preset, run_dir: Path) -> dict[str, Any]:
     """Per-level J, J*, J - J* (x0 units, per dimension, with standard errors) and the target's loss factor of
     the run's EMA weights on the training data, at the preset's levels and queries."""
@@ -187,16 +177,16 @@ def diagnose_run(preset: Preset, run_dir: Path) -> dict[str, Any]:
     return {"sigma": d.sigmas.tolist(), **{k: getattr(d, k).tolist() for k in keys}}
 
 
-def run_size(preset: Preset, channels: int, seed: int, root: Path, log) -> None:
-    """Train one size and seed through every checkpoint step, diagnosing each (finished diagnoses are
+def run_size(preset: Preset, root: Path, cell: tuple[int, int], run_dir: Path) -> None:
+    """Train one (size, seed) in ``run_dir`` through every checkpoint step, diagnosing each (finished diagnoses are
     skipped)."""
-    run_dir = root / "runs" / run_name(channels, seed)
+    channels, seed = cell
     todo = [step for step in preset.checkpoints if not eval_path(root, channels, seed, step).exists()]
     if not todo:
         return
     cost = model_cost(preset, channels)
     for step in todo:
-        train_cpu = train_to(preset, channels, seed, run_dir, step)
+        train_cpu = runs.train_to(train_config(preset, channels, seed, step), run_dir)
         cpu = time.process_time()
         record = {"channels": channels, "seed": seed, "step": step, **cost, "samples": step * preset.batch}
         record |= diagnose_run(preset, run_dir)
@@ -227,14 +217,12 @@ def level(record: dict[str, Any], k: int) -> tuple[float, float, float]:
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
     """Every finished diagnosis under ``root`` of the preset's grid of seeds x sizes x steps (missing ones are
     left out); each record has its ``seed`` (the seed-0 records written before seeds existed lack the key)."""
-    rows = []
-    for seed in preset.seeds:
-        for c in preset.channels:
-            for step in preset.checkpoints:
-                path = eval_path(root, c, seed, step)
-                if path.exists():
-                    rows.append({**json.loads(path.read_text(encoding="utf-8")), "seed": seed})
-    return rows
+    return runs.collect(
+        (eval_path(root, c, seed, step), {"seed": seed})
+        for seed in preset.seeds
+        for c in preset.channels
+        for step in preset.checkpoints
+    )
 
 
 @dataclass(frozen=True)
@@ -322,22 +310,20 @@ def all_series(rows: Sequence[dict[str, Any]], preset: Preset) -> list[Series]:
     return out
 
 
-def csv_text(rows: Sequence[dict[str, Any]], preset: Preset) -> str:
+def csv_text_of(rows: Sequence[dict[str, Any]], preset: Preset) -> str:
     """One line per diagnosis and level (and the total): seed, size, compute, J, J*, J - J* with standard errors
     (the total's are left empty: its levels share their draws, so their errors are not independent)."""
-    buf = io.StringIO()
     cols = ["seed", "channels", "params", "fwd_flops", "step", "samples", "compute", "level", "sigma"]
     cols += ["J", "J_se", "Jstar", "Jstar_se", "reducible", "reducible_se", "units"]
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
+    lines = []
     for r in rows:
         head = [r["seed"], r["channels"], r["params"], r["fwd_flops"], r["step"], r["samples"], compute(r)]
         j, jstar, gap = total(r)
-        w.writerow([*head, "total", "", j, "", jstar, "", gap, "", f"{preset.target}-MSE, mean over levels"])
+        lines.append([*head, "total", "", j, "", jstar, "", gap, "", f"{preset.target}-MSE, mean over levels"])
         for k, sig in enumerate(r["sigma"]):
             vals = [r[key][k] for key in ("model_x0", "model_x0_se", "optimal_x0", "optimal_x0_se", "gap_x0")]
-            w.writerow([*head, k, sig, *vals, r["gap_x0_se"][k], "x0-MSE"])
-    return buf.getvalue()
+            lines.append([*head, k, sig, *vals, r["gap_x0_se"][k], "x0-MSE"])
+    return csv_text(cols, lines)
 
 
 MODES = ("frontier", "final")
@@ -361,20 +347,15 @@ def _g(v: float | None, fmt: str = ".3g") -> str:
 
 
 def _pm(st: Stat, fmt: str = ".3g") -> str:
-    """``mean ± std`` of a ``Stat`` (the mean alone for one seed, — for none); for a ``g`` format the std has
-    2 significant digits, else the mean's format."""
-    m, sd, n = st
-    if n == 0:
-        return "—"
-    return format(m, fmt) if n == 1 else f"{m:{fmt}} ± {sd:{'.2g' if fmt.endswith('g') else fmt}}"
+    """``mean ± std`` of a ``Stat`` (``Stat.text``: "mean (n=1)" for one seed, — for none); for a ``g`` format the
+    std has 2 significant digits, else the mean's format."""
+    return st.text(fmt, ".2g" if fmt.endswith("g") else fmt, show_n=False)
 
 
 def _pm_pct(st: Stat) -> str:
     """``mean ± std`` of a relative error in percent (a std below 0.05% with one significant digit)."""
-    m, sd, n = st
-    if n == 0:
-        return "—"
-    return f"{100 * m:+.1f}%" if n == 1 else f"{100 * m:+.1f} ± {100 * sd:{'.1f' if sd >= 5e-4 else '.1g'}}%"
+    pct = Stat(100 * st.mean, 100 * st.std, st.n)
+    return pct.text("+.1f", ".1f" if st.std >= 5e-4 else ".1g", show_n=False, unit="%")
 
 
 FIT_LABEL = {"raw": "J = βF^α", "reducible": "J − J* = βF^α", "offset": "J = βF^α + c"}
@@ -424,12 +405,9 @@ def plot(
     J = βF^α + c, J* dotted) and J − J* vs F (frontier fit). Each size is one colour: its seed mean ± std joined
     over its checkpoints; the fit of every seed (``fits``: per seed, the frontier ``fit_all`` of each series) is
     drawn faint, its legend giving α and |ρ| as mean ± std over seeds (``stats``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    plt = runs.pyplot()
     fig, axes = plt.subplots(len(chosen), 2, figsize=(11, 3.4 * len(chosen)), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(channels)))
     for (ax_raw, ax_red), per_seed in zip(axes, chosen):
@@ -459,15 +437,7 @@ def plot(
         ax_raw.legend(fontsize=6)
         ax_red.legend(fontsize=6)
     fig.tight_layout()
-    path = out.with_suffix(".png")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-    return path
-
-
-def _stat_json(st: Stat) -> dict[str, float | int | None]:
-    m, sd, n = st
-    return {"mean": m if math.isfinite(m) else None, "std": sd if math.isfinite(sd) else None, "n": n}
+    return runs.save_figure(fig, out.with_suffix(".png"), dpi=100)
 
 
 def runtime_lines(root: Path, by_seed: dict[int, list[dict[str, Any]]]) -> list[str]:
@@ -507,22 +477,18 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     stats = {mode: {name: fit_stats([fits[seed][mode][name] for seed in used]) for name in names} for mode in MODES}
     picked = [0, *(1 + k for k in preset.single)]
     chosen = [names[i] for i in picked]
-    write_text_atomic(report.with_suffix(".csv"), csv_text(rows, preset))
     costs = {r["channels"]: {k: r[k] for k in ("params", "fwd_flops")} for r in rows}
     stats_json = {
-        mode: {n: {k: {m: _stat_json(st) for m, st in v.items()} for k, v in s.items()} for n, s in by_name.items()}
+        mode: {n: {k: {m: st.to_json() for m, st in v.items()} for k, v in s.items()} for n, s in by_name.items()}
         for mode, by_name in stats.items()
     }
-    write_json_atomic(
-        report.with_suffix(".json"),
-        {
-            "preset": asdict(preset),
-            "models": costs,
-            "seeds_fitted": used,
-            "mean_std_over_seeds": stats_json,
-            "fits_per_seed": {str(seed): fits[seed] for seed in used},
-        },
-    )
+    summary = {
+        "preset": asdict(preset),
+        "models": costs,
+        "seeds_fitted": used,
+        "mean_std_over_seeds": stats_json,
+        "fits_per_seed": {str(seed): fits[seed] for seed in used},
+    }
     fig = plot(
         [[series_of[seed][i] for seed in used] for i in picked],
         [fits[seed]["frontier"] for seed in used],
@@ -675,7 +641,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     text = "\n".join(lines)
     while "\n\n\n" in text:  # empty labels leave runs of blank lines
         text = text.replace("\n\n\n", "\n\n")
-    write_text_atomic(report, text)
+    runs.write_report(report, text, table=csv_text_of(rows, preset), data=summary)
 
 
 READING: dict[str, str] = {
@@ -752,20 +718,11 @@ def sizes(preset: Preset, spec: str | None) -> list[int]:
 
 def seed_list(preset: Preset, spec: str | None) -> tuple[int, ...]:
     """The training seeds: the preset's, or the comma-separated non-negative integers ``spec``."""
-    from diffloss.cli.common import parse_seeds
-
-    return preset.seeds if spec is None else tuple(parse_seeds(spec))
+    return preset.seeds if spec is None else tuple(runs.parse_seeds(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), required=True, help="experiment size")
-    ap.add_argument("--root", type=Path, required=True, help="directory of the runs (outside the repo)")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/scaling_law[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the report from finished diagnoses")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
+    ap = runs.experiment_parser(__doc__, "scaling_law", PRESETS, REPORTS)
     ap.add_argument(
         "--channels",
         default=None,
@@ -778,22 +735,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="training seeds (comma-separated; default the preset's, digits: 0,1,2); trained seed by seed, and "
         "the report covers exactly these seeds",
     )
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     preset = replace(preset, seeds=seed_list(preset, args.seeds))
-    report = args.report or REPORTS / f"scaling_law{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = runs.report_path(args, REPORTS, "scaling_law")
     seeds = ",".join(map(str, preset.seeds))
     command = f"PYTHONPATH=src python experiments/scaling_law.py --preset {preset.name} --root {args.root}"
     command += f" --seeds {seeds}"
 
     if not args.report_only:
         wall = time.perf_counter()
-        for seed in preset.seeds:
-            for c in sizes(preset, args.channels):
-                run_size(preset, c, seed, args.root, log)
+        cells = [(c, seed) for seed in preset.seeds for c in sizes(preset, args.channels)]
+        grid(args.root, preset).run(cells, partial(run_size, preset, args.root))
         log(f"all seeds and sizes done in {time.perf_counter() - wall:.0f} s wall")
     write_report(args.root, preset, command, report)
     log(f"wrote {report}")

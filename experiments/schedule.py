@@ -12,10 +12,11 @@ then
 - diagnosed against J* at ``levels`` noise levels (``diffloss.diagnose``, common random numbers, ``gap.json``);
 - for the optimal schedule: its final level density, tracked J_theta, J* and weight per cell (``density.json``).
 
-Each file is written atomically and skipped when present, so rerunning the command continues where it stopped.
-``timing.json`` holds each step's wall and CPU seconds. Finally ``write_report`` gathers everything into
-reports/schedule[_PRESET].{md,csv,json} and three plots; ``--report-only`` only does that. Hand-written text
-between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
+Each file is written atomically and skipped when present, so rerunning the command continues where it stopped; a
+run directory is locked while a process works on it, so several copies of the command can share the runs
+(``diffloss.runs``). ``timing.jsonl`` holds each part's wall and CPU seconds. Finally ``write_report`` gathers
+everything into reports/schedule[_PRESET].{md,csv,json} and three plots; ``--report-only`` only does that.
+Hand-written text between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
 
 Presets: ``smoke`` (seconds per run, checks the pipeline, not a result), ``digits`` (the budget run: ~45 CPU
 minutes for 15 runs at 1 thread) and ``full`` (the original defaults: ~11 h here).
@@ -25,30 +26,40 @@ Run: OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset di
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
 import math
-import os
-import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stat, checkpoint_step, log, run_cli  # noqa: E402
-from common import compare as common_compare  # noqa: E402
-from common import fmt as common_fmt  # noqa: E402
-from debiased_weighting import SAMPLE_SEED, Evaluator, mean_std  # noqa: E402
-
-from diffloss.errors import DifflossError  # noqa: E402
-from diffloss.io import atomic_write, keep_notes, write_json_atomic, write_text_atomic  # noqa: E402
+from diffloss.errors import DifflossError
+from diffloss.io import write_json_atomic
+from diffloss.metrics.evaluate import SAMPLE_SEED, CheckpointEvaluator
+from diffloss.runs import (
+    TIMING_FILE,
+    Grid,
+    Stat,
+    cell_key,
+    csv_text,
+    experiment_parser,
+    keep_notes,
+    log,
+    mean_std,
+    parse_experiment_args,
+    pyplot,
+    read_json,
+    read_timing,
+    report_path,
+    run_cli,
+    save_figure,
+    timed,
+    train_to,
+)
+from diffloss.runs import compare as spread_compare
+from diffloss.runs import write_report as write_files
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 SCHEDULES = {  # name: (--weighting, --density) as `diffloss train` takes them
@@ -102,8 +113,27 @@ PRESETS = {
 }
 
 
+def run_key(preset: Preset, schedule: str, seed: int) -> str:
+    """The directory of one (schedule, seed) run under OUT."""
+    return cell_key({"preset": preset.name, "schedule": schedule, "seed": seed}, "{preset}/{schedule}/seed{seed}")
+
+
 def run_dir(out: Path, preset: Preset, schedule: str, seed: int) -> Path:
-    return out / preset.name / schedule / f"seed{seed}"
+    return out / run_key(preset, schedule, seed)
+
+
+def outputs(schedule: str) -> list[str]:
+    """The files a finished (schedule, seed) run has in its directory."""
+    return [*(f"eval_{k}.json" for k in SAMPLING_STEPS), "gap.json", *(["density.json"] if schedule in OPTIMAL else [])]
+
+
+def grid(out: Path, preset: Preset) -> Grid[tuple[str, int]]:
+    """The (schedule, seed) runs under ``out``; a run is finished when it has all its ``outputs``."""
+    return Grid(
+        out,
+        key=lambda c: run_key(preset, *c),
+        finished=lambda c, d: all((d / name).exists() for name in outputs(c[0])),
+    )
 
 
 # ---- one run (the slow part) -----------------------------------------------------------------------------
@@ -133,29 +163,6 @@ def train_config(preset: Preset, schedule: str):
         warmup=preset.warmup,
         ckpt_every=preset.ckpt_every,
     )
-
-
-class Timer:
-    """Adds the wall and CPU seconds of ``with timer(key):`` blocks to DIR/timing.json (written atomically)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "timing.json"
-
-    def __call__(self, key: str) -> Timer:
-        self.key = key
-        return self
-
-    def __enter__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is not None:
-            return
-        times = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
-        entry = times.setdefault(self.key, {"wall": 0.0, "cpu": 0.0})
-        entry["wall"] += time.perf_counter() - self.wall
-        entry["cpu"] += time.process_time() - self.cpu
-        write_json_atomic(self.path, times)
 
 
 def density_table(directory: Path) -> dict[str, Any]:
@@ -201,62 +208,25 @@ def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 
 
-def hold(directory: Path) -> bool:
-    """Take DIR/.lock for this process (True), or False when another live process holds it; a lock left by a
-    dead process is taken over. Lets several copies of the command share the runs."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                os.kill(int(lock.read_text() or 0), 0)
-                return False
-            except (ProcessLookupError, ValueError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
-    return False
+def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell: tuple[str, int], d: Path) -> None:
+    """Train (or resume), evaluate, diagnose one (schedule, seed) in ``d``; every finished output is skipped. The
+    seconds of each part are appended to ``d/timing.jsonl``."""
+    from diffloss.train import CHECKPOINT_FILE
 
-
-def run_one(out: Path, preset: Preset, schedule: str, seed: int, cfg, evaluator: Evaluator, log) -> None:
-    """Train (or resume), evaluate, diagnose one (schedule, seed); every finished output is skipped, and a run
-    that another copy of the command is working on is left to it."""
-    d = run_dir(out, preset, schedule, seed)
-    if not hold(d):
-        log(f"{schedule} seed {seed}: held by another process, skipped")
-        return
-    try:
-        _run_one(d, preset, schedule, seed, cfg, evaluator, log)
-    finally:
-        (d / ".lock").unlink(missing_ok=True)
-
-
-def _run_one(d: Path, preset: Preset, schedule: str, seed: int, cfg, evaluator: Evaluator, log) -> None:
-    from dataclasses import replace
-
-    from diffloss.train import CHECKPOINT_FILE, train
-
-    timer = Timer(d)
-    if checkpoint_step(d) < preset.steps:
-        d.mkdir(parents=True, exist_ok=True)
-        with timer("train"):
-            resume = (d / CHECKPOINT_FILE).exists()  # else a start killed before its first checkpoint: redo
-            train(replace(cfg, seed=seed), d, resume=resume, overwrite=not resume)
-        log(f"{schedule} seed {seed}: trained {preset.steps} steps")
+    schedule, seed = cell
+    with timed(d / TIMING_FILE, "train"):
+        if train_to(replace(configs[schedule], seed=seed), d):
+            log(f"{schedule} seed {seed}: trained {preset.steps} steps")
     for k in SAMPLING_STEPS:
         path = d / f"eval_{k}.json"
         if not path.exists():
-            with timer(f"sample_eval_{k}"):
+            with timed(d / TIMING_FILE, f"sample_eval_{k}"):
                 result = evaluator(d / CHECKPOINT_FILE, preset.n_samples, SAMPLER, k)
             result = {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in result.items()}
             write_json_atomic(path, {"schedule": schedule, "seed": seed, "sampler": SAMPLER, "nsteps": k, **result})
             log(f"{schedule} seed {seed}: {SAMPLER} {k} steps FID {result['fid']:.4g}")
     if not (d / "gap.json").exists():
-        with timer("diagnose"):
+        with timed(d / TIMING_FILE, "diagnose"):
             gap = diagnose_run(d, preset)
         write_json_atomic(d / "gap.json", gap)
         log(f"{schedule} seed {seed}: {gap['summary']}")
@@ -267,10 +237,6 @@ def _run_one(d: Path, preset: Preset, schedule: str, seed: int, cfg, evaluator: 
 # ---- gathering and the report ----------------------------------------------------------------------------
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 def collect(out: Path, preset: Preset, schedules: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Per schedule, one dict per finished seed: ``seed``, ``fid`` {k: value}, ``kid`` {k: value}, ``gap``
     (diagnose rows or None), ``density`` (optimal only, or None) and ``timing``. Seeds missing an eval are left out."""
@@ -278,18 +244,18 @@ def collect(out: Path, preset: Preset, schedules: Sequence[str]) -> dict[str, li
     for schedule in schedules:
         for seed in preset.seeds:
             d = run_dir(out, preset, schedule, seed)
-            evals = {k: _read(d / f"eval_{k}.json") for k in SAMPLING_STEPS}
+            evals = {k: read_json(d / f"eval_{k}.json") for k in SAMPLING_STEPS}
             if any(v is None for v in evals.values()):
                 continue
-            gap = _read(d / "gap.json")
+            gap = read_json(d / "gap.json")
             runs.setdefault(schedule, []).append(
                 {
                     "seed": seed,
                     "fid": {k: math.nan if v["fid"] is None else v["fid"] for k, v in evals.items()},
                     "kid": {k: math.nan if v["kid"] is None else v["kid"] for k, v in evals.items()},
                     "gap": gap["levels"] if gap else None,
-                    "density": _read(d / "density.json"),
-                    "timing": _read(d / "timing.json") or {},
+                    "density": read_json(d / "density.json"),
+                    "timing": read_timing(d / TIMING_FILE),
                 }
             )
     return runs
@@ -308,27 +274,20 @@ def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return s, v.mean(0), v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(s))
 
 
-compare = partial(common_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
+compare = partial(spread_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
 
 
-fmt = partial(common_fmt, show_n=False)  # no "(n=N)": the FID table has a seeds column
+fmt = partial(Stat.text, show_n=False)  # no "(n=N)": the FID table has a seeds column
 
 
 def _savefig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_fid(stats: dict[str, dict[int, Stat]], path: Path) -> None:
     """FID vs sampling steps per schedule, mean ± std over seeds as error bars (x slightly offset per schedule)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (schedule, st) in enumerate(stats.items()):
         xs = np.array(SAMPLING_STEPS, dtype=float) * (1 + 0.03 * (i - len(stats) / 2))
@@ -346,11 +305,7 @@ def plot_fid(stats: dict[str, dict[int, Stat]], path: Path) -> None:
 def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Per level: J_theta - J* (x0 units, log scale) and the gap ratio (J_theta - J*)/J_theta, mean ± std over
     seeds, one line per schedule; J* itself as a dashed reference in the first panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     jstar, floor = None, np.inf
     for schedule, rs in runs.items():
@@ -379,11 +334,7 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
     """The optimal schedule at the end of training: its weight (x0 and eps units), its level density p(lambda)
     and the tracked J_theta against J*, per log-SNR (every seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
     for r in rs:
         t = r["density"]
@@ -403,22 +354,27 @@ def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
     _savefig(fig, path)
 
 
-def csv_rows(runs: dict[str, list[dict[str, Any]]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["schedule", "seed", "sampler", "nsteps", "fid", "kid", "train_cpu_s", "train_wall_s"])
-    for schedule, rs in runs.items():
-        for r in rs:
-            train = r["timing"].get("train", {})
-            for k in SAMPLING_STEPS:
-                w.writerow(
-                    [schedule, r["seed"], SAMPLER, k, r["fid"][k], r["kid"][k], train.get("cpu"), train.get("wall")]
-                )
-    return buf.getvalue()
+def csv_rows(finished: dict[str, list[dict[str, Any]]]) -> str:
+    columns = ["schedule", "seed", "sampler", "nsteps", "fid", "kid", "train_cpu_s", "train_wall_s"]
+    rows = [
+        [
+            schedule,
+            r["seed"],
+            SAMPLER,
+            k,
+            r["fid"][k],
+            r["kid"][k],
+            *(r["timing"].get("train", {}).get(t) for t in ("cpu", "wall")),
+        ]
+        for schedule, rs in finished.items()
+        for r in rs
+        for k in SAMPLING_STEPS
+    ]
+    return csv_text(columns, rows)
 
 
 def cpu_minutes(runs: dict[str, list[dict[str, Any]]], key: str | None = None) -> float:
-    """CPU minutes of all finished runs (of one ``timing.json`` key, or of every key); resumed parts add up."""
+    """CPU minutes of all finished runs (of one ``timing.jsonl`` key, or of every key); resumed parts add up."""
     return sum(v["cpu"] for rs in runs.values() for r in rs for k, v in r["timing"].items() if key in (None, k)) / 60
 
 
@@ -466,7 +422,6 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         if opt:
             plot_optimal(opt, stem.with_name(stem.name + "_optimal.png"))
             figs.append(stem.name + "_optimal.png")
-    write_text_atomic(report.with_suffix(".csv"), csv_rows(runs))
     summary = {
         "preset": asdict(preset),
         "process": PROCESS,
@@ -488,9 +443,6 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "runs_finished": done,
         "runs_total": total,
     }
-    write_json_atomic(
-        report.with_suffix(".json"), json.loads(json.dumps(summary, default=float).replace("NaN", "null"))
-    )
     label = (
         "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**\n\n"
         if preset.name == "smoke"
@@ -536,7 +488,7 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "(ablation included) at 1 thread "
         f"(training {cpu_minutes(runs, 'train'):.1f}; "
         + (f"{min(train_cpu):.0f}–{max(train_cpu):.0f} CPU s per training run; " if train_cpu else "")
-        + "sampling, FID and diagnosis the rest; the per-run `timing.json` has wall and CPU seconds of each part). "
+        + "sampling, FID and diagnosis the rest; the per-run `timing.jsonl` has wall and CPU seconds of each part). "
         "The optimal schedule's J* table (exact estimator, 32 levels) is computed once and cached.",
         "",
         "## FID vs sampling steps (mean ± std over seeds)",
@@ -593,37 +545,27 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
     csv_name, json_name = report.with_suffix(".csv").name, report.with_suffix(".json").name
     links = f"Per-run numbers: [{csv_name}]({csv_name}), summary: [{json_name}]({json_name})."
     lines += [keep_notes(report), "", links, ""]
-    write_text_atomic(report, "\n".join(lines))
+    write_files(report, "\n".join(lines), table=csv_rows(runs), data=summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="digits", help="experiment size (see the docstring)")
-    ap.add_argument("--out", type=Path, required=True, help="directory of the runs (outside the repo)")
+    ap = experiment_parser(__doc__, "schedule", PRESETS, REPORTS, runs_option="--out", preset_default="digits")
     ap.add_argument("--schedules", default=",".join(MAIN), help=f"comma-separated, of: {', '.join(SCHEDULES)}")
-    ap.add_argument(
-        "--report", type=Path, default=None, help=f"markdown report (default {REPORTS}/schedule[_PRESET].md)"
-    )
-    ap.add_argument("--report-only", action="store_true", help="only rewrite the report from the finished runs")
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
+    args = parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     unknown = sorted(set(schedules) - set(SCHEDULES))
     if unknown:
         raise DifflossError(f"unknown schedule(s) {unknown}; choose from {', '.join(SCHEDULES)}")
-    report = args.report or REPORTS / f"schedule{'' if preset.name == 'digits' else '_' + preset.name}.md"
+    report = report_path(args, REPORTS, "schedule")
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
 
     if not args.report_only:
-        evaluator = Evaluator(preset.data)
+        evaluator = CheckpointEvaluator(preset.data)
         configs = {s: train_config(preset, s) for s in schedules}
         order = sorted(schedules, key=lambda s: s != "optimal")  # optimal first: its diagnostics show soonest
-        for seed in preset.seeds:  # seed-major: a partial run already compares every schedule
-            for s in order:
-                run_one(args.out, preset, s, seed, configs[s], evaluator, log)
+        cells = [(s, seed) for seed in preset.seeds for s in order]  # seed-major: a partial run compares all
+        grid(args.out, preset).run(cells, partial(run_one, preset, configs, evaluator))
     write_report(args.out, preset, schedules, command, report)
     log(f"wrote {report}")
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
+from math import nan
 
 import pytest
 
@@ -22,9 +24,9 @@ from diffloss.bridge.bench import (
     to_markdown,
     write_report,
 )
-from diffloss.bridge.bench.report import Stat, loss_ordering, plot_metric
+from diffloss.bridge.bench.report import loss_ordering, plot_metric, stat_text
 from diffloss.errors import DifflossError
-from diffloss.io import NOTES_BEGIN, NOTES_END
+from diffloss.runs import NOTES_BEGIN, NOTES_END, Stat
 
 
 def fake_rows() -> list[dict]:
@@ -69,7 +71,7 @@ def test_summary_means_and_sample_stds():
     assert ld.n == 3
     assert ld.mean == pytest.approx(statistics.mean([-73.9, -74.1, -74.3]), abs=1e-12)
     assert ld.std == pytest.approx(statistics.stdev([-73.9, -74.1, -74.3]), abs=1e-12)
-    assert cells[("seeds", "cmcd", "rkl-r")].stats["elbo"].std == 0.0
+    assert math.isnan(cells[("seeds", "cmcd", "rkl-r")].stats["elbo"].std)  # one seed: no std (diffloss.runs.stats)
     assert "sinkhorn" not in cells[("seeds", "cmcd", "rkl-ld")].stats  # undefined metric → no stat
 
 
@@ -112,19 +114,20 @@ def test_loss_ordering_and_verdict():
     sonar = [r for r in fake_rows() if (r["target"], r["loss"]) == ("sonar", "rkl-ld")]
     all_diverged = [{**r, "loss": "rkl-r", "elbo": None, "diverged_at": 7} for r in sonar]
     report = to_markdown(summarize([*fake_rows(), *all_diverged]), PRESETS["small"])  # a loss without any ELBO
-    assert "- sonar, cmcd: lv > rkl-ld — disagrees" in report and "| -75.00 | diverged at 7, 7, 7 |" in report
+    assert "- sonar, cmcd: lv > rkl-ld — disagrees" in report and "| -75.00 (n=1) | diverged at 7, 7, 7 |" in report
 
 
 def test_stat_text_switches_to_exponent_form_for_runs_gone_wrong():
-    assert str(Stat(-74.1234, 0.2, 3)) == "-74.12 ± 0.20" and str(Stat(-511.2, 0.0, 1)) == "-511.20"
-    assert str(Stat(-6.08e13, 8.6e13, 2)) == "-6.08e+13 ± 8.6e+13" and str(Stat(-5.16e5, 0.0, 1)) == "-5.16e+05"
+    assert stat_text(Stat(-74.1234, 0.2, 3)) == "-74.12 ± 0.20" and stat_text(Stat(-511.2, nan, 1)) == "-511.20 (n=1)"
+    assert stat_text(Stat(-6.08e13, 8.6e13, 2)) == "-6.08e+13 ± 8.6e+13"
+    assert stat_text(Stat(-5.16e5, nan, 1)) == "-5.16e+05 (n=1)"
 
 
 def test_markdown_has_cells_budget_and_published_values():
     report = to_markdown(summarize(fake_rows()), PRESETS["small"])
     assert "| sampler | loss | seeds | sonar |" in report
     assert "| cmcd | rkl-ld | -74.10 ± 0.20 | -111.00 ± 1.00 |" in report
-    assert "| cmcd | rkl-r | -75.00 | — |" in report
+    assert "| cmcd | rkl-r | -75.00 (n=1) | — |" in report
     assert "| published ELBO (CMCD rKL-LD) | | -73.45 | -108.83 |" in report
     assert report.count("| log Z (our estimate) | | -73.40 | -108.40 |") == 2  # under the ELBO and log Z tables
     assert "2000 iterations, batch 64, K=32" in report and "lgcp: iterations=1000, batch=16" in report

@@ -49,7 +49,7 @@ def test_report_fills_every_cell_and_says_how_to_reproduce(finished):
         _, sampler, loss, _ = key.split("/")
         value = json.loads((finished / "runs" / key / "metrics.json").read_text())["elbo"]
         assert elbo[(sampler, loss)] == pytest.approx(value)
-        assert f"| {sampler} | {loss} | {value:.2f} |" in report
+        assert f"| {sampler} | {loss} | {value:.2f} (n=1) |" in report  # one seed: no std
     assert "not run yet" not in report and "Runs finished: 2 of 2 (0 diverged, 0 failed)" in report
     assert "`diffloss bridge bench --preset smoke --targets seeds --samplers dis --losses lv,rkl-ld --seeds 0" in report
     assert (finished / "report_elbo.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,25 +1,16 @@
 """The pure parts of experiments/debiased_weighting.py: the run grid, the evaluation points, mean ± std over
-seeds, and the skip / resume logic (with a fake evaluator, on a 2-step digits run)."""
+seeds (diffloss.runs), and the skip / resume logic (with a fake evaluator, on a 2-step digits run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import statistics
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
 from diffloss.checkpoint import load_checkpoint
-
-_PATH = Path(__file__).resolve().parent.parent / "experiments" / "debiased_weighting.py"
-_spec = importlib.util.spec_from_file_location("debiased_weighting", _PATH)
-dw = importlib.util.module_from_spec(_spec)
-sys.modules["debiased_weighting"] = dw
-_spec.loader.exec_module(dw)
+from experiments import debiased_weighting as dw
 
 
 def test_grid_is_every_variant_times_every_seed_with_unique_names():
@@ -53,22 +44,6 @@ def test_variants_cover_the_issue():
 def test_eval_points_probe_every_step_and_the_grid_once_at_the_end():
     p = replace(dw.PRESETS["smoke"], train_steps=(5, 10), probe=("ddim", 4), grid=(("ddim", 2), ("ddim", 4)))
     assert dw.eval_points(p) == [(5, "ddim", 4), (10, "ddim", 4), (10, "ddim", 2)]
-
-
-def test_mean_std_matches_statistics_module():
-    values = [3.0, 7.5, 4.25, 9.0]
-    mean, std, n = dw.mean_std(values)
-    assert mean == pytest.approx(statistics.mean(values), rel=1e-12)
-    assert std == pytest.approx(statistics.stdev(values), rel=1e-12)
-    assert n == 4
-    assert dw.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
-
-
-def test_mean_std_drops_non_finite_and_handles_one_or_zero_values():
-    assert dw.mean_std([2.0, math.nan, 4.0])[:2] == (3.0, pytest.approx(math.sqrt(2)))
-    mean, std, n = dw.mean_std([5.0])
-    assert (mean, n) == (5.0, 1) and math.isnan(std)
-    assert dw.mean_std([math.inf])[2] == 0
 
 
 def test_aggregate_groups_over_seeds_only():

@@ -1,28 +1,16 @@
-"""The pure parts of experiments/schedule.py: the verdict rule, the run lock shared by concurrent copies,
-the kept notes block, the gap curves over seeds, and the optimal density's table read back from a checkpoint."""
+"""The pure parts of experiments/schedule.py: the verdict rule, when a run is finished, the gap curves over seeds,
+and the optimal density's table read back from a checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from diffloss.io import NOTES_BEGIN, NOTES_END, keep_notes
-
-_DIR = Path(__file__).resolve().parent.parent / "experiments"
-sys.path.insert(0, str(_DIR))
-_spec = importlib.util.spec_from_file_location("schedule_experiment", _DIR / "schedule.py")
-sx = importlib.util.module_from_spec(_spec)
-sys.modules["schedule_experiment"] = sx
-_spec.loader.exec_module(sx)
+from experiments import schedule as sx
 
 
 def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
@@ -40,21 +28,15 @@ def test_compare_counts_a_difference_only_beyond_the_larger_seed_std():
     assert sx.compare((10.0, 0.1, 1), (5.0, 0.1, 3))[1].startswith("undecided")
 
 
-def test_lock_is_exclusive_while_its_process_lives_and_taken_over_when_it_died(tmp_path):
-    assert sx.hold(tmp_path / "run")
-    assert not sx.hold(tmp_path / "run")  # held by this (live) process
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / "run" / ".lock").write_text(dead.stdout.strip())
-    assert sx.hold(tmp_path / "run")
-    assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
-
-
-def test_report_rewrite_keeps_the_hand_written_notes(tmp_path):
-    report = tmp_path / "r.md"
-    assert keep_notes(report) == f"{NOTES_BEGIN}\n{NOTES_END}"
-    block = f"{NOTES_BEGIN}\nsome *notes*\nover lines\n{NOTES_END}"
-    report.write_text(f"# old tables\n\n{block}\n\nfooter\n")
-    assert keep_notes(report) == block
+def test_a_run_is_finished_only_with_all_its_outputs(tmp_path):
+    grid = sx.grid(tmp_path, sx.PRESETS["smoke"])
+    assert grid.directory(("optimal", 1)) == tmp_path / "smoke" / "optimal" / "seed1"
+    for name in ["eval_10.json", "eval_20.json", "eval_50.json", "gap.json"]:
+        (grid.directory(("edm", 0)) / name).parent.mkdir(parents=True, exist_ok=True)
+        (grid.directory(("edm", 0)) / name).write_text("{}")
+        (grid.directory(("optimal", 0)) / name).parent.mkdir(parents=True, exist_ok=True)
+        (grid.directory(("optimal", 0)) / name).write_text("{}")
+    assert grid.pending([("edm", 0), ("optimal", 0), ("edm", 1)]) == [("optimal", 0), ("edm", 1)]  # no density
 
 
 def test_gap_curves_average_over_seeds_with_sample_std():

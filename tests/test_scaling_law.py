@@ -3,10 +3,7 @@ extrapolation to the largest size (experiments/scaling_law.py), which must not s
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +11,7 @@ from scipy import stats
 
 from diffloss.errors import DifflossError
 from diffloss.scaling import extrapolate, frontier, log_log_fit, offset_fit
-
-_PATH = Path(__file__).resolve().parent.parent / "experiments" / "scaling_law.py"
-_spec = importlib.util.spec_from_file_location("scaling_law", _PATH)
-sl = importlib.util.module_from_spec(_spec)
-sys.modules["scaling_law"] = sl
-_spec.loader.exec_module(sl)
+from experiments import scaling_law as sl
 
 F = np.geomspace(1e11, 1e15, 12)
 

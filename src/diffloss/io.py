@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,15 +45,3 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (NaN/inf are refused: JSON has no such numbers)."""
     return write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-NOTES_BEGIN, NOTES_END = "<!-- NOTES_BEGIN -->", "<!-- NOTES_END -->"
-
-
-def keep_notes(report: str | os.PathLike) -> str:
-    """The hand-written notes block of an existing report (markers included), or an empty block; a report
-    generator writes it back unchanged, so regenerating the tables never loses the reading of them."""
-    report = Path(report)
-    text = report.read_text(encoding="utf-8") if report.exists() else ""
-    m = re.search(re.escape(NOTES_BEGIN) + ".*?" + re.escape(NOTES_END), text, flags=re.S)
-    return m.group(0) if m else f"{NOTES_BEGIN}\n{NOTES_END}"

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from diffloss.errors import DifflossError
+from diffloss.runs import parse_seeds  # noqa: F401  (the CLI's --seeds)
 
 
 def parse_floats(text: str, option: str, *, positive: bool = False) -> list[float]:
@@ -31,18 +32,13 @@ def parse_floats(text: str, option: str, *, positive: bool = False) -> list[floa
     return out
 
 
-def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
-    """A comma-separated list of distinct non-negative integer seeds (``"0,1,2"``), in the order given."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise DifflossError(f"{option}: give a comma-separated list of seeds like 0,1,2, got {text!r}")
-    try:
-        seeds = [int(s) for s in items]
-    except ValueError:
-        raise DifflossError(f"{option}: {text!r} is not a list of integers like 0,1,2") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise DifflossError(f"{option}: give distinct non-negative integers, got {text!r}")
-    return seeds
+def log_spaced(k: int, lo: float = 0.002, hi: float = 80.0) -> list[float]:
+    """``k`` log-spaced values from ``lo`` to ``hi`` (EDM's sigma range by default)."""
+    if k < 1:
+        raise DifflossError(f"--levels must be >= 1, got {k}")
+    if k == 1:
+        return [math.sqrt(lo * hi)]
+    return [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1)) for i in range(k)]
 
 
 def echo_json(obj: Any) -> None:

@@ -4,11 +4,12 @@ project classifier's feature space for MNIST (28x28) and digits (8x8), Sinkhorn 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from diffloss.data import Dataset
+from diffloss.data import Dataset, load_dataset
 from diffloss.data.arrays import notice
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
@@ -133,3 +134,35 @@ def evaluate_samples(
                 "units": f"value = sqrt(max(mmd2, 0)) in {unit}; mmd2 unbiased",
             }
     return out
+
+
+SAMPLE_SEED = 12345
+"""Starting noise of ``CheckpointEvaluator``'s samples: every checkpoint is compared on the same noise."""
+
+
+class CheckpointEvaluator:
+    """FID and KID of a ``diffloss train`` checkpoint's samples against a reference set, in the feature space of
+    the reference's classifier (``feature_classifier``); the reference features are computed once."""
+
+    def __init__(self, ref: str) -> None:
+        data = load_dataset(ref)
+        self.classifier = feature_classifier(data)
+        if self.classifier is None:
+            raise DifflossError(f"reference {ref!r} has no feature classifier; use digits or an MNIST reference")
+        self.ref_features = classifier_features(data.images(), self.classifier)
+
+    def __call__(self, ckpt, n: int, sampler: str, steps: int) -> dict:
+        """``{"fid", "kid", "kid_std", "n_samples", "seconds"}`` of ``n`` samples (seed ``SAMPLE_SEED``) with
+        ``sampler`` at ``steps`` steps from the checkpoint's EMA weights; NaN metrics for non-finite samples
+        (a diverged model); ``seconds`` of wall time."""
+        from diffloss.loader import load_trained
+        from diffloss.sample import sample_model
+
+        start = time.perf_counter()
+        x = sample_model(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
+        out = {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
+        if np.isfinite(x).all():
+            feats = classifier_features(np.clip(x, -1, 1), self.classifier)
+            k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))
+            out = {"fid": fid(feats, self.ref_features), "kid": k.mean, "kid_std": k.std}
+        return out | {"n_samples": n, "seconds": time.perf_counter() - start}

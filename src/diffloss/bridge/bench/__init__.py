@@ -16,7 +16,7 @@ from diffloss.bridge.bench.grid import (
     run_dir,
 )
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, Reference
-from diffloss.bridge.bench.report import CellSummary, Stat, summarize, to_csv, to_markdown, write_report
+from diffloss.bridge.bench.report import CellSummary, summarize, to_csv, to_markdown, write_report
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -30,7 +30,6 @@ __all__ = [
     "CellSummary",
     "Preset",
     "Reference",
-    "Stat",
     "finished_rows",
     "get_preset",
     "make_grid",

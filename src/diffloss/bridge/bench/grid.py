@@ -18,12 +18,12 @@ from typing import Any
 from diffloss.bridge.targets import TARGETS
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.io import write_json_atomic
+from diffloss.runs import FAILED_FILE, Grid, cell_key, collect
 
 SAMPLERS = ("dis", "dbs", "cmcd")
 LOSSES = ("rkl-r", "lv", "rkl-ld")
 DEFAULT_TARGETS = ("seeds", "sonar", "german_credit", "brownian", "lgcp")
 METRICS_FILE = "metrics.json"
-FAILED_FILE = "failed.json"
 PRESET_FILE = "preset.json"
 
 
@@ -39,7 +39,7 @@ class Cell:
     @property
     def key(self) -> str:
         """Relative run directory, e.g. ``seeds/cmcd/rkl-ld/seed0``."""
-        return f"{self.target}/{self.sampler}/{self.loss}/seed{self.seed}"
+        return cell_key(asdict(self), "{target}/{sampler}/{loss}/seed{seed}")
 
 
 def _check_names(kind: str, names: Sequence[str], known: Iterable[str]) -> None:
@@ -66,34 +66,29 @@ def make_grid(
     return [Cell(*c) for c in product(targets, samplers, losses, seeds)]
 
 
+def bench_grid(root: str | Path) -> Grid[Cell]:
+    """The cells' run directories under ``root``; a cell is finished when its ``metrics.json`` exists."""
+    return Grid(Path(root), key=lambda c: c.key, finished=lambda c, d: (d / METRICS_FILE).is_file())
+
+
 def run_dir(root: str | Path, cell: Cell) -> Path:
-    return Path(root) / cell.key
+    return bench_grid(root).directory(cell)
 
 
 def pending(cells: Iterable[Cell], root: str | Path) -> list[Cell]:
     """The cells without a finished run (no ``metrics.json`` in their run directory) under ``root``."""
-    return [c for c in cells if not (run_dir(root, c) / METRICS_FILE).is_file()]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DifflossError(f"{path} is not valid JSON ({e}); delete it to rerun that cell") from None
+    return bench_grid(root).pending(cells)
 
 
 def finished_rows(cells: Iterable[Cell], root: str | Path) -> list[dict[str, Any]]:
     """The metrics of every finished cell under ``root``, each extended with its target, sampler, loss and seed
     (the rows that ``report.summarize`` takes); a failed cell gives its ``{"error": ...}`` row instead. Cells not run
     yet are skipped."""
-    rows = []
+    files = []
     for cell in cells:
-        done, failed = run_dir(root, cell) / METRICS_FILE, run_dir(root, cell) / FAILED_FILE
-        if done.is_file():
-            rows.append({**_read_json(done), **asdict(cell)})
-        elif failed.is_file():
-            rows.append({**_read_json(failed), **asdict(cell)})
-    return rows
+        done = run_dir(root, cell) / METRICS_FILE
+        files.append((done if done.is_file() else run_dir(root, cell) / FAILED_FILE, asdict(cell)))
+    return collect(files)
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,13 @@ Input rows are per-run metric dicts, i.e. a run's ``metrics.json`` (``elbo``, ``
 ``mmd``, ``emc``, ``iterations``, ``diverged_at``) plus its ``target``, ``sampler``, ``loss`` and ``seed``.
 A run with ``diverged_at`` set stopped on a non-finite value: it counts in ``n_diverged`` and not in the means.
 A row with ``error`` set is a run whose training failed: it counts in ``n_failed`` and not in the means.
-Standard deviations are over seeds (ddof = 1; 0 for a single run). Given the expected grid, cells without any row
+Means and standard deviations are over seeds with the convention of ``diffloss.runs.stats`` (ddof = 1; a single
+run has no std: NaN in the CSV, "mean (n=1)" in the tables). Given the expected grid, cells without any row
 are reported as "not run yet" and cells with fewer runs than seeds say how many have finished.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Cell, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
 from diffloss.errors import DifflossError
-from diffloss.io import atomic_write, keep_notes, write_text_atomic
+from diffloss.runs import Stat, csv_text, keep_notes, mean_std, save_figure
+from diffloss.runs import write_report as write_files
 
 METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
@@ -32,16 +31,10 @@ REFERENCE_ROWS = {
 }
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float
-    n: int
-
-    def __str__(self) -> str:
-        """Two decimals, or 3 significant digits in exponent form once |mean| or std reaches 1e5 (a run gone wrong)."""
-        spec = ".3g" if max(abs(self.mean), abs(self.std) if self.n > 1 else 0.0) >= 1e5 else ".2f"
-        return f"{self.mean:{spec}}" if self.n == 1 else f"{self.mean:{spec}} ± {self.std:{spec}}"
+def stat_text(st: Stat) -> str:
+    """Two decimals, or 3 significant digits in exponent form once |mean| or std reaches 1e5 (a run gone wrong)."""
+    spec = ".3g" if max(abs(st.mean), abs(st.std) if st.n > 1 else 0.0) >= 1e5 else ".2f"
+    return st.text(spec, spec, show_n=False)
 
 
 @dataclass(frozen=True)
@@ -75,14 +68,7 @@ class CellSummary:
             notes.append(f"{self.n_runs}/{self.n_expected} seeds run")
         if metric not in self.stats:
             return "; ".join(notes) if self.diverged_at or self.errors else "—"
-        return f"{self.stats[metric]}" + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def _stat(values: Sequence[float]) -> Stat:
-    n = len(values)
-    mean = math.fsum(values) / n
-    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return Stat(mean, math.sqrt(var), n)
+        return stat_text(self.stats[metric]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], expected: Sequence[Cell] = ()) -> list[CellSummary]:
@@ -109,9 +95,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], expected: Sequence[Cell] = ()) 
         ok = [r for r in runs if r.get("diverged_at") is None and r.get("error") is None]
         stats = {}
         for metric in METRICS:
-            values = [float(r[metric]) for r in ok if r.get(metric) is not None and math.isfinite(float(r[metric]))]
-            if values:
-                stats[metric] = _stat(values)
+            st = mean_std(float(r[metric]) for r in ok if r.get(metric) is not None)
+            if st.n:
+                stats[metric] = st
         key = (target, sampler, loss)
         out.append(CellSummary(target, sampler, loss, len(runs), stats, diverged, errors, n_expected.get(key, 0)))
     return out
@@ -120,17 +106,15 @@ def summarize(rows: Iterable[Mapping[str, Any]], expected: Sequence[Cell] = ()) 
 def to_csv(summaries: Sequence[CellSummary]) -> str:
     """One line per cell: keys, n_runs, n_diverged, n_failed, then <metric>_mean, <metric>_std, <metric>_n (empty if
     none)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     stat_columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n")]
-    writer.writerow([*GROUP_KEYS, "n_runs", "n_diverged", "n_failed", *stat_columns])
+    rows = []
     for c in summaries:
         values = []
         for m in METRICS:
             st = c.stats.get(m)
             values += [repr(st.mean), repr(st.std), st.n] if st else ["", "", 0]
-        writer.writerow([c.target, c.sampler, c.loss, c.n_runs, len(c.diverged_at), len(c.errors), *values])
-    return buf.getvalue()
+        rows.append([c.target, c.sampler, c.loss, c.n_runs, len(c.diverged_at), len(c.errors), *values])
+    return csv_text([*GROUP_KEYS, "n_runs", "n_diverged", "n_failed", *stat_columns], rows)
 
 
 def loss_ordering(summaries: Sequence[CellSummary], target: str, sampler: str, metric: str = "elbo") -> list[str]:
@@ -177,7 +161,8 @@ def ordering_notes(summaries: Sequence[CellSummary]) -> list[str]:
         cells = [c for c in summaries if (c.target, c.sampler) == (target, sampler) and "elbo" in c.stats]
         by_loss = {c.loss: c.stats["elbo"] for c in cells}  # a cell whose every run diverged has no ELBO
         first, second = by_loss[order[0]], by_loss[order[1]]
-        tie = " (the top two are within one std)" if first.mean - second.mean < max(first.std, second.std) else ""
+        spread = max((st.std for st in (first, second) if st.n > 1), default=0.0)
+        tie = " (the top two are within one std)" if first.mean - second.mean < spread else ""
         notes.append(f"{target}, {sampler}: {' > '.join(order)} — {verdict} with the paper (rKL-LD best){tie}")
     return notes
 
@@ -215,7 +200,7 @@ def to_markdown(
 ) -> str:
     """The full report: budget (and how it differs from the paper's), how far the grid got, the command that
     reproduces it, one table per metric (always the ELBO), the ordering of the losses and LV's stability, and at the
-    end ``notes``, a hand-written block kept from the previous report (``diffloss.io.keep_notes``)."""
+    end ``notes``, a hand-written block kept from the previous report (``diffloss.runs.keep_notes``)."""
     if not summaries:
         raise DifflossError("no finished runs to report; run the benchmark first")
     b = preset.budget
@@ -262,7 +247,8 @@ def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path)
     fig = Figure(figsize=(3.2 * len(targets), 3.4), layout="constrained")
     for ax, target in zip(fig.subplots(1, len(targets), squeeze=False)[0], targets):
         cells = [c for c in summaries if c.target == target and metric in c.stats]
-        means, stds = [c.stats[metric].mean for c in cells], [c.stats[metric].std for c in cells]
+        means = [c.stats[metric].mean for c in cells]
+        stds = [c.stats[metric].std if c.stats[metric].n > 1 else 0.0 for c in cells]
         ax.errorbar(range(len(cells)), means, yerr=stds, fmt="o", capsize=3)
         ax.set_xticks(range(len(cells)), [f"{c.sampler}\n{c.loss}" for c in cells], fontsize=7)
         for style, (label, refs) in zip(("--", ":"), REFERENCE_ROWS.get(metric, ())):
@@ -273,7 +259,7 @@ def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path)
         ax.set_ylabel(metric)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
-    return atomic_write(path, fig.savefig)
+    return save_figure(fig, path)
 
 
 def report_paths(path: str | Path) -> tuple[Path, Path, Path]:
@@ -295,12 +281,11 @@ def write_report(
     ``report_paths``; each atomically); return the paths written. ``expected``: the grid (see ``summarize``);
     ``command``: the command line that reproduces the report. The hand-written block between ``NOTES_BEGIN`` and
     ``NOTES_END`` of an existing report at ``path`` is kept (an empty block is written for new reports)."""
-    md, table, plot = report_paths(path)
+    md, _, plot = report_paths(path)
     summaries = summarize(rows, expected)
-    paths = [
-        write_text_atomic(md, to_markdown(summaries, preset, command=command, notes=keep_notes(md))),
-        write_text_atomic(table, to_csv(summaries)),
-    ]
+    paths = write_files(
+        md, to_markdown(summaries, preset, command=command, notes=keep_notes(md)), table=to_csv(summaries)
+    )
     if any("elbo" in c.stats for c in summaries):
         paths.append(plot_metric(summaries, "elbo", plot))
     return paths

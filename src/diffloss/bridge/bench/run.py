@@ -1,27 +1,24 @@
 """Running the benchmark grid: every pending cell trained by the same function as ``diffloss bridge train``.
 
-Each cell is trained in its run directory with ``train(..., resume=True)``, so an interrupted cell continues from its
-last checkpoint and finished cells (with ``metrics.json``) are skipped. A cell whose training raises (anything but
-bad input) gets ``failed.json`` with the error and the grid goes on; the next run tries it again. CPU and wall
-seconds of every finished cell are appended to ``<root>/timing.jsonl``.
+The grid is a ``diffloss.runs.Grid``: each cell is trained in its run directory (under its lock) with
+``train(..., resume=True)``, so an interrupted cell continues from its last checkpoint and finished cells (with
+``metrics.json``) are skipped. A cell whose training raises (anything but bad input) gets ``failed.json`` with the
+error and the grid goes on; the next run tries it again. CPU and wall seconds of every finished cell are appended to
+``<root>/timing.jsonl``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from diffloss.bridge.bench.grid import FAILED_FILE, Budget, Cell, Preset, check_root_preset, pending, run_dir
+from diffloss.bridge.bench.grid import Budget, Cell, Preset, bench_grid, check_root_preset
 from diffloss.bridge.train import TrainConfig, make_config, train
 from diffloss.errors import DifflossError
-from diffloss.io import write_json_atomic
 
-TIMING_FILE = "timing.jsonl"
 TRAINER = {"optimizer": "radam", "grad_clip": 1.0, "lr_schedule": "cosine"}  # what bridge.train implements
 
 
@@ -44,25 +41,6 @@ def cell_config(cell: Cell, budget: Budget) -> TrainConfig:
     )
 
 
-def run_cell(cell: Cell, budget: Budget, root: str | Path, device: str = "cpu") -> dict | None:
-    """Train one cell into its run directory; return its metrics, or None after recording a failure."""
-    out = run_dir(root, cell)
-    cfg = cell_config(cell, budget)
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        metrics = train(cfg, out, resume=True, quiet=True, device=device)
-    except DifflossError:
-        raise
-    except Exception as e:  # a failed cell is reported, not fatal to the grid
-        write_json_atomic(out / FAILED_FILE, {"error": f"{type(e).__name__}: {e}".splitlines()[0]})
-        return None
-    (out / FAILED_FILE).unlink(missing_ok=True)
-    timing = {"cell": cell.key, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
-    with open(Path(root) / TIMING_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(timing) + "\n")
-    return metrics
-
-
 def run_grid(
     cells: Sequence[Cell], preset: Preset, root: str | Path, *, quiet: bool = False, device: str = "cpu"
 ) -> list[Cell]:
@@ -73,13 +51,18 @@ def run_grid(
     for cell in cells:  # every configuration is checked before the first run starts
         cell_config(cell, preset.budget_for(cell.target))
     check_root_preset(root, preset)
+    grid = bench_grid(root)
     targets = list(dict.fromkeys(c.target for c in cells))
-    todo = sorted(pending(cells, root), key=lambda c: (targets.index(c.target), c.seed))
+    todo = sorted(grid.pending(cells), key=lambda c: (targets.index(c.target), c.seed))
+
+    def work(cell: Cell, out: Path) -> None:
+        train(cell_config(cell, preset.budget_for(cell.target)), out, resume=True, quiet=True, device=device)
+
     failed = []
     bar = tqdm(todo, disable=quiet, file=sys.stderr, desc="bench", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.key)
-        if run_cell(cell, preset.budget_for(cell.target), root, device) is None:
+        if grid.run_cell(cell, work, keep_going=True) == "failed":
             failed.append(cell)
     bar.close()
     return failed
