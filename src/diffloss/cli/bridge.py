@@ -7,12 +7,18 @@ from pathlib import Path
 
 import click
 
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, SAMPLERS, finished_rows, get_preset, make_grid, write_report
+from diffloss.bridge import (
+    BRIDGE_SAMPLERS,
+    SAMPLING_TARGETS,
+    check_device,
+    evaluate_checkpoint,
+    make_config,
+    train_bridge,
+)
+from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, finished_rows, get_preset, make_grid, write_report
 from diffloss.bridge.bench.grid import check_root_preset
 from diffloss.bridge.bench.report import report_paths
 from diffloss.bridge.bench.run import run_grid
-from diffloss.bridge.targets import TARGETS
-from diffloss.bridge.train import check_device, evaluate_checkpoint, make_config, train
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
@@ -41,7 +47,9 @@ def command() -> None:
 
 
 @command.command("train")
-@click.option("--target", required=True, help=f"Target density: {', '.join(sorted(TARGETS))}.")
+@click.option(
+    "--target", required=True, help=f"Sampling target (unnormalized density): {', '.join(sorted(SAMPLING_TARGETS))}."
+)
 @click.option("--sampler", required=True, help="dis (fixed noising backward), dbs (both learned), cmcd (annealed).")
 @click.option("--loss", default="rkl-ld", show_default=True, help="rkl-r | lv | rkl-ld | tb (learned log Z).")
 @click.option("--iters", default=1000, show_default=True, help="Optimization steps.")
@@ -108,7 +116,7 @@ def train_command(**o) -> None:
         eval_n=o["eval_n"],
         ckpt_every=o["ckpt_every"],
     )
-    echo_json(train(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
+    echo_json(train_bridge(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
 
 
 @command.command("eval")
@@ -137,7 +145,7 @@ def _names(text: str, option: str) -> list[str]:
 @command.command("bench")
 @click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
-@click.option("--samplers", default=",".join(SAMPLERS), show_default=True, help="Samplers.")
+@click.option("--samplers", default=",".join(BRIDGE_SAMPLERS), show_default=True, help="Samplers.")
 @click.option("--losses", default=",".join(LOSSES), show_default=True, help="Losses.")
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2. [default: the preset's, 0,1,2]")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Root of the run directories.")

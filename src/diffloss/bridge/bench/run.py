@@ -1,9 +1,9 @@
 """Running the benchmark grid: every pending cell trained by the same function as ``diffloss bridge train``.
 
-Each cell is trained in its run directory with ``train(..., resume=True)``, so an interrupted cell continues from its
-last checkpoint and finished cells (with ``metrics.json``) are skipped. A cell whose training raises (anything but
-bad input) gets ``failed.json`` with the error and the grid goes on; the next run tries it again. CPU and wall
-seconds of every finished cell are appended to ``<root>/timing.jsonl``.
+Each cell is trained in its run directory with ``train_bridge(..., resume=True)``, so an interrupted cell continues
+from its last checkpoint and finished cells (with ``metrics.json``) are skipped. A cell whose training raises
+(anything but bad input) gets ``failed.json`` with the error and the grid goes on; the next run tries it again. CPU and
+wall seconds of every finished cell are appended to ``<root>/timing.jsonl``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from diffloss.bridge.bench.grid import FAILED_FILE, Budget, Cell, Preset, check_root_preset, pending, run_dir
-from diffloss.bridge.train import TrainConfig, make_config, train
+from diffloss.bridge.config import BridgeConfig, make_config
+from diffloss.bridge.train import train_bridge
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
 
@@ -25,7 +26,7 @@ TIMING_FILE = "timing.jsonl"
 TRAINER = {"optimizer": "radam", "grad_clip": 1.0, "lr_schedule": "cosine"}  # what bridge.train implements
 
 
-def cell_config(cell: Cell, budget: Budget) -> TrainConfig:
+def cell_config(cell: Cell, budget: Budget) -> BridgeConfig:
     """The ``diffloss bridge train`` configuration of one cell: evaluated once, at the end, on ``eval_samples``."""
     trainer = {k: getattr(budget, k) for k in TRAINER}
     if trainer != TRAINER:
@@ -50,7 +51,7 @@ def run_cell(cell: Cell, budget: Budget, root: str | Path, device: str = "cpu") 
     cfg = cell_config(cell, budget)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        metrics = train(cfg, out, resume=True, quiet=True, device=device)
+        metrics = train_bridge(cfg, out, resume=True, quiet=True, device=device)
     except DifflossError:
         raise
     except Exception as e:  # a failed cell is reported, not fatal to the grid
