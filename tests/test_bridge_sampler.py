@@ -10,6 +10,7 @@ import torch
 from diffloss.bridge import BridgeRun, make_config
 from diffloss.bridge import metrics as M
 from diffloss.bridge.losses import BRIDGE_LOSSES, DETACHED, loss_terms
+from diffloss.bridge.networks import time_embedding
 from diffloss.bridge.samplers import BRIDGE_SAMPLERS, BridgeSampler, SamplerConfig, simulate
 from diffloss.bridge.targets.synthetic import Gaussian
 from diffloss.gaussian import gaussian_log_pdf
@@ -195,3 +196,15 @@ def test_training_raises_elbo_toward_log_z(sampler, loss):
     after = elbo()
     assert before < after < run.target.log_Z + 0.02
     assert run.target.log_Z - after < 0.75 * (run.target.log_Z - before)
+
+
+def test_time_embedding_closed_form():
+    """[sin(pi 2^k t), cos(pi 2^k t)] for k = 0, 1: the features the control network was trained with."""
+    t = torch.tensor([0.25, 1.0])
+    expected = torch.tensor(
+        [
+            [math.sin(math.pi / 4), math.sin(math.pi / 2), math.cos(math.pi / 4), math.cos(math.pi / 2)],
+            [math.sin(math.pi), math.sin(2 * math.pi), math.cos(math.pi), math.cos(2 * math.pi)],
+        ]
+    )
+    assert torch.allclose(time_embedding(t, 4), expected, atol=1e-6)

@@ -43,7 +43,7 @@ class SamplerConfig:
 
     ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
     implementations; CMCD's Langevin step sigma^2 / (2K) must stay below 2 / lambda_max of -grad^2 log p~, see
-    ``diffloss.bridge.train.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    ``diffloss.bridge.config.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
     ``score_gate`` gives the control network the score as a gated input (``diffloss.bridge.networks``): the target's
     grad log p~ for DIS/DBS, the annealed grad log pi_beta for CMCD, zero-gated at initialisation. It is
     differentiated like any other function of the state, so rKL-R's reparameterized gradient stays exact (the

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
-
 import click
 
 from diffloss.bridge import (
     BRIDGE_SAMPLERS,
     SAMPLING_TARGETS,
-    check_device,
     evaluate_checkpoint,
     make_config,
     train_bridge,
 )
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, finished_rows, get_preset, make_grid, write_report
-from diffloss.bridge.bench.grid import check_root_preset
-from diffloss.bridge.bench.report import report_paths
-from diffloss.bridge.bench.run import run_grid
+from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES
+from diffloss.bridge.bench.benchmark import run_benchmark
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
@@ -93,7 +87,8 @@ def train_command(**o) -> None:
     median heuristic), "emc" (entropic mode coverage, mixtures only), "iterations" and "diverged_at" (null unless a
     non-finite loss, R or parameter stopped the run; then the last good checkpoint is kept and evaluated). ELBO and
     log Z_hat are in nats and come from the same fresh trajectories. DIR also gets config.json, metrics.jsonl (one
-    evaluation every --eval-every steps) and checkpoint.safetensors.
+    evaluation every --eval-every steps) and checkpoint.safetensors (the last good state, checksummed; --resume
+    continues it bit-identically on the same device).
 
     Example: diffloss bridge train --target gmm40 --sampler cmcd --loss rkl-ld --iters 2000 --batch 256 --steps 128
     --seed 0 --out runs/gmm40_cmcd
@@ -178,29 +173,22 @@ def bench_command(**o) -> None:
     Example: diffloss bridge bench --preset small --targets german_credit,seeds --out runs/bench
     --report reports/bridge_benchmark.md
     """
-    preset = get_preset(o["preset_name"])
-    seeds = parse_seeds(o["seeds"]) if o["seeds"] is not None else list(preset.seeds)
+    seeds = parse_seeds(o["seeds"]) if o["seeds"] is not None else None
     targets, samplers, losses = (_names(o[k], f"--{k}") for k in ("targets", "samplers", "losses"))
-    cells = make_grid(targets, samplers, losses, seeds)
-    report = o["report"] or str(Path(o["out"]) / "bridge_benchmark.md")
-    report_paths(report)  # a bad path fails now, not after the runs
-    if o["report_only"]:
-        check_root_preset(o["out"], preset, record=False)
-        failed = []
-    else:
-        failed = run_grid(cells, preset, o["out"], quiet=o["quiet"], device=check_device(o["device"]))
-    command_line = shlex.join(
-        ["diffloss", "bridge", "bench", "--preset", preset.name, "--targets", ",".join(targets)]
-        + ["--samplers", ",".join(samplers), "--losses", ",".join(losses), "--seeds", ",".join(map(str, seeds))]
-        + ["--out", o["out"], "--report", report]
+    result = run_benchmark(
+        o["preset_name"],
+        targets,
+        samplers,
+        losses,
+        o["out"],
+        seeds=seeds,
+        report=o["report"],
+        report_only=o["report_only"],
+        quiet=o["quiet"],
+        device=o["device"],
     )
-    rows = finished_rows(cells, o["out"])
-    paths = write_report(rows, preset, report, expected=cells, command=command_line)
-    finished = sum(1 for r in rows if r.get("error") is None)
-    echo_json(
-        {"cells": len(cells), "finished": finished, "failed": [c.key for c in failed], "report": list(map(str, paths))}
-    )
-    if failed:
+    echo_json(result.to_dict())
+    if result.failed:
         raise click.ClickException(
-            f"{len(failed)} of {len(cells)} cells failed (see failed.json in their run directories)"
+            f"{len(result.failed)} of {result.cells} cells failed (see failed.json in their run directories)"
         )
