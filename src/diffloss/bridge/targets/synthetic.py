@@ -61,6 +61,7 @@ class Funnel(SamplingTarget):
         self.dim = dim
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        # log N(v; 0, 3^2) + sum_i log N(x_i; 0, e^v) written out: one exp(-v) per row (and the published runs' bits)
         v, rest = x[:, 0], x[:, 1:]
         log_v = -0.5 * (v / 3.0) ** 2 - math.log(3.0) - 0.5 * LOG_2PI
         log_rest = -0.5 * (rest**2).sum(-1) * torch.exp(-v) - 0.5 * (self.dim - 1) * (v + LOG_2PI)
