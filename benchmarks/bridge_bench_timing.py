@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, SAMPLERS, get_preset
-from diffloss.bridge.train import Run, make_config
+from diffloss.bridge import BRIDGE_SAMPLERS, BridgeRun, make_config
+from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, get_preset
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -42,7 +42,7 @@ def time_cell(target: str, sampler: str, loss: str, budget, n_steps: int) -> dic
         eval_every=0,
         eval_n=budget.eval_samples,
     )
-    run = Run(cfg)
+    run = BridgeRun(cfg)
     run.step()  # warm-up (lazy caches, allocator)
     step = cpu_seconds(lambda: [run.step() for _ in range(n_steps)]) / n_steps
     evaluation = cpu_seconds(lambda: run.evaluate(budget.eval_samples, 0))
@@ -60,7 +60,7 @@ def main() -> None:
     rows = []
     for target in args.targets.split(","):
         budget = preset.budget_for(target)
-        for sampler in SAMPLERS:
+        for sampler in BRIDGE_SAMPLERS:
             for loss in LOSSES:
                 row = {
                     "target": target,

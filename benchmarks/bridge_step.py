@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from diffloss.bridge.train import Run, make_config
+from diffloss.bridge import BridgeRun, make_config
 from diffloss.io import write_json_atomic, write_text_atomic
 
 
-def steps_per_second(run: Run, repeats: int) -> tuple[float, float]:
+def steps_per_second(run: BridgeRun, repeats: int) -> tuple[float, float]:
     """(seconds of the first, warm-up step, steps per second over ``repeats`` further steps)."""
     t0 = time.perf_counter()
     run.step()
@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for mode in ("eager", "compile"):
         cfg = make_config(a.target, "cmcd", steps=a.steps, loss=a.loss, batch=a.batch, iters=a.repeats + 1)
-        run = Run(cfg)
+        run = BridgeRun(cfg)
         if mode == "compile":
             run.model.net.compile()
         load_before = os.getloadavg()[0]

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from diffloss.bridge.train import CHECKPOINT, Run
+from diffloss.bridge import CHECKPOINT, EVAL_SEED_OFFSET, BridgeRun
 from diffloss.io import write_json_atomic
 
 
 def main() -> None:
     torch.set_num_threads(1)
     for run_dir in map(Path, sys.argv[1:]):
-        run = Run.load(run_dir / CHECKPOINT)
-        result = run.evaluate(run.cfg.eval_n, run.cfg.seed + 1_000_003 + run.iteration, sinkhorn=False)
+        run = BridgeRun.load(run_dir / CHECKPOINT)
+        result = run.evaluate(run.cfg.eval_n, run.cfg.seed + EVAL_SEED_OFFSET + run.iteration, sinkhorn=False)
         finished = run.iteration == run.cfg.iters  # else the run stopped early (diverged or interrupted)
         result.update(
             iterations=run.iteration, diverged_at=None if finished else "before the end", sinkhorn_skipped=True

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from diffloss.bridge.train import Run, make_config
+from diffloss.bridge import BridgeRun, make_config
 from diffloss.io import write_json_atomic
 
 STEPS = (32, 128, 512)
@@ -38,7 +38,7 @@ def main() -> None:
         for s in LANGEVIN_STEPS:
             for std in PRIOR_STDS:
                 cfg = make_config("gmm40", "cmcd", steps=K, init_sigma=math.sqrt(2 * K * s), init_std=std, iters=0)
-                run = Run(cfg)
+                run = BridgeRun(cfg)
                 t = time.process_time()
                 m = run.evaluate(args.n, args.seed, sinkhorn=False)
                 row = {"K": K, "s": s, "prior_std": std, "cpu_s": time.process_time() - t}

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from diffloss.bridge.train import Run, make_config
+from diffloss.bridge import BridgeRun, make_config
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = make_config(a.target, a.sampler, steps=a.steps, init_sigma=a.init_sigma, loss=a.loss, iters=a.iters,
                       batch=a.batch, lr=a.lr, eval_every=0, eval_n=a.eval_n)  # fmt: skip
-    run, start = Run(cfg), time.process_time()
+    run, start = BridgeRun(cfg), time.process_time()
     for i in range(a.iters + 1):
         if i % a.every == 0 or i == a.iters:
             m = run.evaluate(a.eval_n, a.eval_seed)

@@ -2,7 +2,7 @@
 # Short bridge-sampler runs on Funnel (d=10) and GMM40 (d=50): every sampler {dis, dbs, cmcd} x loss {rkl-r, lv,
 # rkl-ld}, then tb as an extra, at a budget that fits a shared 2-core CPU machine (one thread per run). Each run uses
 # the targets' default initialisation (prior std and, for CMCD, the Langevin step; see Density and
-# diffloss.bridge.train.default_init_sigma) and is evaluated once, at the end, on EVAL_N fresh trajectories.
+# diffloss.bridge.config.default_init_sigma) and is evaluated once, at the end, on EVAL_N fresh trajectories.
 # Usage: [ITERS=.. BATCH=.. STEPS=.. EVAL_N=.. SEED=..] [TARGETS="funnel gmm40"] [LOSSES="rkl-ld rkl-r lv tb"]
 #        [EXTRA="more bridge train options"] experiments/bridge_small_runs.sh OUTROOT
 # (EXTRA, e.g. "--score-gate --init-std 20 --init-sigma 8 --lr 5e-3", applies to every run of the queue.)

@@ -17,7 +17,7 @@ import torch
 from scipy.special import expit
 from sklearn.preprocessing import StandardScaler
 
-from diffloss.bridge.targets import TARGETS, get_density
+from diffloss.bridge.targets import SAMPLING_TARGETS, get_sampling_target
 from diffloss.bridge.targets.bayes import LGCP, lgcp_cholesky
 from diffloss.errors import DifflossError
 
@@ -27,7 +27,7 @@ DIMS = {"sonar": 61, "ionosphere": 35, "german_credit": 25, "seeds": 26, "browni
 
 @pytest.fixture(scope="module")
 def densities():
-    return {name: get_density(name) for name in DIMS}
+    return {name: get_sampling_target(name) for name in DIMS}
 
 
 def points(name: str, density, n: int, seed: int = 0) -> np.ndarray:
@@ -213,9 +213,9 @@ def test_shapes_batching_and_dtype(densities, name):
 
 
 def test_registry_names():
-    assert set(DIMS) <= set(TARGETS)
+    assert set(DIMS) <= set(SAMPLING_TARGETS)
     with pytest.raises(DifflossError, match="unknown sampling target"):
-        get_density("sonnar")
+        get_sampling_target("sonnar")
 
 
 # -------------------------------------------------------------------------------------------------------- German Credit

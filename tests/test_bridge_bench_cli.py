@@ -79,14 +79,14 @@ def test_report_only_marks_cells_not_run_yet(finished):
 
 
 def test_a_failing_cell_is_reported_and_retried(tmp_path, monkeypatch):
-    real_train = bench_run.train
+    real_train = bench_run.train_bridge
 
-    def train(cfg, out, **kw):
+    def failing_train(cfg, out, **kw):
         if cfg.loss == "lv":
             raise RuntimeError("linalg.cholesky: the input is not positive-definite")
         return real_train(cfg, out, **kw)
 
-    monkeypatch.setattr(bench_run, "train", train)
+    monkeypatch.setattr(bench_run, "train_bridge", failing_train)
     r = bench(*GRID, "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "r.md"))
     assert r.exit_code == 1 and "1 of 2 cells failed" in r.output
     failed = json.loads((tmp_path / "runs" / CELLS[0] / "failed.json").read_text())
@@ -95,7 +95,7 @@ def test_a_failing_cell_is_reported_and_retried(tmp_path, monkeypatch):
         "| dis | lv | 1/1 failed: RuntimeError: linalg.cholesky: the input is not positive-definite |"
         in (tmp_path / "r.md").read_text()
     )
-    monkeypatch.setattr(bench_run, "train", real_train)
+    monkeypatch.setattr(bench_run, "train_bridge", real_train)
     r = bench(*GRID, "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "r.md"))
     assert r.exit_code == 0, r.output
     assert (tmp_path / "runs" / CELLS[0] / "metrics.json").is_file()

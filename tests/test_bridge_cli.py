@@ -1,4 +1,4 @@
-"""The `diffloss bridge` commands: the section 7 contract, resume, divergence stop, bad input."""
+"""The `diffloss bridge` commands: the run-directory contract, resume, checkpoints, divergence stop, bad input."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from diffloss.bridge.targets import TARGETS
+from diffloss.bridge import CHECKPOINT, BridgeRun, make_config, train_bridge
+from diffloss.bridge.targets import SAMPLING_TARGETS
 from diffloss.bridge.targets.synthetic import Gaussian
-from diffloss.bridge.train import CHECKPOINT, Run, make_config, train
 from diffloss.cli import cli as diffloss_cli
+from diffloss.errors import DifflossError
 
 TINY = ["--target", "gaussian", "--batch", "16", "--steps", "4", "--hidden", "8", "--eval-n", "64", "--quiet"]
 
@@ -61,17 +62,17 @@ def test_score_gate_trains_saves_and_reloads(tmp_path):
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     cfg = make_config("gaussian", "dbs", steps=4, hidden=(8,), loss="lv", iters=6, batch=16, eval_every=0, eval_n=64)
-    straight = train(cfg, tmp_path / "a", quiet=True)
-    run = Run(cfg)
+    straight = train_bridge(cfg, tmp_path / "a", quiet=True)
+    run = BridgeRun(cfg)
     for _ in range(3):
         run.step()
     run.save(tmp_path / "b" / CHECKPOINT)  # as if stopped after 3 iterations
     steps = []
-    step = Run.step
-    monkeypatch.setattr(Run, "step", lambda self: steps.append(1) or step(self))
-    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    step = BridgeRun.step
+    monkeypatch.setattr(BridgeRun, "step", lambda self: steps.append(1) or step(self))
+    resumed = train_bridge(cfg, tmp_path / "b", resume=True, quiet=True)
     assert len(steps) == 3  # continued, not restarted
-    assert resumed["elbo"] == pytest.approx(straight["elbo"], abs=1e-6)  # model, optimizer, schedule and RNG restored
+    assert resumed == straight  # bit-identical: model, log Z, optimizer, schedule and RNG restored
     assert resumed["iterations"] == 6
 
 
@@ -89,26 +90,26 @@ class _BreaksAtCall(Gaussian):
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(TARGETS, "breaks", _BreaksAtCall)
+    monkeypatch.setitem(SAMPLING_TARGETS, "breaks", _BreaksAtCall)
     cfg = make_config("breaks", "dis", steps=4, hidden=(8,), loss="rkl-r", iters=10, batch=16, eval_every=2, eval_n=64)
     # log_prob calls: step 1, step 2, evaluation at 2, step 3 -> NaN
-    m = train(cfg, tmp_path, quiet=True)
+    m = train_bridge(cfg, tmp_path, quiet=True)
     assert m["diverged_at"] == 3 and m["iterations"] == 2
     assert torch.isfinite(torch.tensor(m["elbo"]))
-    assert Run.load(tmp_path / CHECKPOINT).iteration == 2
+    assert BridgeRun.load(tmp_path / CHECKPOINT).iteration == 2
     assert "diverged: non-finite loss, R or parameter at iteration 3" in capsys.readouterr().err
     assert json.loads((tmp_path / "metrics.json").read_text())["diverged_at"] == 3
 
 
 def test_divergence_without_evaluations_keeps_the_periodic_checkpoint(tmp_path, monkeypatch):
     """eval_every = 0 (the bench's setting): checkpoints every 2 steps; log_prob calls: steps 1, 2, 3, step 4 -> NaN."""
-    monkeypatch.setitem(TARGETS, "breaks", _BreaksAtCall)
+    monkeypatch.setitem(SAMPLING_TARGETS, "breaks", _BreaksAtCall)
     cfg = make_config(
         "breaks", "dis", steps=4, hidden=(8,), loss="rkl-r", iters=10, batch=16, eval_every=0, eval_n=64, ckpt_every=2
     )
-    m = train(cfg, tmp_path, quiet=True)
+    m = train_bridge(cfg, tmp_path, quiet=True)
     assert m["diverged_at"] == 4 and m["iterations"] == 2
-    assert Run.load(tmp_path / CHECKPOINT).iteration == 2
+    assert BridgeRun.load(tmp_path / CHECKPOINT).iteration == 2
 
 
 @pytest.mark.parametrize(
@@ -140,19 +141,40 @@ def test_bad_train_input_one_line_no_output(tmp_path, args, message):
 def test_unknown_target_and_unreadable_checkpoint(tmp_path):
     r = invoke("bridge", "train", "--target", "nope", "--sampler", "dis", "--out", str(tmp_path / "r"))
     assert r.exit_code == 2 and "unknown sampling target 'nope'" in r.output and len(r.output.splitlines()) == 1
-    for content in (None, b"not a safetensors file"):
+    for content, message in ((None, "does not exist"), (b"not a safetensors file", "truncated or corrupt")):
         d = tmp_path / ("missing" if content is None else "garbage")
         d.mkdir()
         if content is not None:
             (d / CHECKPOINT).write_bytes(content)
         e = invoke("bridge", "eval", "--ckpt", str(d), "--json", str(tmp_path / "e.json"))
-        assert e.exit_code == 2 and "cannot read checkpoint" in e.output and len(e.output.splitlines()) == 1
+        assert e.exit_code == 2 and message in e.output and len(e.output.splitlines()) == 1
         assert not (tmp_path / "e.json").exists()
+
+
+def test_checkpoint_is_checksummed(tmp_path):
+    """Checkpoints go through diffloss.checkpoint: a flipped byte in a tensor is refused, not resumed from."""
+    cfg = make_config("gaussian", "dis", steps=2, hidden=(8,), iters=1, batch=4, eval_every=0, eval_n=16)
+    train_bridge(cfg, tmp_path, quiet=True)
+    path = tmp_path / CHECKPOINT
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the last byte belongs to the last tensor's data
+    path.write_bytes(bytes(data))
+    e = invoke("bridge", "eval", "--ckpt", str(tmp_path))
+    assert e.exit_code == 2 and "checksum mismatch" in e.output and len(e.output.splitlines()) == 1
+    with pytest.raises(DifflossError, match="checksum mismatch"):
+        train_bridge(cfg, tmp_path, resume=True, quiet=True)
+
+
+def test_a_checkpoint_of_the_format_before_checksums_says_retrain(tmp_path):
+    save_file({"log_z": torch.zeros(())}, str(tmp_path / CHECKPOINT), metadata={"state": "{}"})
+    e = invoke("bridge", "eval", "--ckpt", str(tmp_path))
+    assert e.exit_code == 2 and "before checksums" in e.output and "retrain" in e.output
+    assert len(e.output.splitlines()) == 1
 
 
 def test_non_finite_evaluation_is_reported_as_null():
     cfg = make_config("gaussian", "dis", steps=2, hidden=(8,), batch=4, eval_n=16)
-    run = Run(cfg)
+    run = BridgeRun(cfg)
     with torch.no_grad():
         run.model.log_sigma.fill_(float("inf"))  # kernels with infinite noise: R and the samples are not finite
     m = run.evaluate(16, 0)

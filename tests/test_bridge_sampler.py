@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
+from diffloss.bridge import BridgeRun, make_config
 from diffloss.bridge import metrics as M
-from diffloss.bridge.losses import DETACHED, LOSSES, loss_terms
-from diffloss.bridge.samplers import SAMPLERS, BridgeSampler, SamplerConfig, gaussian_log_prob, simulate
+from diffloss.bridge.losses import BRIDGE_LOSSES, DETACHED, loss_terms
+from diffloss.bridge.networks import time_embedding
+from diffloss.bridge.samplers import BRIDGE_SAMPLERS, BridgeSampler, SamplerConfig, simulate
 from diffloss.bridge.targets.synthetic import Gaussian
-from diffloss.bridge.train import Run, make_config
+from diffloss.gaussian import gaussian_log_pdf
 
 
 def _model(sampler: str, dim: int, steps: int, init_std: float = 1.0, gate: bool = False) -> BridgeSampler:
@@ -34,7 +36,7 @@ def _randomize_control(model: BridgeSampler, scale: float = 0.3) -> None:
 
 
 @pytest.mark.parametrize("gate", [False, True])
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
 def test_target_equal_to_prior_gives_constant_R(sampler, gate):
     """Zero control and target = Z * prior: R = -log Z for every trajectory, ESS = 1, log Z_hat exact. (With the gate
     this shows that the zero-initialised gate adds exactly nothing; its maths is checked by the closed-form test.)"""
@@ -63,7 +65,7 @@ class _PriorTimesZ(Gaussian):
         return self.log_Z - 0.5 * (z**2).sum(-1) - (torch.log(self.std) + 0.5 * math.log(2 * math.pi)).sum()
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
 def test_lv_gradient_vanishes_when_R_is_constant(sampler):
     model = _model(sampler, 2, 8)
     path = simulate(model, _PriorTimesZ(model, 1.0), 64, torch.Generator().manual_seed(0), detach_path=True)
@@ -72,7 +74,7 @@ def test_lv_gradient_vanishes_when_R_is_constant(sampler):
     assert grads and max(float(g.abs().max()) for g in grads) < 1e-9
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
 def test_elbo_below_log_z_and_log_z_hat_consistent(sampler):
     """Untrained but non-trivial sampler: ELBO < log Z (strictly, beyond MC error); log Z_hat near log Z below."""
     model = _model(sampler, 2, 8)
@@ -93,7 +95,7 @@ def test_elbo_below_log_z_and_log_z_hat_consistent(sampler):
 
 
 @pytest.mark.parametrize("gate", [False, True])
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
 def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler, gate):
     """Both estimate grad E_q[R]; average over many batches and compare within standard errors. With the score
     gate this also checks that the score input is differentiated through the path (a stopped gradient biases rKL-R)."""
@@ -120,7 +122,7 @@ def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler, gate):
     assert bool((diff.abs() < 5 * se + 1e-6).all()), (diff / (se + 1e-12)).abs().max()
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
 def test_score_gate_adds_gated_closed_form_score(sampler):
     """A gated network with a zero MLP and constant gates c is the drift c * score, with the score in closed form:
     grad log p~ for DIS/DBS and grad log p_0 + beta_k (grad log p~ - grad log p_0) for CMCD. Re-simulated by hand
@@ -161,7 +163,9 @@ def test_score_gate_adds_gated_closed_form_score(sampler):
             mean_f = mu + rho * (x - mu) + drifts(x, k)[0] / K
             x_new = mean_f + torch.exp(0.5 * log_v) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
             mean_b = mu + rho * (x_new - mu) + drifts(x_new, k + 1)[1] / K
-            log_r += gaussian_log_prob(x_new, mean_f, log_v) - gaussian_log_prob(x, mean_b, log_v)
+            log_r += gaussian_log_pdf(x_new, mean_f, log_v, sum_last=True) - gaussian_log_pdf(
+                x, mean_b, log_v, sum_last=True
+            )
             x = x_new
         log_r -= target.log_prob(x)
     assert torch.allclose(path.x, x, atol=1e-12)
@@ -169,7 +173,7 @@ def test_score_gate_adds_gated_closed_form_score(sampler):
     assert float(log_r.std()) > 0.1  # a non-trivial path, not the constant-R case
 
 
-GRID = [(s, loss) for s in SAMPLERS for loss in LOSSES]
+GRID = [(s, loss) for s in BRIDGE_SAMPLERS for loss in BRIDGE_LOSSES]
 QUICK = {("cmcd", "rkl-r"), ("cmcd", "lv"), ("cmcd", "rkl-ld"), ("dis", "rkl-r"), ("dbs", "tb"), ("dis", "lv")}
 
 
@@ -179,7 +183,7 @@ QUICK = {("cmcd", "rkl-r"), ("cmcd", "lv"), ("cmcd", "rkl-ld"), ("dis", "rkl-r")
 def test_training_raises_elbo_toward_log_z(sampler, loss):
     """2-D Gaussian target (mean 1, std 0.5, log Z = 0) from a N(0, I) prior: 100 steps close most of the gap."""
     cfg = make_config("gaussian", sampler, steps=8, loss=loss, iters=100, batch=128, lr=3e-2, hidden=(16,))
-    run = Run(cfg)
+    run = BridgeRun(cfg)
 
     def elbo() -> float:
         with torch.no_grad():
@@ -192,3 +196,15 @@ def test_training_raises_elbo_toward_log_z(sampler, loss):
     after = elbo()
     assert before < after < run.target.log_Z + 0.02
     assert run.target.log_Z - after < 0.75 * (run.target.log_Z - before)
+
+
+def test_time_embedding_closed_form():
+    """[sin(pi 2^k t), cos(pi 2^k t)] for k = 0, 1: the features the control network was trained with."""
+    t = torch.tensor([0.25, 1.0])
+    expected = torch.tensor(
+        [
+            [math.sin(math.pi / 4), math.sin(math.pi / 2), math.cos(math.pi / 4), math.cos(math.pi / 2)],
+            [math.sin(math.pi), math.sin(2 * math.pi), math.cos(math.pi), math.cos(2 * math.pi)],
+        ]
+    )
+    assert torch.allclose(time_embedding(t, 4), expected, atol=1e-6)

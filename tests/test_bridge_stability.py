@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffloss.bridge import default_init_sigma, make_config
 from diffloss.bridge import metrics as M
 from diffloss.bridge.samplers import BridgeSampler, SamplerConfig, simulate
-from diffloss.bridge.targets import get_density
+from diffloss.bridge.targets import get_sampling_target
 from diffloss.bridge.targets.synthetic import Gaussian
-from diffloss.bridge.train import default_init_sigma, make_config
 
 
 def _uncontrolled_cmcd(target, steps: int, n: int = 2000):
@@ -24,10 +24,14 @@ def _uncontrolled_cmcd(target, steps: int, n: int = 2000):
 @pytest.mark.parametrize("steps", [32, 128])
 def test_default_sigma_sets_the_langevin_step(steps):
     """sigma^2 / (2K) equals the target's suggested step for CMCD whatever K is; DIS, DBS and targets without one: 1."""
-    credit = get_density("german_credit")
+    credit = get_sampling_target("german_credit")
     sigma = default_init_sigma(credit, "cmcd", steps)
     assert sigma**2 / (2 * steps) == pytest.approx(credit.langevin_step, rel=1e-12)
-    assert default_init_sigma(credit, "dis", steps) == default_init_sigma(get_density("funnel"), "cmcd", steps) == 1.0
+    assert (
+        default_init_sigma(credit, "dis", steps)
+        == default_init_sigma(get_sampling_target("funnel"), "cmcd", steps)
+        == 1.0
+    )
     assert make_config("german_credit", "cmcd", steps=steps).sampler.init_sigma == sigma
     assert make_config("german_credit", "cmcd", steps=steps, init_sigma=0.3).sampler.init_sigma == 0.3
 
@@ -52,7 +56,7 @@ def test_credit_step_is_below_the_euler_limit_everywhere():
     """-grad^2 log p~ of flat-prior logistic regression is X^T diag(p(1-p)) X <= X^T X / 4 (p(1-p) <= 1/4, equal at
     w = 0). The suggested step times that bound is < 2 (stable at every w and beta), the old sigma = 1, K = 32 is not;
     the autograd Hessian at random points never exceeds the bound."""
-    credit = get_density("german_credit")
+    credit = get_sampling_target("german_credit")
     X = credit.features
     bound = float(torch.linalg.eigvalsh(X.T @ X).max()) / 4
     assert credit.langevin_step * bound < 2 < (1.0 / (2 * 32)) * bound
@@ -65,6 +69,6 @@ def test_credit_step_is_below_the_euler_limit_everywhere():
 def test_untrained_cmcd_on_credit_is_finite_at_the_default_sigma():
     """With the suggested step the untrained CMCD's ELBO on German Credit is a few thousand nats below log Z
     (-504.5), not -1e6 as with sigma = 1."""
-    x, R = _uncontrolled_cmcd(get_density("german_credit"), 32, n=256)
+    x, R = _uncontrolled_cmcd(get_sampling_target("german_credit"), 32, n=256)
     assert bool(torch.isfinite(x).all())
     assert -2e4 < M.elbo(R) < -504.0

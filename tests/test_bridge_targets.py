@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from diffloss.bridge.targets import TARGETS, get_density
+from diffloss.bridge.targets import SAMPLING_TARGETS, get_sampling_target
 from diffloss.bridge.targets.synthetic import GMM40, Funnel, ManyWell, MixtureStudentT, mixture_locations
 from diffloss.errors import DifflossError
 
@@ -17,9 +17,9 @@ GEN = torch.Generator
 
 
 def test_registry_has_the_synthetic_targets():
-    assert {"gaussian", "funnel", "gmm40", "mos", "many_well"} <= set(TARGETS)
+    assert {"gaussian", "funnel", "gmm40", "mos", "many_well"} <= set(SAMPLING_TARGETS)
     with pytest.raises(DifflossError, match="unknown sampling target 'nope'"):
-        get_density("nope")
+        get_sampling_target("nope")
 
 
 def test_funnel_matches_scipy():
@@ -122,7 +122,7 @@ def test_many_well_samples_match_quadrature_moments():
 
 def test_log_prob_keeps_the_input_dtype():
     for name in ("funnel", "gmm40", "mos", "many_well", "gaussian"):
-        t = get_density(name)
+        t = get_sampling_target(name)
         for dt in (torch.float32, torch.float64):
             assert t.log_prob(torch.zeros(3, t.dim, dtype=dt)).dtype == dt
 

@@ -1,4 +1,5 @@
-"""Training losses computed from the log Radon-Nikodym derivative R of a simulated batch (DESIGN.md section 5).
+"""Training losses computed from the log Radon-Nikodym derivative R of a simulated batch (``Trajectory.log_rn``;
+conventions in docs/design.md, section 'Bridge samplers').
 
 Each loss returns a per-sample vector (B,) whose batch mean is the loss (or a surrogate with the right gradient);
 the caller reduces it. Losses marked ``detached`` must be given a path simulated with ``detach_path=True``.
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from diffloss.bridge.samplers import Path
+from diffloss.bridge.samplers import Trajectory
 from diffloss.errors import DifflossError, unknown_name
 
-LOSSES = ("rkl-r", "lv", "rkl-ld", "tb")
+BRIDGE_LOSSES = ("rkl-r", "lv", "rkl-ld", "tb")
 DETACHED = {"rkl-r": False, "lv": True, "rkl-ld": True, "tb": True}
 
 
@@ -27,11 +28,11 @@ def check_batch(batch: int) -> None:
         raise DifflossError(f"--batch must be >= 2 (the variance and the baseline of R need two samples), got {batch}")
 
 
-def loss_terms(name: str, path: Path, log_z: torch.Tensor | None = None) -> torch.Tensor:
+def loss_terms(name: str, traj: Trajectory, log_z: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample loss terms (B,) of loss ``name``; ``log_z`` is the learned log Z (``tb`` only)."""
-    if name not in LOSSES:
-        raise unknown_name("loss", name, LOSSES)
-    R = path.log_rn
+    if name not in BRIDGE_LOSSES:
+        raise unknown_name("loss", name, BRIDGE_LOSSES)
+    R = traj.log_rn
     B = R.shape[0]
     check_batch(B)
     if name == "rkl-r":
@@ -40,7 +41,7 @@ def loss_terms(name: str, path: Path, log_z: torch.Tensor | None = None) -> torc
     if name == "lv":
         return centred * (R - R.mean())
     if name == "rkl-ld":
-        return centred.detach() * path.log_q + R
+        return centred.detach() * traj.log_q + R
     if log_z is None:
         raise DifflossError("the tb loss needs a learned log Z")
     return (R + log_z) ** 2

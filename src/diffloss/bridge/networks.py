@@ -13,14 +13,16 @@ import math
 import torch
 from torch import nn
 
+from diffloss.models.embedding import sinusoidal_features
+
 SCORE_CLIP = 100.0  # |s| per coordinate above which the gated score input is clipped (as in the references)
 
 
 def time_embedding(t: torch.Tensor, features: int) -> torch.Tensor:
-    """Sinusoidal features of t in [0, 1]: (B,) -> (B, features), frequencies 1 ... 2^(features/2 - 1) times pi."""
+    """Sinusoidal features [sin, cos] of t in [0, 1]: (B,) -> (B, features), angular frequencies pi * 2^k for
+    k = 0 ... features/2 - 1 (``diffloss.models.embedding.sinusoidal_features``), in the dtype of t."""
     freqs = math.pi * 2.0 ** torch.arange(features // 2, dtype=t.dtype, device=t.device)
-    angles = t[:, None] * freqs
-    return torch.cat([torch.sin(angles), torch.cos(angles)], 1)
+    return sinusoidal_features(t, freqs, sin_first=True)
 
 
 def _mlp(widths: list[int], out: int) -> nn.Sequential:

@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from diffloss.bridge.networks import ControlNet
-from diffloss.bridge.targets.base import Density
+from diffloss.bridge.targets.base import SamplingTarget
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.gaussian import gaussian_log_pdf
 
-SAMPLERS = ("dis", "dbs", "cmcd")
+BRIDGE_SAMPLERS = ("dis", "dbs", "cmcd")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class SamplerConfig:
 
     ``init_sigma`` is the initial diffusion coefficient sigma, the same in every dimension (1 as in the reference
     implementations; CMCD's Langevin step sigma^2 / (2K) must stay below 2 / lambda_max of -grad^2 log p~, see
-    ``diffloss.bridge.train.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
+    ``diffloss.bridge.config.default_init_sigma``). ``learn_sigma`` / ``learn_prior`` switch learning them off.
     ``score_gate`` gives the control network the score as a gated input (``diffloss.bridge.networks``): the target's
     grad log p~ for DIS/DBS, the annealed grad log pi_beta for CMCD, zero-gated at initialisation. It is
     differentiated like any other function of the state, so rKL-R's reparameterized gradient stays exact (the
@@ -61,8 +62,8 @@ class SamplerConfig:
     score_gate: bool = False
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise unknown_name("sampler", self.sampler, SAMPLERS)
+        if self.sampler not in BRIDGE_SAMPLERS:
+            raise unknown_name("sampler", self.sampler, BRIDGE_SAMPLERS)
         if self.steps < 1:
             raise DifflossError(f"--steps must be >= 1 (the number of Euler-Maruyama steps), got {self.steps}")
         if self.dim < 1:
@@ -110,7 +111,7 @@ class BridgeSampler(nn.Module):
 
     def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log N(x; mu, diag(s^2)), (B, d) -> (B,)."""
-        return gaussian_log_prob(x, self.prior_mean, 2 * self.prior_log_std)
+        return gaussian_log_pdf(x, self.prior_mean, 2 * self.prior_log_std, sum_last=True)
 
     def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Reparameterized prior draws mu + s * z, (n, d)."""
@@ -147,17 +148,13 @@ class BridgeSampler(nn.Module):
         return diff * (langevin + u), diff * (langevin - u)
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(exp(log_var))) summed over the last dimension, (B, d) -> (B,)."""
-    return -0.5 * (((x - mean) ** 2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
-
-
 @dataclass
-class Path:
-    """One batch of simulated trajectories: final states and the two path log densities, each (B,).
+class Trajectory:
+    """One batch of simulated trajectories: final states (B, d) and the two path log densities, each (B,).
 
     ``log_q`` = log p_0(x_0) + sum_k log F_k, the forward path density; ``log_p`` = log p~(x_K) + sum_k log B_k, the
-    unnormalized backward path density. R = log_q - log_p is the log Radon-Nikodym derivative of DESIGN.md section 5.
+    unnormalized backward path density. ``log_rn`` = R = log_q - log_p is the log Radon-Nikodym derivative of the
+    forward path measure against the unnormalized backward one (docs/design.md, section 'Bridge samplers').
     """
 
     x: torch.Tensor
@@ -169,7 +166,7 @@ class Path:
         return self.log_q - self.log_p
 
 
-def _target_score(target: Density, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+def _target_score(target: SamplingTarget, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """grad log p~(x), (B, d); differentiable in x (second order) when ``create_graph``."""
     with torch.enable_grad():
         xi = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
@@ -178,8 +175,8 @@ def _target_score(target: Density, x: torch.Tensor, create_graph: bool) -> torch
 
 
 def simulate(
-    model: BridgeSampler, target: Density, n: int, generator: torch.Generator, *, detach_path: bool = False
-) -> Path:
+    model: BridgeSampler, target: SamplingTarget, n: int, generator: torch.Generator, *, detach_path: bool = False
+) -> Trajectory:
     """Run K Euler-Maruyama steps from the prior and accumulate log q and log p of the path once.
 
     ``detach_path=False`` keeps gradients through the states (reparameterization: rKL-R). ``detach_path=True`` stops
@@ -219,7 +216,7 @@ def simulate(
             x_new = x_new.detach()
         fwd, bwd = at(x_new, k + 1)
         mean_b = mu + rho * (x_new - mu) + bwd / K
-        log_q = log_q + gaussian_log_prob(x_new, mean_f, log_v)
-        log_p = log_p + gaussian_log_prob(x, mean_b, log_v)
+        log_q = log_q + gaussian_log_pdf(x_new, mean_f, log_v, sum_last=True)
+        log_p = log_p + gaussian_log_pdf(x, mean_b, log_v, sum_last=True)
         x = x_new
-    return Path(x, log_q, log_p + target.log_prob(x))
+    return Trajectory(x, log_q, log_p + target.log_prob(x))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
-
 import click
 
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, SAMPLERS, finished_rows, get_preset, make_grid, write_report
-from diffloss.bridge.bench.grid import check_root_preset
-from diffloss.bridge.bench.report import report_paths
-from diffloss.bridge.bench.run import run_grid
-from diffloss.bridge.targets import TARGETS
-from diffloss.bridge.train import check_device, evaluate_checkpoint, make_config, train
+from diffloss.bridge import (
+    BRIDGE_SAMPLERS,
+    SAMPLING_TARGETS,
+    evaluate_checkpoint,
+    make_config,
+    train_bridge,
+)
+from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES
+from diffloss.bridge.bench.benchmark import run_benchmark
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
@@ -41,7 +41,9 @@ def command() -> None:
 
 
 @command.command("train")
-@click.option("--target", required=True, help=f"Target density: {', '.join(sorted(TARGETS))}.")
+@click.option(
+    "--target", required=True, help=f"Sampling target (unnormalized density): {', '.join(sorted(SAMPLING_TARGETS))}."
+)
 @click.option("--sampler", required=True, help="dis (fixed noising backward), dbs (both learned), cmcd (annealed).")
 @click.option("--loss", default="rkl-ld", show_default=True, help="rkl-r | lv | rkl-ld | tb (learned log Z).")
 @click.option("--iters", default=1000, show_default=True, help="Optimization steps.")
@@ -85,7 +87,8 @@ def train_command(**o) -> None:
     median heuristic), "emc" (entropic mode coverage, mixtures only), "iterations" and "diverged_at" (null unless a
     non-finite loss, R or parameter stopped the run; then the last good checkpoint is kept and evaluated). ELBO and
     log Z_hat are in nats and come from the same fresh trajectories. DIR also gets config.json, metrics.jsonl (one
-    evaluation every --eval-every steps) and checkpoint.safetensors.
+    evaluation every --eval-every steps) and checkpoint.safetensors (the last good state, checksummed; --resume
+    continues it bit-identically on the same device).
 
     Example: diffloss bridge train --target gmm40 --sampler cmcd --loss rkl-ld --iters 2000 --batch 256 --steps 128
     --seed 0 --out runs/gmm40_cmcd
@@ -108,7 +111,7 @@ def train_command(**o) -> None:
         eval_n=o["eval_n"],
         ckpt_every=o["ckpt_every"],
     )
-    echo_json(train(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
+    echo_json(train_bridge(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
 
 
 @command.command("eval")
@@ -137,7 +140,7 @@ def _names(text: str, option: str) -> list[str]:
 @command.command("bench")
 @click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
-@click.option("--samplers", default=",".join(SAMPLERS), show_default=True, help="Samplers.")
+@click.option("--samplers", default=",".join(BRIDGE_SAMPLERS), show_default=True, help="Samplers.")
 @click.option("--losses", default=",".join(LOSSES), show_default=True, help="Losses.")
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2. [default: the preset's, 0,1,2]")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Root of the run directories.")
@@ -170,29 +173,22 @@ def bench_command(**o) -> None:
     Example: diffloss bridge bench --preset small --targets german_credit,seeds --out runs/bench
     --report reports/bridge_benchmark.md
     """
-    preset = get_preset(o["preset_name"])
-    seeds = parse_seeds(o["seeds"]) if o["seeds"] is not None else list(preset.seeds)
+    seeds = parse_seeds(o["seeds"]) if o["seeds"] is not None else None
     targets, samplers, losses = (_names(o[k], f"--{k}") for k in ("targets", "samplers", "losses"))
-    cells = make_grid(targets, samplers, losses, seeds)
-    report = o["report"] or str(Path(o["out"]) / "bridge_benchmark.md")
-    report_paths(report)  # a bad path fails now, not after the runs
-    if o["report_only"]:
-        check_root_preset(o["out"], preset, record=False)
-        failed = []
-    else:
-        failed = run_grid(cells, preset, o["out"], quiet=o["quiet"], device=check_device(o["device"]))
-    command_line = shlex.join(
-        ["diffloss", "bridge", "bench", "--preset", preset.name, "--targets", ",".join(targets)]
-        + ["--samplers", ",".join(samplers), "--losses", ",".join(losses), "--seeds", ",".join(map(str, seeds))]
-        + ["--out", o["out"], "--report", report]
+    result = run_benchmark(
+        o["preset_name"],
+        targets,
+        samplers,
+        losses,
+        o["out"],
+        seeds=seeds,
+        report=o["report"],
+        report_only=o["report_only"],
+        quiet=o["quiet"],
+        device=o["device"],
     )
-    rows = finished_rows(cells, o["out"])
-    paths = write_report(rows, preset, report, expected=cells, command=command_line)
-    finished = sum(1 for r in rows if r.get("error") is None)
-    echo_json(
-        {"cells": len(cells), "finished": finished, "failed": [c.key for c in failed], "report": list(map(str, paths))}
-    )
-    if failed:
+    echo_json(result.to_dict())
+    if result.failed:
         raise click.ClickException(
-            f"{len(failed)} of {len(cells)} cells failed (see failed.json in their run directories)"
+            f"{len(result.failed)} of {result.cells} cells failed (see failed.json in their run directories)"
         )

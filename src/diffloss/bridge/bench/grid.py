@@ -15,12 +15,12 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from diffloss.bridge.targets import TARGETS
+from diffloss.bridge.samplers import BRIDGE_SAMPLERS
+from diffloss.bridge.targets import SAMPLING_TARGETS
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.io import write_json_atomic
 from diffloss.runs import FAILED_FILE, Grid, cell_key, collect
 
-SAMPLERS = ("dis", "dbs", "cmcd")
 LOSSES = ("rkl-r", "lv", "rkl-ld")
 DEFAULT_TARGETS = ("seeds", "sonar", "german_credit", "brownian", "lgcp")
 METRICS_FILE = "metrics.json"
@@ -53,13 +53,13 @@ def _check_names(kind: str, names: Sequence[str], known: Iterable[str]) -> None:
 
 def make_grid(
     targets: Sequence[str] = DEFAULT_TARGETS,
-    samplers: Sequence[str] = SAMPLERS,
+    samplers: Sequence[str] = BRIDGE_SAMPLERS,
     losses: Sequence[str] = LOSSES,
     seeds: Sequence[int] = (0, 1, 2),
 ) -> list[Cell]:
     """All cells, target-major (targets, then samplers, losses, seeds), after checking every name."""
-    _check_names("sampling target", targets, TARGETS)
-    _check_names("sampler", samplers, SAMPLERS)
+    _check_names("sampling target", targets, SAMPLING_TARGETS)
+    _check_names("sampler", samplers, BRIDGE_SAMPLERS)
     _check_names("bridge loss", losses, LOSSES)
     if not seeds:
         raise DifflossError("the benchmark grid needs at least one seed")

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffloss.bridge.bench.grid import LOSSES, SAMPLERS, Cell, Preset
+from diffloss.bridge.bench.grid import LOSSES, Cell, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
+from diffloss.bridge.samplers import BRIDGE_SAMPLERS
 from diffloss.errors import DifflossError
 from diffloss.runs import Stat, csv_text, keep_notes, mean_std, save_figure
 from diffloss.runs import write_report as write_files
@@ -134,7 +135,7 @@ def metric_table(summaries: Sequence[CellSummary], metric: str) -> str:
     targets = list(dict.fromkeys(c.target for c in summaries))
     by_key = {(c.target, c.sampler, c.loss): c for c in summaries}
     lines = [f"| sampler | loss | {' | '.join(targets)} |", "|---|---|" + "---|" * len(targets)]
-    for sampler in _ordered((c.sampler for c in summaries), SAMPLERS):
+    for sampler in _ordered((c.sampler for c in summaries), BRIDGE_SAMPLERS):
         for loss in _ordered((c.loss for c in summaries), LOSSES):
             if any((t, sampler, loss) in by_key for t in targets):
                 cells = [

@@ -1,7 +1,7 @@
 """Running the benchmark grid: every pending cell trained by the same function as ``diffloss bridge train``.
 
 The grid is a ``diffloss.runs.Grid``: each cell is trained in its run directory (under its lock) with
-``train(..., resume=True)``, so an interrupted cell continues from its last checkpoint and finished cells (with
+``train_bridge(..., resume=True)``, so an interrupted cell continues from its last checkpoint and finished cells (with
 ``metrics.json``) are skipped. A cell whose training raises (anything but bad input) gets ``failed.json`` with the
 error and the grid goes on; the next run tries it again. CPU and wall seconds of every finished cell are appended to
 ``<root>/timing.jsonl``.
@@ -16,13 +16,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from diffloss.bridge.bench.grid import Budget, Cell, Preset, bench_grid, check_root_preset
-from diffloss.bridge.train import TrainConfig, make_config, train
+from diffloss.bridge.config import BridgeConfig, make_config
+from diffloss.bridge.train import train_bridge
 from diffloss.errors import DifflossError
 
 TRAINER = {"optimizer": "radam", "grad_clip": 1.0, "lr_schedule": "cosine"}  # what bridge.train implements
 
 
-def cell_config(cell: Cell, budget: Budget) -> TrainConfig:
+def cell_config(cell: Cell, budget: Budget) -> BridgeConfig:
     """The ``diffloss bridge train`` configuration of one cell: evaluated once, at the end, on ``eval_samples``."""
     trainer = {k: getattr(budget, k) for k in TRAINER}
     if trainer != TRAINER:
@@ -56,7 +57,7 @@ def run_grid(
     todo = sorted(grid.pending(cells), key=lambda c: (targets.index(c.target), c.seed))
 
     def work(cell: Cell, out: Path) -> None:
-        train(cell_config(cell, preset.budget_for(cell.target)), out, resume=True, quiet=True, device=device)
+        train_bridge(cell_config(cell, preset.budget_for(cell.target)), out, resume=True, quiet=True, device=device)
 
     failed = []
     bar = tqdm(todo, disable=quiet, file=sys.stderr, desc="bench", unit="cell")

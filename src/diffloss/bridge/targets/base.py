@@ -1,4 +1,4 @@
-"""The interface of a sampling target: an unnormalized log density on R^d."""
+"""The interface of a sampling target: an unnormalized log density on R^d that a bridge sampler learns to sample."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 import torch
 
 
-class Density(ABC):
-    """An unnormalized target density p~(x) on R^dim.
+class SamplingTarget(ABC):
+    """A sampling target: an unnormalized density p~(x) on R^dim, given by its log.
 
     ``log_prob`` is batched, (B, dim) -> (B,), differentiable, and computes in the dtype of its input
     (float64 works). ``log_Z`` is log of the normalizing constant where known, else None. Targets with an
@@ -19,10 +19,11 @@ class Density(ABC):
     ``langevin_step``, the step size s = sigma^2 / (2K) of CMCD's Langevin drift (sigma^2 / 2) grad log p~ per
     Euler-Maruyama step, or None for the default sigma = 1. Explicit Euler on a target whose -log p~ has curvature
     up to lambda_max is stable only if s * lambda_max < 2 (it multiplies the distance to a Gaussian target's mean by
-    1 - s * lambda per step), so stiff targets must give a small step; see ``cmcd_init_sigma``.
+    1 - s * lambda per step), so stiff targets must give a small step; see
+    ``diffloss.bridge.config.default_init_sigma``.
     """
 
-    name: str = "density"
+    name: str = "target"
     dim: int
     log_Z: float | None = None
     init_std: float = 1.0
@@ -33,7 +34,7 @@ class Density(ABC):
 
     @property
     def has_sampler(self) -> bool:
-        return type(self).sample is not Density.sample
+        return type(self).sample is not SamplingTarget.sample
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n exact samples (n, dim) as float64."""

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffloss.bridge.targets import TARGETS
-from diffloss.bridge.targets.base import Density
+from diffloss.bridge.targets import SAMPLING_TARGETS
+from diffloss.bridge.targets.base import SamplingTarget
 from diffloss.errors import DifflossError
-
-LOG_2PI = math.log(2 * math.pi)
+from diffloss.gaussian import LOG_2PI, gaussian_log_pdf
 
 
 def asset_path(name: str):
@@ -30,16 +29,10 @@ def asset_path(name: str):
     return files("diffloss").joinpath("assets", "bridge", name)
 
 
-def normal_log_pdf(x: torch.Tensor, loc: torch.Tensor | float, log_scale: torch.Tensor | float) -> torch.Tensor:
-    """Elementwise log N(x; loc, exp(log_scale)^2)."""
-    z = (x - loc) * torch.exp(-torch.as_tensor(log_scale, dtype=x.dtype, device=x.device))
-    return -0.5 * z**2 - log_scale - 0.5 * LOG_2PI
-
-
 # ----------------------------------------------------------------------------------------------- logistic regression
 
 
-class LogisticRegression(Density):
+class LogisticRegression(SamplingTarget):
     """Bayesian logistic regression: y_n ~ Bernoulli(sigmoid(⟨w, x_n⟩)), w ∈ R^d with prior N(0, prior_std² I),
     or a flat prior (improper, log prior 0) when ``prior_std`` is None.
 
@@ -58,7 +51,7 @@ class LogisticRegression(Density):
         log_lik = (self.labels.to(x) * logits - F.softplus(logits)).sum(-1)
         if self.prior_std is None:
             return log_lik
-        return log_lik + normal_log_pdf(x, 0.0, math.log(self.prior_std)).sum(-1)
+        return log_lik + gaussian_log_pdf(x, 0.0, 2 * math.log(self.prior_std), sum_last=True)
 
 
 def standardize_with_intercept(x: np.ndarray) -> np.ndarray:
@@ -100,7 +93,7 @@ class GermanCredit(LogisticRegression):
 
     The flat prior and the uncentred features make the target stiff: the curvature of -log p~ is
     X^T diag(p(1 - p)) X, at most lambda* = lambda_max(X^T X) / 4 = 3.6e4 (reached at w = 0; 2.1e4 at the MAP), so
-    CMCD's Langevin step must stay below 2 / lambda* = 5.5e-5 (see ``Density``). ``langevin_step`` = 5e-5 is the
+    CMCD's Langevin step must stay below 2 / lambda* = 5.5e-5 (see ``SamplingTarget``). ``langevin_step`` = 5e-5 is the
     reference's (sebaleh87/dds_optim Credit runs: per-step diffusion ``beta_max`` 0.01, step 0.01^2 / 2); the default
     sigma = 1 with K = 32 gives a step of 1/64, 300x too large, and the Euler scheme blows up (ELBO -1e6).
     """
@@ -123,7 +116,7 @@ class GermanCredit(LogisticRegression):
 # ------------------------------------------------------------------------------------------------------------- Seeds
 
 
-class Seeds(Density):
+class Seeds(SamplingTarget):
     """Random-effects logistic regression on the BUGS "Seeds" data (21 plates), d = 26.
 
     τ ~ Gamma(shape 0.01, rate 0.01) (a precision); a0, a1, a2, a12 ~ N(0, 10²); b_j ~ N(0, τ^{-1/2});
@@ -149,8 +142,8 @@ class Seeds(Density):
         b, u = z[:, 4:25], z[:, 25]
         a, k = self.tau_shape, self.tau_rate
         log_prior_tau = a * math.log(k) - math.lgamma(a) + (a - 1) * u - k * torch.exp(u)
-        log_prior_coef = normal_log_pdf(z[:, :4], 0.0, math.log(self.coef_std)).sum(-1)
-        log_prior_b = normal_log_pdf(b, 0.0, -0.5 * u[:, None]).sum(-1)
+        log_prior_coef = gaussian_log_pdf(z[:, :4], 0.0, 2 * math.log(self.coef_std), sum_last=True)
+        log_prior_b = gaussian_log_pdf(b, 0.0, -u[:, None], sum_last=True)  # variance 1 / tau
         logits = a0 + a1 * x1 + a2 * x2 + a12 * x12 + b
         log_lik = (log_binom + r * logits - n * F.softplus(logits)).sum(-1)
         return log_prior_tau + u + log_prior_coef + log_prior_b + log_lik
@@ -159,7 +152,7 @@ class Seeds(Density):
 # ------------------------------------------------------------------------------------------------- Brownian motion
 
 
-class Brownian(Density):
+class Brownian(SamplingTarget):
     """Brownian motion with unknown scales and the middle observations missing (inference_gym), d = 32.
 
     σ_in, σ_obs ~ LogNormal(0, 2); x_0 ~ N(0, σ_in), x_t ~ N(x_{t−1}, σ_in) for t = 1..29;
@@ -180,16 +173,16 @@ class Brownian(Density):
 
     def log_scale_prior(self, log_sigma: torch.Tensor) -> torch.Tensor:
         """log LogNormal(σ; 0, 2) written in log σ."""
-        return normal_log_pdf(log_sigma, 0.0, math.log(self.scale_prior_std)) - log_sigma
+        return gaussian_log_pdf(log_sigma, 0.0, 2 * math.log(self.scale_prior_std)) - log_sigma
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         log_sigma = torch.log(F.softplus(z[:, :2]))  # (B, 2): innovation, observation
         log_jacobian = F.logsigmoid(z[:, :2]).sum(-1)
         x = z[:, 2:]
         steps = torch.diff(x, dim=1, prepend=torch.zeros_like(x[:, :1]))
-        log_prior_x = normal_log_pdf(steps, 0.0, log_sigma[:, :1]).sum(-1)
+        log_prior_x = gaussian_log_pdf(steps, 0.0, 2 * log_sigma[:, :1], sum_last=True)
         residuals = x[:, self.observed.to(z.device)] - self.observations.to(z)
-        log_lik = normal_log_pdf(residuals, 0.0, log_sigma[:, 1:]).sum(-1)
+        log_lik = gaussian_log_pdf(residuals, 0.0, 2 * log_sigma[:, 1:], sum_last=True)
         return self.log_scale_prior(log_sigma).sum(-1) + log_jacobian + log_prior_x + log_lik
 
 
@@ -224,7 +217,7 @@ def lgcp_cholesky(
     return torch.linalg.cholesky(gram)
 
 
-class LGCP(Density):
+class LGCP(SamplingTarget):
     """Log-Gaussian Cox process posterior for the pines data on an n_grid × n_grid grid, d = n_grid² (1600).
 
     log p(f) = log N(f; μ·1, K) + Σ_i [f_i·c_i − e^{f_i}/d] with counts c_i per cell, K_ij = 1.91·exp(−‖g_i − g_j‖ /
@@ -257,7 +250,7 @@ class LGCP(Density):
         return log_prior + log_lik
 
 
-TARGETS.update(
+SAMPLING_TARGETS.update(
     {
         "sonar": sonar,
         "ionosphere": ionosphere,
