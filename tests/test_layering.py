@@ -23,7 +23,10 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def sources() -> list[Path]:
-    files = [p for p in (ROOT / "src" / "diffloss").rglob("*.py") if "cli" not in p.relative_to(ROOT).parts[2:3]]
+    """Every library module but ``diffloss.cli`` itself and ``diffloss.__main__`` (``python -m diffloss``, the
+    command's entry point, which sits above the CLI), plus the experiment and benchmark scripts."""
+    top = ROOT / "src" / "diffloss"
+    files = [p for p in top.rglob("*.py") if p.relative_to(top).parts[0] not in ("cli", "__main__.py")]
     return files + sorted((ROOT / "experiments").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
 
 
