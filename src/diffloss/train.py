@@ -9,6 +9,13 @@ may sum in a different order with a different number of threads). An adaptive le
 is told each batch's per-sample x0 MSE after the update (``LevelDensity.observe``) and its state is saved in
 the checkpoint too.
 
+The loss is ``diffloss.losses.diffusion_loss`` of the model's output, the prediction of ``target``: per sample
+w_target(lambda) * MSE_target, a per-dimension mean. With ``precond="edm"`` that output is the prediction implied
+by EDM's D = c_skip * x~ + c_out * F (``diffloss.precond``), so the same number is w_x0(lambda) * MSE(D, x0) =
+w_x0(lambda) * c_out^2 * MSE(F, (x0 - c_skip * x~) / c_out): the network F is trained on its effective target
+with weight w_x0 * c_out^2, and ``weighting=edm`` (w_x0 = 1 / c_out^2) with ``density=edm-lognormal`` and
+``target=x0`` is exactly EDM's loss (per-dimension mean instead of EDM's sum over dimensions).
+
 Files in the output directory:
 
 - ``config.json``: the ``TrainConfig`` plus the data's fingerprint, shape and size;
@@ -43,6 +50,7 @@ from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.losses import diffusion_loss
 from diffloss.models import Denoiser
 from diffloss.optimal.reference import Table
+from diffloss.precond import check_precond
 from diffloss.process import process_from_dict
 from diffloss.target import get_target
 from diffloss.weighting import weighting_from_dict
@@ -59,7 +67,8 @@ EVAL_BATCH = 256
 class TrainConfig:
     """Everything a run depends on, in plain JSON types (``process``, ``weighting``, ``density`` and
     ``backbone`` are registry configs ``{"name": ..., **params}``). ``RESUMABLE`` fields may change on
-    ``--resume``; any other difference is refused."""
+    ``--resume``; any other difference is refused. ``precond`` is the denoiser's preconditioning
+    (``diffloss.precond``: ``none``, the default and the meaning of configs written before it existed, or ``edm``)."""
 
     data: str
     process: dict[str, Any]
@@ -76,6 +85,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     sigma_data: float = 0.5
+    precond: str = "none"
     ckpt_every: int = 500
     log_every: int = 25
     eval_every: int = 0
@@ -98,12 +108,14 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise DifflossError(msg)
+        check_precond(self.precond)
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a ``to_dict`` (or config.json) dict; keys it lacks take their defaults."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -187,7 +199,7 @@ class Run:
         process = process_from_dict(cfg.process)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = Denoiser(cfg.backbone, data.shape, process, cfg.sigma_data)
+            model = Denoiser(cfg.backbone, data.shape, process, cfg.sigma_data, cfg.precond, get_target(cfg.target))
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x = torch.from_numpy(data.images()).float()
@@ -340,7 +352,8 @@ def prepare_output(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool
     ckpt = out / CHECKPOINT_FILE
     if resume:
         tensors, meta = load_checkpoint(ckpt)
-        old = {k: v for k, v in meta["config"].items() if k not in TrainConfig.RESUMABLE}
+        saved = {**TrainConfig.from_dict(meta["config"]).to_dict(), **meta["config"]}  # fields added since: defaults
+        old = {k: v for k, v in saved.items() if k not in TrainConfig.RESUMABLE}
         new = {k: v for k, v in cfg.to_dict().items() if k not in TrainConfig.RESUMABLE}
         diff = config_diff(old, new)
         if diff:
