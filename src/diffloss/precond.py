@@ -38,7 +38,7 @@ def check_precond(name: str) -> str:
 def edm_precond(
     s: Tensorish, sigma_data: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(c_skip, c_out, c_in, c_noise) at noise-to-signal ratios ``s`` (float64, s's shape); c_in scales x~ = x_t / alpha."""
+    """(c_skip, c_out, c_in, c_noise) at noise-to-signal ratios ``s`` (float64, s's shape); c_in scales x~."""
     s = as_f64(s)
     var = s**2 + sigma_data**2
     return sigma_data**2 / var, s * sigma_data / torch.sqrt(var), 1 / torch.sqrt(var), torch.log(s) / 4

@@ -25,7 +25,7 @@ from diffloss.target import TARGETS
     show_default=True,
     help="edm: add EDM's preconditioning coefficients c_skip, c_out, c_in, c_noise at each level.",
 )
-@click.option("--sigma-data", type=float, default=0.5, show_default=True, help="Data scale sigma_data of --precond edm.")
+@click.option("--sigma-data", type=float, default=0.5, show_default=True, help="Data scale sd of --precond edm.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the table as JSON here.")
 def command(
     process: str, sigmas: str | None, levels: int, precond: str, sigma_data: float, json_out: str | None

@@ -86,9 +86,9 @@ from diffloss.train import TrainConfig, train
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite, backbone,
-    preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every, log_every,
-    eval_every, threads, quiet,
+    data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite,
+    backbone, preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every,
+    log_every, eval_every, threads, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
 
