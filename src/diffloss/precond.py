@@ -35,9 +35,7 @@ def check_precond(name: str) -> str:
     return name
 
 
-def edm_precond(
-    s: Tensorish, sigma_data: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def edm_precond(s: Tensorish, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, c_in, c_noise) at noise-to-signal ratios ``s`` (float64, s's shape); c_in scales x~."""
     s = as_f64(s)
     var = s**2 + sigma_data**2
