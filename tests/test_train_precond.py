@@ -48,8 +48,9 @@ def test_process_edm_defaults_to_edms_recipe_and_records_it(tmp_path, extra, exp
 def test_other_processes_keep_todays_defaults(tmp_path):
     out = tmp_path / "run"
     assert invoke("train", *MLP_ARGS, "--process", "vp", "--steps", "2", "--out", str(out)).exit_code == 0
-    assert recorded(out) == {"target": "eps", "weighting": {"name": "constant", "on": "eps"},
-                             "density": {"name": "uniform-t", "discrete": False, "eps": 1e-5}, "precond": "none"}  # fmt: skip
+    density = {"name": "uniform-t", "discrete": False, "eps": 1e-5}
+    assert recorded(out) == {"target": "eps", "weighting": {"name": "constant", "on": "eps"}, "density": density,
+                             "precond": "none"}  # fmt: skip
 
 
 def test_an_old_run_without_precond_loads_and_resumes_as_none(tmp_path):
@@ -93,7 +94,7 @@ def test_flow_matching_trains_samples_and_diagnoses(tmp_path, precond, density):
 
 
 def test_preconditioned_output_is_the_target_prediction_of_d(tmp_path):
-    """The loaded network's flow prediction is (x_t - D) / t with D = c_skip * x~ + c_out * F (flow: x~ = x_t / (1 - t))."""
+    """The loaded network's flow prediction is (x_t - D) / t, D = c_skip * x~ + c_out * F, x~ = x_t / (1 - t)."""
     out = tmp_path / "run"
     args = ["train", *MLP_ARGS, "--process", "flow", "--target", "flow", "--precond", "edm", "--sigma-data", "0.8"]
     assert invoke(*args, "--steps", "3", "--out", str(out)).exit_code == 0
