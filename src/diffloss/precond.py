@@ -55,9 +55,8 @@ def output_coefficients(
     if target is None:
         raise DifflossError("edm preconditioning needs the target the output predicts")
     c_skip, c_out, _, _ = edm_precond(sigma / alpha, sigma_data)
-    return target.from_x0(c_skip / alpha, torch.ones_like(alpha), alpha, sigma), target.from_x0(
-        c_out, torch.zeros_like(alpha), alpha, sigma
-    )
+    one, zero = torch.ones_like(alpha), torch.zeros_like(alpha)
+    return target.from_x0(c_skip / alpha, one, alpha, sigma), target.from_x0(c_out, zero, alpha, sigma)
 
 
 def default_recipe(process: str, sigma_data: float) -> dict[str, str | None]:
