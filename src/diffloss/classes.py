@@ -39,11 +39,7 @@ def drop_labels(labels: torch.Tensor, p: float, null: int, generator: torch.Gene
 
 
 def guide(d_uncond: torch.Tensor, d_cond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """D_W = D_uncond + W * (D_cond - D_uncond); W = 0 returns ``d_uncond`` and W = 1 ``d_cond`` exactly."""
-    if guidance == 0:
-        return d_uncond
-    if guidance == 1:
-        return d_cond
+    """D_W = D_uncond + W * (D_cond - D_uncond) (see the module docstring for W)."""
     return d_uncond + guidance * (d_cond - d_uncond)
 
 
