@@ -75,7 +75,9 @@ from diffloss.train import TrainConfig, train, train_data
     help="Class-conditional training on DATA's labels (mnist, digits, image sub-folders, or --labels), for "
     "classifier-free guidance at sampling.",
 )
-@click.option("--labels", "labels_file", default=None, help="--conditional: .npy/.npz of N integer labels for DATA.")
+@click.option(
+    "--labels", "labels_file", default=None, help=".npy/.npz of N integer labels of DATA (implies --conditional)."
+)
 @click.option(
     "--label-dropout",
     type=float,
@@ -128,6 +130,7 @@ def command(
     torch.set_num_threads(max(1, threads))
     proc = get_process(process)
     ds = train_data(data, labels_file)
+    conditional = conditional or labels_file is not None
     objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
     cfg = TrainConfig(
         data=data,
