@@ -1,4 +1,4 @@
-"""Class conditioning and classifier-free guidance: label dropout, guidance, conditional diagnosis, resume, bad input."""
+"""Class conditioning and classifier-free guidance: label dropout, guidance, conditional diagnosis, resume, errors."""
 
 from __future__ import annotations
 
