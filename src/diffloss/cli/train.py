@@ -131,6 +131,7 @@ def command(
     proc = get_process(process)
     ds = train_data(data, labels_file)
     conditional = conditional or labels_file is not None
+    num_classes = num_classes_of(ds.labels, repr(data)) if conditional else 0  # checked before any J* is computed
     objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
     cfg = TrainConfig(
         data=data,
@@ -153,7 +154,7 @@ def command(
         eval_every=eval_every,
         conditional=conditional,
         labels=labels_file,
-        num_classes=num_classes_of(ds.labels, repr(data)) if conditional else 0,
+        num_classes=num_classes,
         label_dropout=(0.1 if conditional else 0.0) if label_dropout is None else label_dropout,
     )
     from tqdm import tqdm
