@@ -14,6 +14,7 @@ from diffloss.checkpoint import load_checkpoint, save_checkpoint
 from diffloss.classes import class_labels, drop_labels
 from diffloss.cli import cli
 from diffloss.diagnose import diagnose
+from diffloss.errors import DifflossError
 from diffloss.levels import Levels
 from diffloss.loader import DiffusionModel, load_trained
 from diffloss.models import Denoiser
@@ -255,3 +256,34 @@ def test_bad_sample_and_diagnose_input_is_one_line_and_writes_nothing(cond_run, 
         line = one_line_error(invoke("diagnose", "--ckpt", str(run), "--data", data, "--conditional", "--json",
                                      str(report)))  # fmt: skip
         assert needle in line and not report.exists(), line
+
+
+def test_image_folders_and_label_files_train_conditional_models(tmp_path):
+    folder = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs", "owls"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / name / f"{i}.png")
+    arr, labels = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(arr, rng.normal(size=(12, 2)).astype(np.float32))
+    np.save(labels, np.arange(12) % 4)
+    for data, extra, k in [(str(folder), ["--conditional"], 3), (str(arr), ["--labels", str(labels)], 4)]:
+        out = tmp_path / f"run{k}"
+        r = invoke("train", "--data", data, *extra, *TINY[:-3], "--batch", "4", "--steps", "2", "--out", str(out))
+        assert r.exit_code == 0, r.output
+        config = json.loads((out / "config.json").read_text())
+        assert config["conditional"] and config["num_classes"] == k and config["label_dropout"] == 0.1
+        assert load_trained(out).num_classes == k
+
+
+def test_denoiser_label_convention():
+    proc = get_process("flow")
+    net = Denoiser({"name": "mlp", "width": 8, "depth": 1}, (2,), proc, num_classes=3)
+    x, t = torch.zeros(4, 2), torch.full((4,), 0.5)
+    assert torch.equal(net(x, t), net(x, t, torch.full((4,), 3)))  # no labels = the null label K
+    with pytest.raises(DifflossError, match="integers in 0 .. 3"):
+        net(x, t, torch.full((4,), 4))
+    plain = Denoiser({"name": "mlp", "width": 8, "depth": 1}, (2,), proc)
+    with pytest.raises(DifflossError, match="unconditional"):
+        plain(x, t, torch.zeros(4, dtype=torch.long))
