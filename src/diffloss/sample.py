@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
+from diffloss.classes import guide
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
+
+LabelledX0Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""D(x, s, labels) -> x0_hat: an ``X0Predictor`` for rows of (B,) int64 class labels (``diffloss.classes``)."""
 
 SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2")
 STEP_SPACINGS: tuple[str, ...] = ("karras", "uniform-t", "log")
@@ -96,6 +100,40 @@ def x0_predictor(
     return predict_x0
 
 
+def guided_x0_predictor(
+    model: TargetPredictor,
+    process: Process,
+    target: Target,
+    num_classes: int,
+    guidance: float,
+    cond: str = "t",
+    clip: float | None = None,
+) -> LabelledX0Predictor:
+    """Classifier-free guidance of a class-conditional ``model`` (K = ``num_classes``, called ``model(x_t, c,
+    labels)``): D_W(x, s, labels) = D_uncond + W * (D_cond - D_uncond) in x0 space (``diffloss.classes.guide``),
+    D_cond the prediction for ``labels`` and D_uncond for the null label K, each through ``x0_predictor``; W = 0
+    and W = 1 call the model once. ``clip`` clamps the guided D (see ``x0_predictor``)."""
+    if guidance < 0:
+        raise DifflossError(f"guidance must be >= 0 (0 = unconditional, 1 = conditional), got {guidance}")
+    if clip is not None and not clip > 0:
+        raise DifflossError(f"clip must be > 0, got {clip}")
+
+    def d_for(x: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return x0_predictor(lambda x_t, c: model(x_t, c, labels), process, target, cond)(x, s)
+
+    def predict_x0(x: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        null = torch.full_like(labels, num_classes)
+        if guidance == 0:
+            x0 = d_for(x, s, null)
+        elif guidance == 1:
+            x0 = d_for(x, s, labels)
+        else:
+            x0 = guide(d_for(x, s, null), d_for(x, s, labels), guidance)
+        return x0 if clip is None else x0.clamp(-clip, clip)
+
+    return predict_x0
+
+
 def sample(
     predictor: X0Predictor,
     x: torch.Tensor,
@@ -154,15 +192,31 @@ def generate(
     dtype: torch.dtype = torch.float32,
     batch: int | None = None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
     ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
-    result does not depend on ``batch`` beyond floating-point rounding."""
+    result does not depend on ``batch`` beyond floating-point rounding. With ``labels`` (shape[0],) the
+    ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label."""
     sigmas = step_levels(process, steps, spacing)
     x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
     batch = batch or shape[0]
+
+    def rows_predictor(i: int) -> X0Predictor:
+        if labels is None:
+            return predictor
+        return lambda x, s: predictor(x, s, labels[i : i + batch].to(x.device))
+
     chunks = [
-        sample(predictor, x[i : i + batch], sigmas, sampler=sampler, eta=eta, generator=generator, progress=progress)
+        sample(
+            rows_predictor(i),
+            x[i : i + batch],
+            sigmas,
+            sampler=sampler,
+            eta=eta,
+            generator=generator,
+            progress=progress,
+        )
         for i in range(0, shape[0], batch)
     ]
     return torch.cat(chunks)
@@ -180,14 +234,25 @@ def sample_model(
     batch: int = 256,
     progress: bool = False,
     clip: float | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
 
     ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
-    same seed gives the same samples. ``clip``: see ``x0_predictor``."""
+    same seed gives the same samples. ``clip``: see ``x0_predictor``. ``labels`` (n,) class labels of a
+    class-conditional model sample each row from its class with guidance ``guidance`` (``guided_x0_predictor``);
+    without them a conditional model samples unconditionally (the null label)."""
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
-    predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    if labels is not None and not model.num_classes:
+        raise DifflossError("the model is unconditional (trained without --conditional): sample it without --class")
+    if labels is None:
+        predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    else:
+        predictor = guided_x0_predictor(
+            model.network, model.process, model.target, model.num_classes, guidance, model.cond, clip
+        )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return generate(
@@ -201,4 +266,5 @@ def sample_model(
             eta=eta,
             batch=batch,
             progress=progress,
+            labels=labels,
         )

@@ -6,11 +6,12 @@ import sys
 
 import click
 
+from diffloss.classes import num_classes_of
 from diffloss.models import PRESETS, backbone_config
 from diffloss.objective import build_objective
 from diffloss.precond import check_precond, default_recipe
 from diffloss.process import PROCESSES, get_process
-from diffloss.train import TrainConfig, train
+from diffloss.train import TrainConfig, train, train_data
 
 
 @click.command("train")
@@ -84,11 +85,26 @@ from diffloss.train import TrainConfig, train
 @click.option(
     "--threads", type=int, default=1, show_default=True, help="torch CPU threads (resume with the same number)."
 )
+@click.option(
+    "--conditional",
+    is_flag=True,
+    help="Class-conditional training on DATA's labels (mnist, digits, image sub-folders, or --labels), for "
+    "classifier-free guidance at sampling.",
+)
+@click.option(
+    "--labels", "labels_file", default=None, help=".npy/.npz of N integer labels of DATA (implies --conditional)."
+)
+@click.option(
+    "--label-dropout",
+    type=float,
+    default=None,
+    help="--conditional: probability in [0, 1) that a sample's label is replaced by the null label [0.1].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite,
     backbone, preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every,
-    log_every, eval_every, threads, quiet,
+    log_every, eval_every, conditional, labels_file, label_dropout, threads, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
 
@@ -119,6 +135,12 @@ def command(
     (parameters: diffloss.optimal_weight, diffloss.density.OptimalDensity). J* comes from --optimal-loss or is
     computed once (exact estimator, cached by the data fingerprint).
 
+    Class conditioning (--conditional): the network also gets a learned embedding of the class label, one
+    extra null label (= number of classes) being the unconditional token; each sample's label becomes the null
+    label with probability --label-dropout (drawn from the noise generator, so runs stay reproducible), so one
+    network learns the conditional and the unconditional denoiser that `diffloss sample --class C --guidance W`
+    combines.
+
     Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
     --out runs/digits
 
@@ -129,10 +151,11 @@ def command(
 
     Example (flow matching, SD3 time density, preconditioned): diffloss train --data digits --process flow
     --target flow --density logit-normal --precond edm --steps 3000 --out runs/digits-fm
+
+    Example (class-conditional, for guidance): diffloss train --data mnist --conditional --label-dropout 0.1
+    --steps 6000 --out runs/mnist-cond
     """
     import torch
-
-    from diffloss.data import load_dataset
 
     torch.set_num_threads(max(1, threads))
     proc = get_process(process)
@@ -140,7 +163,9 @@ def command(
     target = recipe["target"] if target is None else target
     weighting = recipe["weighting"] if weighting is None else weighting
     precond = check_precond(recipe["precond"] if precond is None else precond)
-    ds = load_dataset(data)
+    ds = train_data(data, labels_file)
+    conditional = conditional or labels_file is not None
+    num_classes = num_classes_of(ds.labels, repr(data)) if conditional else 0  # checked before any J* is computed
     objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
     cfg = TrainConfig(
         data=data,
@@ -162,6 +187,10 @@ def command(
         ckpt_every=ckpt_every,
         log_every=log_every,
         eval_every=eval_every,
+        conditional=conditional,
+        labels=labels_file,
+        num_classes=num_classes,
+        label_dropout=(0.1 if conditional else 0.0) if label_dropout is None else label_dropout,
     )
     from tqdm import tqdm
 

@@ -14,6 +14,11 @@ s = sigma / alpha, x~ = x_t / alpha):
   ``target`` that D implies (``diffloss.precond.output_coefficients``), so losses and samplers need not know.
 
 Conditioning on s rather than t makes a trained denoiser independent of how time is parameterized.
+
+Class conditioning (``num_classes`` = K > 0): ``Denoiser(x_t, t, labels)`` also takes (B,) int64 class labels in
+0 .. K, where K itself is the *null* label, the unconditional token that label dropout trains (see
+``diffloss.classes``); ``Denoiser(x_t, t)`` of a conditional model is its unconditional prediction (every label
+null). The backbone adds a learned embedding of the K + 1 labels to its noise embedding.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ BACKBONES = ("unet", "mlp")
 LOG_NSR_CLAMP = 10.0
 
 
-def build_backbone(config: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
+def build_backbone(config: dict[str, Any], shape: tuple[int, ...], num_embeds: int = 0) -> nn.Module:
     """A backbone from its config: ``{"name": "unet", "preset": "tiny", "channels": None}`` for (C, H, W)
-    images, or ``{"name": "mlp", "width": 256, "depth": 3}`` for any shape (it sees flattened samples)."""
+    images, or ``{"name": "mlp", "width": 256, "depth": 3}`` for any shape (it sees flattened samples);
+    ``num_embeds`` > 0 adds a learned class embedding of that many indices."""
     cfg = dict(config)
     name = cfg.pop("name", None)
     if name == "unet":
@@ -46,12 +52,12 @@ def build_backbone(config: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
                 f"the unet backbone needs image data of shape (C, H, W), got per-sample shape {tuple(shape)}; "
                 "use --backbone mlp"
             )
-        return UNet(tuple(shape), **cfg)
+        return UNet(tuple(shape), **cfg, num_embeds=num_embeds)
     if name == "mlp":
         dim = 1
         for n in shape:
             dim *= n
-        return MLP(dim, **cfg)
+        return MLP(dim, **cfg, num_embeds=num_embeds)
     raise unknown_name("backbone", str(name), BACKBONES)
 
 
@@ -74,7 +80,8 @@ def backbone_config(
 
 
 class Denoiser(nn.Module):
-    """A backbone plus conditioning on the noise level of ``process`` (see the module docstring).
+    """A backbone plus conditioning on the noise level of ``process`` and, with ``num_classes`` > 0, on a class
+    label (see the module docstring).
 
     ``precond`` is ``none`` or ``edm``; ``target`` is what the output predicts (needed by ``edm``; with ``none``
     it is only recorded, None for checkpoints made before it was). Serializes with ``config()`` /
@@ -89,19 +96,23 @@ class Denoiser(nn.Module):
         sigma_data: float = 0.5,
         precond: str = "none",
         target: Target | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if sigma_data <= 0:
             raise DifflossError(f"sigma_data must be > 0, got {sigma_data}")
         if check_precond(precond) != "none" and target is None:
             raise DifflossError(f"--precond {precond} needs the target the denoiser predicts")
+        if num_classes < 0:
+            raise DifflossError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
         self.backbone_config = dict(backbone)
         self.shape = tuple(int(n) for n in shape)
         self.process = process
         self.sigma_data = float(sigma_data)
         self.precond = precond
         self.target = target
-        self.net = build_backbone(backbone, self.shape)
+        self.num_classes = int(num_classes)
+        self.net = build_backbone(backbone, self.shape, self.num_classes + 1 if self.num_classes else 0)
         self._flat = not isinstance(self.net, UNet)
 
     def config(self) -> dict[str, Any]:
@@ -112,6 +123,7 @@ class Denoiser(nn.Module):
             "sigma_data": self.sigma_data,
             "precond": self.precond,
             "target": None if self.target is None else self.target.name,
+            "num_classes": self.num_classes,
         }
 
     @classmethod
@@ -125,6 +137,7 @@ class Denoiser(nn.Module):
             config["sigma_data"],
             config.get("precond", "none"),
             None if target is None else get_target(target),
+            config.get("num_classes", 0),
         )
 
     def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -136,10 +149,25 @@ class Denoiser(nn.Module):
         a_x, a_f = output_coefficients(self.precond, self.target, alpha, sigma, self.sigma_data)
         return tuple(v.float() for v in (c_in / alpha, label, a_x, a_f))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def class_labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        """The (B,) int64 labels the backbone gets: None for an unconditional model, the null label K where
+        ``labels`` is None; labels outside 0 .. K (or any labels for an unconditional model) are refused."""
+        if not self.num_classes:
+            if labels is not None:
+                raise DifflossError("this denoiser is unconditional (num_classes = 0): call it without labels")
+            return None
+        if labels is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device).reshape(-1).expand(batch)
+        if labels.is_floating_point() or not bool(((labels >= 0) & (labels <= self.num_classes)).all()):
+            raise DifflossError(f"class labels must be integers in 0 .. {self.num_classes} (the null label)")
+        return labels.long()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         t = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0])
         c_in, label, a_x, a_f = self.conditioning(t)
         x = expand_like(c_in, x_t) * x_t
         x = x.reshape(x.shape[0], -1) if self._flat else x.reshape(x.shape[0], *self.shape)
-        f = self.net(x, label.to(x.device)).reshape(x_t.shape)
+        classes = self.class_labels(labels, x.shape[0], x.device)
+        f = self.net(x, label.to(x.device), classes).reshape(x_t.shape)
         return expand_like(a_x, x_t) * x_t + expand_like(a_f, x_t) * f
