@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -43,31 +44,87 @@ def dead_pid() -> int:
     return int(out.stdout)
 
 
-def test_lock_is_exclusive_while_its_process_lives_and_taken_over_when_it_died(tmp_path):
+def _hold(directory, held, done) -> None:
+    """Child process: take the lock, say so, and keep it until told (or killed)."""
+    with cell_lock(directory):
+        held.set()
+        done.wait(30)
+
+
+def _contend(directory, start, rounds, overlaps) -> None:
+    """Child process: take and release the lock ``rounds`` times, counting any moment another holder was inside."""
+    start.wait(30)
+    for _ in range(rounds):
+        try:
+            with cell_lock(directory):
+                try:
+                    fd = os.open(directory / "inside", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    with overlaps.get_lock():
+                        overlaps.value += 1
+                    continue
+                os.close(fd)
+                os.unlink(directory / "inside")
+        except CellLocked:
+            pass
+
+
+def test_lock_is_exclusive_within_a_process_and_released_on_the_way_out(tmp_path):
     run = tmp_path / "run"
     with cell_lock(run) as lock:
         assert lock.read_text() == str(os.getpid())
         with pytest.raises(CellLocked, match=f"being run by process {os.getpid()}"):
-            acquire(run)  # held by a live process (this one)
+            acquire(run)  # held by this process, through another acquire
     assert not (run / LOCK_FILE).exists()  # released on the way out
-    (run / LOCK_FILE).write_text(str(dead_pid()))
-    with cell_lock(run) as lock:  # stale: taken over
-        assert lock.read_text() == str(os.getpid())
-    (run / LOCK_FILE).write_text("")  # a writer killed between create and write
-    acquire(run)
+    for left in ("", str(dead_pid()), "not a pid"):  # a file nobody holds, whatever it says, is taken over
+        (run / LOCK_FILE).write_text(left)
+        with cell_lock(run) as lock:
+            assert lock.read_text() == str(os.getpid())
 
 
-def test_lock_of_a_live_process_is_a_one_line_difflosserror(tmp_path):
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_a_lock_held_by_another_process_is_a_one_line_difflosserror_and_left_alone(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    held, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold, args=(tmp_path, held, done))
+    child.start()
     try:
-        (tmp_path / LOCK_FILE).write_text(str(live.pid))
+        assert held.wait(30)
         with pytest.raises(DifflossError) as e:
             acquire(tmp_path)
-        assert "\n" not in str(e.value) and str(live.pid) in str(e.value)
-        assert (tmp_path / LOCK_FILE).read_text() == str(live.pid)  # left alone
+        assert isinstance(e.value, CellLocked)
+        assert "\n" not in str(e.value) and f"process {child.pid}" in str(e.value)
+        assert (tmp_path / LOCK_FILE).read_text() == str(child.pid)  # left alone
     finally:
-        live.kill()
-        live.wait()
+        done.set()
+        child.join(30)
+    with cell_lock(tmp_path):  # released by its owner
+        pass
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    held, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold, args=(tmp_path, held, done))
+    child.start()
+    assert held.wait(30)
+    child.kill()
+    child.join(30)
+    assert (tmp_path / LOCK_FILE).read_text() == str(child.pid)  # left behind by the killed owner
+    with cell_lock(tmp_path) as lock:
+        assert lock.read_text() == str(os.getpid())
+
+
+def test_processes_racing_for_one_lock_never_hold_it_together(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    start, overlaps = ctx.Event(), ctx.Value("i", 0)
+    children = [ctx.Process(target=_contend, args=(tmp_path, start, 300, overlaps)) for _ in range(4)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    assert overlaps.value == 0
 
 
 def test_cell_key_is_the_layout_filled_with_the_settings_and_a_relative_directory():

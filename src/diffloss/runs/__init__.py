@@ -2,7 +2,7 @@
 its science.
 
 - ``grid``: a resumable grid of runs keyed by their settings (``Grid``, ``cell_key``);
-- ``lock``: one process per run directory (``cell_lock``; a stale lock of a dead process is taken over);
+- ``lock``: one process per run directory (``cell_lock``: an flock the OS drops when its process dies);
 - ``timing``: wall and CPU seconds per run, appended to a JSONL (``timed``, ``read_timing``);
 - ``stats``: mean ± std over seeds with one convention for a single seed (``Stat``, ``mean_std``, ``compare``);
 - ``records``: the JSON results of finished runs (``read_json``, ``collect``);
