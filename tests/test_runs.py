@@ -35,7 +35,7 @@ from diffloss.runs import (
     timed,
     write_report,
 )
-from diffloss.runs.lock import LOCK_FILE, acquire
+from diffloss.runs.lock import LOCK_FILE, acquire, release
 
 
 def dead_pid() -> int:
@@ -168,8 +168,7 @@ def test_grid_skips_finished_cells_resumes_unfinished_ones_and_times_each_run(tm
 
 def test_grid_skips_a_cell_held_by_another_process_and_records_failures_when_asked(tmp_path):
     grid = Grid(tmp_path, key=str, finished=lambda c, d: (d / "ok").exists())
-    (tmp_path / "held").mkdir()
-    (tmp_path / "held" / LOCK_FILE).write_text(str(os.getpid()))
+    held = acquire(tmp_path / "held")  # held (here, by this process: a second acquire is refused all the same)
 
     def work(cell, d):
         if cell == "bad":
@@ -179,6 +178,7 @@ def test_grid_skips_a_cell_held_by_another_process_and_records_failures_when_ask
         (d / "ok").write_text("")
 
     assert grid.run_cell("held", work) == "held" and not (tmp_path / "held" / "ok").exists()
+    release(held)
     assert grid.run(["bad", "good"], work, keep_going=True) == ["bad"]
     assert json.loads((tmp_path / "bad" / FAILED_FILE).read_text()) == {"error": "RuntimeError: went wrong"}
     with pytest.raises(RuntimeError):
