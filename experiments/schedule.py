@@ -168,20 +168,10 @@ def train_config(preset: Preset, schedule: str):
 def density_table(directory: Path) -> dict[str, Any]:
     """The optimal density's final state per cell: log-SNR midpoints, probability per unit log-SNR, tracked
     J_theta (x0 MSE, EMA), J* and the weight on the x0 and on the eps MSE at the midpoints."""
-    from diffloss.checkpoint import load_checkpoint
-    from diffloss.density import density_from_dict
-    from diffloss.process import process_from_dict
-    from diffloss.train import CHECKPOINT_FILE
-    from diffloss.weighting import weighting_from_dict
+    from diffloss.train import trained_objective
 
-    tensors, meta = load_checkpoint(directory / CHECKPOINT_FILE)
-    cfg = meta["config"]
-    proc, dens, w = (
-        process_from_dict(cfg["process"]),
-        density_from_dict(cfg["density"]),
-        weighting_from_dict(cfg["weighting"]),
-    )
-    dens.load_state({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("density/")})
+    objective = trained_objective(directory)
+    proc, dens, w = objective["process"], objective["density"], objective["weighting"]
     edges = dens.edges(proc)
     mid = (edges[1:] + edges[:-1]) / 2
     return {
@@ -267,11 +257,13 @@ def fid_stats(runs: dict[str, list[dict[str, Any]]], metric: str = "fid") -> dic
 
 
 def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(s, mean over seeds, std over seeds) of diagnose column ``key`` per level (seeds without gap.json skipped)."""
+    """(s, mean over seeds, std over seeds) of diagnose column ``key`` per level (seeds without gap.json skipped); the
+    ``mean_std`` convention: the std is NaN for a single seed (no band is drawn)."""
     rows = [r["gap"] for r in runs if r["gap"]]
     s = np.array([lv["sigma"] for lv in rows[0]])
     v = np.array([[lv[key] for lv in g] for g in rows])
-    return s, v.mean(0), v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(s))
+    stats = [mean_std(column) for column in v.T]
+    return s, np.array([st.mean for st in stats]), np.array([st.std for st in stats])
 
 
 compare = partial(spread_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
@@ -535,10 +527,12 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
             "|---|---|" + "---|" * len(gap_schedules),
         ]
         curves = {s: gap_curves(runs[s], "gap_x0") for s in gap_schedules}
+        seeds = {s: sum(1 for r in runs[s] if r["gap"]) for s in gap_schedules}
         for i, sv in enumerate(s_axis):
             lines.append(
                 f"| {sv:.3g} | {jstar[i]:.3g} | "
-                + " | ".join(f"{curves[s][1][i]:.3g} ± {curves[s][2][i]:.1g}" for s in gap_schedules)
+                + " | ".join(Stat(curves[s][1][i], curves[s][2][i], seeds[s]).text(".3g", ".1g", show_n=False)
+                             for s in gap_schedules)  # fmt: skip
                 + " |"
             )
     lines += ["", *(f"![{f}]({f})" for f in figs[1:]), ""]

@@ -39,12 +39,14 @@ def test_a_run_is_finished_only_with_all_its_outputs(tmp_path):
     assert grid.pending([("edm", 0), ("optimal", 0), ("edm", 1)]) == [("optimal", 0), ("edm", 1)]  # no density
 
 
-def test_gap_curves_average_over_seeds_with_sample_std():
+def test_gap_curves_average_over_seeds_with_sample_std_nan_for_one_seed():
     runs = [{"gap": [{"sigma": 0.1, "gap_x0": g}, {"sigma": 1.0, "gap_x0": 2 * g}]} for g in (1.0, 2.0, 6.0)]
     runs.append({"gap": None})  # a seed not diagnosed yet is skipped
     s, m, sd = sx.gap_curves(runs, "gap_x0")
     assert s.tolist() == [0.1, 1.0] and m.tolist() == [3.0, 6.0]
     np.testing.assert_allclose(sd, [np.std([1, 2, 6], ddof=1), np.std([2, 4, 12], ddof=1)])
+    s, m, sd = sx.gap_curves(runs[:1], "gap_x0")  # one seed: no spread to speak of (NaN, never 0)
+    assert m.tolist() == [1.0, 2.0] and np.isnan(sd).all()
 
 
 def test_density_table_reads_the_optimal_state_back_from_the_checkpoint(tmp_path):

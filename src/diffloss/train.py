@@ -240,12 +240,7 @@ class Run:
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x = torch.from_numpy(data.images()).float()
-        objective = {
-            "process": process,
-            "target": get_target(cfg.target),
-            "weighting": weighting_from_dict(cfg.weighting),
-            "density": density_from_dict(cfg.density),
-        }
+        objective = objective_of(cfg.to_dict()) | {"process": process}
         order = DataOrder(data.n, cfg.batch, cfg.seed + 1)
         run = cls(cfg, data, x, y, objective, model, ema, opt, order, torch.Generator())
         run.noise.manual_seed(cfg.seed + 2)
@@ -348,7 +343,7 @@ class Run:
         """Restore the state saved by ``save`` (the config must already match)."""
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return checkpoint_part(tensors, prefix)
 
         try:
             self.model.load_state_dict(part("model/"))
@@ -364,6 +359,35 @@ class Run:
             self.step = int(meta["step"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise DifflossError(f"the checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
+
+
+def checkpoint_part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a training checkpoint under ``prefix`` (``"model/"``, ``"density/"``, ...), prefix removed."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def objective_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The training objective of a ``TrainConfig`` dict: process, target, weighting and density (fresh state), the
+    keyword arguments of ``diffusion_loss``."""
+    return {
+        "process": process_from_dict(config["process"]),
+        "target": get_target(config["target"]),
+        "weighting": weighting_from_dict(config["weighting"]),
+        "density": density_from_dict(config["density"]),
+    }
+
+
+def trained_objective(path: str | Path) -> dict[str, Any]:
+    """The objective of the training checkpoint ``path`` (a run directory or its checkpoint file), its level density
+    in the state it was saved in (an adaptive density's tracked losses)."""
+    path = Path(path)
+    tensors, meta = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
+    objective = objective_of({**TrainConfig.defaults(), **meta["config"]})
+    try:
+        objective["density"].load_state(checkpoint_part(tensors, "density/"))
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise DifflossError(f"{path}: the density state does not fit its config ({str(e).splitlines()[0]})") from None
+    return objective
 
 
 def data_info(data: Dataset) -> dict[str, Any]:
