@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from diffloss import runs
-from diffloss.errors import DifflossError
 from diffloss.io import atomic_write, write_json_atomic
 from diffloss.metrics.evaluate import SAMPLE_SEED, CheckpointEvaluator
 from diffloss.runs import Grid, Stat, cell_key, csv_text, keep_notes, log, mean_std, run_cli
@@ -480,14 +479,6 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     runs.write_report(report, "\n".join(lines), table=csv_text(COLUMNS, rows))
 
 
-def parse_seeds(text: str, allowed: Sequence[int]) -> set[int]:
-    """The seeds of ``--seeds`` ("1,2"); each must be one of the preset's."""
-    seeds = set(runs.parse_seeds(text))
-    if not seeds <= set(allowed):
-        raise DifflossError(f"--seeds: give some of the preset's seeds {list(allowed)}, got {text!r}")
-    return seeds
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = runs.experiment_parser(__doc__, "debiased_weighting", PRESETS, REPORTS)
     ap.add_argument(
@@ -504,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
-    seeds = None if args.seeds is None else parse_seeds(args.seeds, preset.seeds)
+    seeds = None if args.seeds is None else set(runs.parse_seeds(args.seeds, allowed=preset.seeds))
     report = runs.report_path(args, REPORTS, "debiased_weighting")
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 

@@ -662,11 +662,6 @@ def sizes(preset: Preset, spec: str | None) -> list[int]:
     return chosen
 
 
-def seed_list(preset: Preset, spec: str | None) -> tuple[int, ...]:
-    """The training seeds: the preset's, or the comma-separated non-negative integers ``spec``."""
-    return preset.seeds if spec is None else tuple(runs.parse_seeds(spec))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = runs.experiment_parser(__doc__, "scaling_law", PRESETS, REPORTS)
     ap.add_argument(
@@ -683,7 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
-    preset = replace(preset, seeds=seed_list(preset, args.seeds))
+    if args.seeds is not None:
+        preset = replace(preset, seeds=tuple(runs.parse_seeds(args.seeds)))
     report = runs.report_path(args, REPORTS, "scaling_law")
     seeds = ",".join(map(str, preset.seeds))
     command = f"PYTHONPATH=src python experiments/scaling_law.py --preset {preset.name} --root {args.root}"

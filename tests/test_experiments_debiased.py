@@ -22,14 +22,6 @@ def test_grid_is_every_variant_times_every_seed_with_unique_names():
     assert [s.name for s in grid[8:10]] == ["eps-constant-s1", "eps-debiased-s1"]
 
 
-def test_seeds_option_selects_some_of_the_presets_seeds_and_rejects_others():
-    assert dw.parse_seeds("2", (0, 1, 2)) == {2}
-    assert dw.parse_seeds("0, 2", (0, 1, 2)) == {0, 2}
-    for bad in ("3", "", "one"):
-        with pytest.raises(dw.DifflossError, match="--seeds"):
-            dw.parse_seeds(bad, (0, 1, 2))
-
-
 def test_variants_cover_the_issue():
     """eps on VP with the four weightings, and v / flow with the debiased weight (and their constant baselines)."""
     by_name = {v.name: v for v in dw.VARIANTS}

@@ -280,3 +280,7 @@ def test_parse_seeds_accepts_distinct_non_negative_integers():
     for bad in ("", "1,1", "-1", "x"):
         with pytest.raises(DifflossError, match="--seeds"):
             parse_seeds(bad)
+    assert parse_seeds("0, 2", allowed=(0, 1, 2)) == [0, 2]  # some of a preset's seeds
+    for bad in ("3", "0,3"):
+        with pytest.raises(DifflossError, match=r"--seeds: give some of the preset's seeds \[0, 1, 2\]"):
+            parse_seeds(bad, allowed=(0, 1, 2))

@@ -27,8 +27,9 @@ def run_cli(main: Callable[[], int]) -> NoReturn:
         sys.exit(2)
 
 
-def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
-    """A comma-separated list of distinct non-negative integer seeds (``"0,1,2"``), in the order given."""
+def parse_seeds(text: str, option: str = "--seeds", allowed: Iterable[int] | None = None) -> list[int]:
+    """A comma-separated list of distinct non-negative integer seeds (``"0,1,2"``), in the order given; with
+    ``allowed`` (a preset's seeds) each must be one of them."""
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
         raise DifflossError(f"{option}: give a comma-separated list of seeds like 0,1,2, got {text!r}")
@@ -38,6 +39,10 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
         raise DifflossError(f"{option}: {text!r} is not a list of integers like 0,1,2") from None
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise DifflossError(f"{option}: give distinct non-negative integers, got {text!r}")
+    if allowed is not None:
+        allowed = list(allowed)
+        if not set(seeds) <= set(allowed):
+            raise DifflossError(f"{option}: give some of the preset's seeds {allowed}, got {text!r}")
     return seeds
 
 
