@@ -45,6 +45,17 @@ def test_the_walker_sees_imports_inside_functions(tmp_path):
     assert "diffloss.cli.common" in imported_modules(f)
 
 
+def test_only_diffloss_figures_sets_up_matplotlib_or_saves_a_figure():
+    """One backend choice and one atomic save (``diffloss.figures``) for the library and every script."""
+    own = ROOT / "src" / "diffloss" / "figures.py"
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in [*sources(), *(ROOT / "src" / "diffloss" / "cli").rglob("*.py"), ROOT / "dev.py"]
+        if p != own and any(s in p.read_text(encoding="utf-8") for s in ("matplotlib.use(", ".savefig("))
+    ]
+    assert not offenders, f"set up matplotlib or save figures themselves (use diffloss.figures): {offenders}"
+
+
 ENTRY_MODULES = (
     "diffloss.objective",
     "diffloss.optimal",

@@ -16,7 +16,7 @@ import torch
 from diffloss.data import Dataset
 from diffloss.diagnose import BELOW_Z, Diagnosis
 from diffloss.errors import DifflossError
-from diffloss.io import atomic_write
+from diffloss.figures import pyplot, save_figure
 from diffloss.levels import NSR_RANGE, Levels, log_spaced, snap_to_steps
 from diffloss.loader import DiffusionModel
 
@@ -108,11 +108,7 @@ def diagnosis_table(d: Diagnosis, target: str) -> str:
 
 def plot_diagnosis(d: Diagnosis, title: str, path: str) -> None:
     """PNG: J_theta and J* (x0 units, +-2 stderr) vs s log-log, and the gap ratio vs s."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = d.sigmas
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for y, e, label in ((d.model_x0, d.model_x0_se, "model J_θ"), (d.optimal_x0, d.optimal_x0_se, "optimal J*")):
@@ -130,5 +126,4 @@ def plot_diagnosis(d: Diagnosis, title: str, path: str) -> None:
     a1.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -10,7 +10,7 @@ import torch
 
 from diffloss.density import LevelDensity
 from diffloss.errors import DifflossError
-from diffloss.io import atomic_write
+from diffloss.figures import pyplot, save_figure
 from diffloss.process import Process
 from diffloss.weighting import Weighting, implied_elbo_weight
 
@@ -46,11 +46,7 @@ def plot_schemes(
     path: str, schemes: list[Weighting], process: Process, density: LevelDensity | None, lam_range: tuple[float, float]
 ) -> None:
     """x0-equivalent weights against lambda, and with a density the implied weights 2 p(lambda) w_eps(lambda)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lam = torch.linspace(*lam_range, 801, dtype=torch.float64)
     fig, axes = plt.subplots(1, 2 if density else 1, figsize=(12 if density else 6.5, 4.5), squeeze=False)
     ax = axes[0, 0]
@@ -77,8 +73,7 @@ def plot_schemes(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _label(w: Weighting | LevelDensity) -> str:

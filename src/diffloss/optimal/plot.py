@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from diffloss.io import atomic_write
+from diffloss.figures import pyplot, save_figure
 from diffloss.optimal.result import OptimalLossResult
 from diffloss.process import Process
 from diffloss.target import Target
@@ -17,11 +17,7 @@ def plot_optimal_loss(
 ) -> None:
     """Write a PNG: J*(s) per dimension vs s (log-log) with a +-2 stderr band and the per-dimension data
     variance as the large-s asymptote; a second panel in ``target`` units unless the target is x0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("x0", result.x0_mse, result.stderr)]
     if target.name != "x0":
         loss, err = result.in_target(process, target)
@@ -43,5 +39,4 @@ def plot_optimal_loss(
         ax.legend(fontsize=8)
     fig.suptitle(f"optimal loss, N = {result.n_data}, D = {result.dim}")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -7,14 +7,15 @@ its science.
 - ``stats``: mean ± std over seeds with one convention for a single seed (``Stat``, ``mean_std``, ``compare``);
 - ``records``: the JSON results of finished runs (``read_json``, ``collect``);
 - ``report``: markdown (hand-written reading kept), CSV and JSON, all atomic (``write_report``, ``keep_notes``);
-- ``figures``: pyplot on Agg and an atomic ``save_figure``;
+- ``pyplot`` and ``save_figure`` (from ``diffloss.figures``, which the library uses too): pyplot on Agg, an
+  atomic save;
 - ``training``: a ``diffloss train`` run trained in stages (``train_to``, ``checkpoint_step``);
 - ``script``: ``log``, ``run_cli``, the options every script has (``experiment_parser``,
   ``parse_experiment_args``, ``report_path``) and
   ``parse_seeds``.
 """
 
-from diffloss.runs.figures import pyplot, save_figure
+from diffloss.figures import pyplot, save_figure
 from diffloss.runs.grid import FAILED_FILE, Grid, cell_key
 from diffloss.runs.lock import CellLocked, cell_lock
 from diffloss.runs.records import collect, read_json

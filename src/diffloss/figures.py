@@ -1,4 +1,5 @@
-"""Figures of a headless script: pyplot on the Agg backend, and one way to save a figure (atomic, then closed)."""
+"""Figures, for the library and every script alike: pyplot on the Agg backend (no display needed), and one way to
+save a figure (atomic, then closed). ``diffloss.runs`` re-exports both."""
 
 from __future__ import annotations
 
