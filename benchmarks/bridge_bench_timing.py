@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from diffloss.bridge import BRIDGE_SAMPLERS, BridgeRun, make_config
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES, get_preset
+from diffloss.bridge.bench import DEFAULT_LOSSES, DEFAULT_TARGETS, get_preset
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,7 +61,7 @@ def main() -> None:
     for target in args.targets.split(","):
         budget = preset.budget_for(target)
         for sampler in BRIDGE_SAMPLERS:
-            for loss in LOSSES:
+            for loss in DEFAULT_LOSSES:
                 row = {
                     "target": target,
                     "sampler": sampler,

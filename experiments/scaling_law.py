@@ -159,7 +159,7 @@ def model_cost(preset: Preset, channels: int) -> dict[str, float]:
     return {"params": sum(p.numel() for p in model.parameters()), "fwd_flops": counter.get_total_flops() / 16}
 
 
-def diagnose_run(preset: Preset, run_dir: Path) -> dict[str, Any]:
+def diagnose_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     """Per-level J, J*, J - J* (x0 units, per dimension, with standard errors) and the target's loss factor of
     the run's EMA weights on the training data, at the preset's levels and queries."""
     import torch
@@ -190,7 +190,7 @@ def run_size(preset: Preset, root: Path, cell: tuple[int, int], run_dir: Path) -
         train_cpu = runs.train_to(train_config(preset, channels, seed, step), run_dir)
         cpu = time.process_time()
         record = {"channels": channels, "seed": seed, "step": step, **cost, "samples": step * preset.batch}
-        record |= diagnose_run(preset, run_dir)
+        record |= diagnose_run(run_dir, preset)
         record |= {"train_cpu_seconds": train_cpu, "eval_cpu_seconds": time.process_time() - cpu}
         write_json_atomic(eval_path(root, channels, seed, step), record)
         log(f"{run_name(channels, seed)} step {step}: total J {total(record)[0]:.4g} (train {train_cpu:.0f} s CPU)")

@@ -11,7 +11,7 @@ from diffloss.bridge import (
     make_config,
     train_bridge,
 )
-from diffloss.bridge.bench import DEFAULT_TARGETS, LOSSES
+from diffloss.bridge.bench import DEFAULT_LOSSES, DEFAULT_TARGETS
 from diffloss.bridge.bench.benchmark import run_benchmark
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
@@ -141,7 +141,9 @@ def _names(text: str, option: str) -> list[str]:
 @click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
 @click.option("--samplers", default=",".join(BRIDGE_SAMPLERS), show_default=True, help="Samplers.")
-@click.option("--losses", default=",".join(LOSSES), show_default=True, help="Losses.")
+@click.option(
+    "--losses", default=",".join(DEFAULT_LOSSES), show_default=True, help="Bridge losses, some of the defaults."
+)
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2. [default: the preset's, 0,1,2]")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Root of the run directories.")
 @click.option(

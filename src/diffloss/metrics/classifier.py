@@ -141,7 +141,7 @@ def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tenso
     return pad.gather(2, rows).gather(3, cols)
 
 
-def train(
+def train_classifier(
     spec: ClassifierSpec, x: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int, lr: float = 2e-3
 ) -> ConvNet:
     """Train a ``ConvNet`` with AdamW, a one-cycle (warm-up, then cosine decay) learning rate and random shifts
@@ -217,7 +217,7 @@ def main(data: str, out: str, epochs: int | None, seed: int) -> None:
     torch.use_deterministic_algorithms(True)
     tr, te = spec.splits()
     t0 = time.perf_counter()
-    model = train(spec, tr.x, tr.labels, epochs=epochs, seed=seed)
+    model = train_classifier(spec, tr.x, tr.labels, epochs=epochs, seed=seed)
     seconds = time.perf_counter() - t0
     acc = accuracy(model, te.x, te.labels)
     weights = Path(out) / spec.asset.name

@@ -2,8 +2,8 @@
 report writer (``report``). Training the cells is the job of the bridge training loop."""
 
 from diffloss.bridge.bench.grid import (
+    DEFAULT_LOSSES,
     DEFAULT_TARGETS,
-    LOSSES,
     PRESETS,
     Budget,
     Cell,
@@ -19,7 +19,7 @@ from diffloss.bridge.bench.report import CellSummary, summarize, to_csv, to_mark
 
 __all__ = [
     "DEFAULT_TARGETS",
-    "LOSSES",
+    "DEFAULT_LOSSES",
     "LOG_Z",
     "PRESETS",
     "PUBLISHED",

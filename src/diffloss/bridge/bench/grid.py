@@ -21,7 +21,7 @@ from diffloss.errors import DifflossError, unknown_name
 from diffloss.io import write_json_atomic
 from diffloss.runs import FAILED_FILE, Grid, cell_key, collect
 
-LOSSES = ("rkl-r", "lv", "rkl-ld")
+DEFAULT_LOSSES = ("rkl-r", "lv", "rkl-ld")
 DEFAULT_TARGETS = ("seeds", "sonar", "german_credit", "brownian", "lgcp")
 METRICS_FILE = "metrics.json"
 PRESET_FILE = "preset.json"
@@ -54,13 +54,13 @@ def _check_names(kind: str, names: Sequence[str], known: Iterable[str]) -> None:
 def make_grid(
     targets: Sequence[str] = DEFAULT_TARGETS,
     samplers: Sequence[str] = BRIDGE_SAMPLERS,
-    losses: Sequence[str] = LOSSES,
+    losses: Sequence[str] = DEFAULT_LOSSES,
     seeds: Sequence[int] = (0, 1, 2),
 ) -> list[Cell]:
     """All cells, target-major (targets, then samplers, losses, seeds), after checking every name."""
     _check_names("sampling target", targets, SAMPLING_TARGETS)
     _check_names("sampler", samplers, BRIDGE_SAMPLERS)
-    _check_names("bridge loss", losses, LOSSES)
+    _check_names("bridge loss", losses, DEFAULT_LOSSES)
     if not seeds:
         raise DifflossError("the benchmark grid needs at least one seed")
     return [Cell(*c) for c in product(targets, samplers, losses, seeds)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffloss.bridge.bench.grid import LOSSES, Cell, Preset
+from diffloss.bridge.bench.grid import DEFAULT_LOSSES, Cell, Preset
 from diffloss.bridge.bench.reference import LOG_Z, PUBLISHED, reference_for
 from diffloss.bridge.samplers import BRIDGE_SAMPLERS
 from diffloss.errors import DifflossError
@@ -136,7 +136,7 @@ def metric_table(summaries: Sequence[CellSummary], metric: str) -> str:
     by_key = {(c.target, c.sampler, c.loss): c for c in summaries}
     lines = [f"| sampler | loss | {' | '.join(targets)} |", "|---|---|" + "---|" * len(targets)]
     for sampler in _ordered((c.sampler for c in summaries), BRIDGE_SAMPLERS):
-        for loss in _ordered((c.loss for c in summaries), LOSSES):
+        for loss in _ordered((c.loss for c in summaries), DEFAULT_LOSSES):
             if any((t, sampler, loss) in by_key for t in targets):
                 cells = [
                     by_key[(t, sampler, loss)].text(metric) if (t, sampler, loss) in by_key else "—" for t in targets
