@@ -43,3 +43,24 @@ def write_tiny_diffusers(root, prediction_type="v_prediction", **scheduler):
 @pytest.fixture
 def tiny_diffusers():
     return write_tiny_diffusers
+
+
+def small_train_config(**kw):
+    """A ``TrainConfig`` of seconds: moons, flow process and target, a 32-wide one-layer MLP, 6 steps of 16,
+    checkpoints every 3 and metrics every 2 steps, constant weighting and logit-normal levels; ``kw`` overrides."""
+    from diffloss.process import get_process
+    from diffloss.train import TrainConfig
+
+    base = dict(
+        data="moons",
+        process=get_process("flow").to_dict(),
+        target="flow",
+        weighting={"name": "constant", "on": "flow"},
+        density={"name": "logit-normal"},
+        backbone={"name": "mlp", "width": 32, "depth": 1},
+        steps=6,
+        batch=16,
+        ckpt_every=3,
+        log_every=2,
+    )
+    return TrainConfig(**{**base, **kw})

@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import small_train_config
 from diffloss.checkpoint import load_checkpoint
 from diffloss.cli import cli
 from diffloss.data import load_dataset
@@ -119,19 +120,12 @@ MOONS_TABLE = {"jstar_logsnr": [-6.0, 0.0, 6.0], "jstar": [0.4, 0.05, 0.001]}
 
 
 def optimal_config(**kw) -> TrainConfig:
-    base = dict(
-        data="moons",
-        process=get_process("flow").to_dict(),
-        target="flow",
-        weighting={"name": "optimal", **MOONS_TABLE},
-        density={"name": "optimal", "buckets": 8, **MOONS_TABLE},
-        backbone={"name": "mlp", "width": 32, "depth": 1},
-        steps=6,
-        batch=16,
-        ckpt_every=3,
-        log_every=2,
-    )
-    return TrainConfig(**{**base, **kw})
+    """``small_train_config`` with the optimal weighting and density (the moons J* table)."""
+    optimal = {
+        "weighting": {"name": "optimal", **MOONS_TABLE},
+        "density": {"name": "optimal", "buckets": 8, **MOONS_TABLE},
+    }
+    return small_train_config(**{**optimal, **kw})
 
 
 def test_density_state_is_checkpointed_and_resume_is_bit_exact(tmp_path):

@@ -13,10 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import small_train_config
 from diffloss.checkpoint import load_checkpoint
 from diffloss.cli import cli
-from diffloss.process import get_process
-from diffloss.train import CHECKPOINT_FILE, TrainConfig, config_diff, logsnr_bucket, lr_at, train, window_record
+from diffloss.train import CHECKPOINT_FILE, config_diff, logsnr_bucket, lr_at, train, window_record
 
 MLP_ARGS = ["--data", "moons", "--backbone", "mlp", "--width", "32", "--depth", "1", "--batch", "16", "--quiet"]
 UNET_ARGS = ["--data", "digits", "--backbone", "unet", "--channels", "8", "--batch", "8", "--quiet"]
@@ -36,24 +36,8 @@ def assert_all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
         assert torch.equal(a[k], b[k]), k
 
 
-def small_config(**kw) -> TrainConfig:
-    base = dict(
-        data="moons",
-        process=get_process("flow").to_dict(),
-        target="flow",
-        weighting={"name": "constant", "on": "flow"},
-        density={"name": "logit-normal"},
-        backbone={"name": "mlp", "width": 32, "depth": 1},
-        steps=6,
-        batch=16,
-        ckpt_every=3,
-        log_every=2,
-    )
-    return TrainConfig(**{**base, **kw})
-
-
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
-    runs = [train(small_config(seed=s), tmp_path / f"r{i}") for i, s in enumerate((1, 1, 2))]
+    runs = [train(small_train_config(seed=s), tmp_path / f"r{i}") for i, s in enumerate((1, 1, 2))]
     lines = [(tmp_path / f"r{i}" / "metrics.jsonl").read_text().splitlines() for i in range(3)]
     losses = [[json.loads(line)["loss"] for line in ls] for ls in lines]
     assert len(losses[0]) == 3 and losses[0] == losses[1] and losses[0] != losses[2]
@@ -185,7 +169,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
 
 def test_config_diff_lr_warm_up_and_ema_decay():
     assert config_diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 5}, "e": None}) == ["b.c", "b.d", "e"]
-    cfg = small_config(lr=1e-3, warmup=4)
+    cfg = small_train_config(lr=1e-3, warmup=4)
     assert [lr_at(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     assert [logsnr_bucket(v) for v in (-11, -10, 0.1, 10, float("inf"))] == [
         "[-inf,-10)", "[-10,-5)", "[0,2.5)", "[10,inf)", "[10,inf)"
