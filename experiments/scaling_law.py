@@ -23,7 +23,8 @@ runs) and cC-sK for seed K > 0; each diagnosis is one JSON ROOT/runs/RUN/eval/ST
 skipped, so the command resumes where it stopped (seed by seed). ``--report-only`` just rewrites
 reports/scaling_law[_PRESET].{md,csv,json} and the plot. Presets: ``smoke`` (seconds, seeds 0, 1; checks the
 pipeline) and ``digits`` (seeds 0, 1, 2; about 19 min of CPU per seed at one thread; the report states the
-measured runtime).
+measured runtime). Hand-written text between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report
+is kept (``diffloss.runs.keep_notes``), like every experiment report's reading.
 
 Run: PYTHONPATH=src python experiments/scaling_law.py --preset digits --root /work/exp-runs/scaling --seeds 0,1,2
 """
@@ -43,7 +44,7 @@ import numpy as np
 from diffloss import runs
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
-from diffloss.runs import Grid, Stat, cell_key, csv_text, log, mean_std, run_cli
+from diffloss.runs import Grid, Stat, cell_key, csv_text, keep_notes, log, mean_std, run_cli
 from diffloss.scaling import PowerLawFit, extrapolate, frontier, log_log_fit, offset_fit
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
@@ -632,7 +633,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         f"total: {_pm_pct(ts['raw']['rel_err_j'])} vs {_pm_pct(ts['reducible']['rel_err_j'])} vs "
         f"{_pm_pct(ts['offset']['rel_err_j'])}.",
         "",
-        READING.get(preset.name, ""),
+        keep_notes(report),
         "",
         f"Per-diagnosis numbers: [{report.with_suffix('.csv').name}]({report.with_suffix('.csv').name}); "
         f"all fits, per seed and mean ± std: [{report.with_suffix('.json').name}]({report.with_suffix('.json').name}).",
@@ -643,61 +644,6 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         text = text.replace("\n\n\n", "\n\n")
     runs.write_report(report, text, table=csv_text_of(rows, preset), data=summary)
 
-
-READING: dict[str, str] = {
-    "digits": """### Reading (written by hand from the tables above: the runs of 2026-11-23, 3 seeds x 30 diagnoses)
-
-All numbers are frontier fits, mean ± std over the 3 training seeds, unless said otherwise.
-
-**What holds.** At high noise the paper's effect is reproduced, more strongly, and in every seed. For s ≥ 2.78 the
-largest model ends within 0.5–2% of J* ((J − J*)/J = 0.0193 / 0.00513 / 0.00965 at s = 2.78 / 7.46 / 20), so the raw
-loss curve flattens onto J* and a pure power law in J fits it badly: |ρ| = 0.825 ± 0.003 / 0.854 ± 0.012 / 0.895 ±
-0.009, R² = 0.730 ± 0.020 at s = 7.46, α = −0.0563 ± 0.0021. The reducible part J − J* falls as a clean power law:
-|ρ| = 0.972 ± 0.003 / 0.990 ± 0.002 / 0.994 ± 0.002, R² = 0.980 ± 0.004 at s = 7.46, α = −0.824 ± 0.016. The paper
-reports 0.82 → 0.94 at its high-noise level; here 0.854 ± 0.012 → 0.990 ± 0.002 at s = 7.46 (each of the 3 seeds:
-0.84–0.86 → 0.99). The seed spread is small against the effect. Extrapolating the largest size from the other four,
-the error of J at s = 7.46 drops from −11.6 ± 1.0% (raw) to −0.2 ± 0.02% (J* + βF^α). At mid noise (s = 1.04, where
-J − J* is only 0.27 ± 0.0019 of the largest model's J) subtracting J* helps too: |ρ| 0.948 ± 0.006 → 0.978 ± 0.002,
-extrapolation error of J −18.2 ± 0.7% → −7.5 ± 0.4%. At low noise (s ≤ 0.144) J* is 0 (at most 1.11e-12: every noisy
-point's posterior sits on its own row; digits has no duplicates), so the two fits are the same fit: the subtraction
-can only matter where J* is a sizeable part of J.
-
-**What does not hold, or only partly.** (1) The total loss (J* = 0.129 against the largest model's 0.378 ± 0.0029)
-barely changes: |ρ| 0.974 ± 0.001 → 0.979 ± 0.001 (the same small rise in every seed), extrapolation error −12.9 ±
-0.5% → −10.5 ± 0.5%. (2) J − J* is not a pure power law at this compute: the fit with a free floor c is better than
-the J* subtraction wherever J* is not dominant (total |ρ| 0.994 ± 0.002, extrapolation −3.3 ± 0.7%; s = 1.04: 0.994
-± 0.003 and −1.4 ± 1.7%; s = 0.386: 0.996 ± 0.002 and −0.9 ± 1.1%), but its c is not J*: c = 0.331 ± 0.0016 vs J* =
-0.129 for the total, 0.107 ± 0.002 vs 0.0836 at s = 1.04, 0.0289 ± 0.00042 vs 0.000885 at s = 0.386. The floor these
-curves bend towards is set by the short training and the model family, not by the data's irreducible loss; only at
-high noise, where the models are already near J*, does the free c land on J* (0.287 ± 0.00078 vs 0.287 at s = 7.46,
-0.294 ± 0.0012 vs 0.294 at s = 20), i.e. there J* can be read off the curves. At s = 2.78 the free c goes to the
-lowest measured J, i.e. to the upper end of its range (0.249 ± 0.00024, above J* = 0.244) and that fit's |ρ| drops
-to 0.721 ± 0.012. (3) The extrapolation errors of J are almost all negative (51 of the 54 seed means, 3 fits x 9
-quantities x frontier and final points, in the JSON; the 3 others are free-c fits within +0.5%): the largest model
-(trained, like all, for 1000 steps) is worse than the smaller sizes' law predicts. At s = 7.46 the reducible law
-predicts 45.8 ± 8.2% less reducible loss than measured, although that is only 0.2% of J. (4) The frontier is mostly
-the smallest model's training curve (5 or 6 of the 6 checkpoints of c = 8) continued by the final checkpoints of the
-larger sizes; in 16 of the 18 (seed, level) frontiers checked (total and s = 0.0537, 1.04, 2.78, 7.46, 20) the
-largest size is on it only at its last checkpoint, so the frontier and the final-point-per-size fits (5 points, F ∝
-size) share most of their information. They tell the same story at high noise (s = 7.46, final points: |ρ| 0.907 ±
-0.044 → 0.972 ± 0.014), and for the total the final-point fits show no change beyond the seed spread (0.955 ± 0.017
-→ 0.958 ± 0.016).
-
-**Scale.** 67k–2.3M parameters against the paper's 120M–1.5B; 1797 8x8 images; 3 training seeds (init, data order,
-noise) with one fixed set of diagnosis draws; one learning rate for every size (no per-size tuning); 1000 updates of
-64 (36 epochs), all sizes undertrained. At this scale J − J* at high noise is 0.5–2% of J, and fitting it needs J*
-exact and the gap estimated directly (the largest model's final gap has 0.85–2.5% standard error at s ≥ 2.78, see
-the CSV); with an estimated J* (the paper's stochastic cDOL, on large data) a bias of that size would swamp it. The
-paper's exact fitting protocol (frontier or per-model points, which levels) was not checked: when the first run was
-written the stored copy of the paper gave only its abstract and introduction.
-
-**Runtime note.** Seed 0 first ran to 1600 updates; the preset was cut to 1000 while it ran (the machine's load rose
-to 18 on 2 cores), with its sizes split over parallel processes (hence its longer wall time). Sizes c = 8 and 16 had
-already reached 1600: those two diagnoses stay on disk unused, and they and the partial training lost to two
-restarts are not in the runtime table. Resumed training is bit-exact and the learning rate does not depend on the
-total, so every diagnosed checkpoint is the one an uninterrupted run gives. Seeds 1 and 2 ran in one process,
-uninterrupted, after the code gained `--seeds`; seed 0's diagnoses were reused, not retrained.""",
-}
 """Hand-written reading of a preset's finished results (written after looking at them; rerunning does not
 update it)."""
 

@@ -68,5 +68,19 @@ def test_rare_event_regime_reports_an_upper_bound_that_holds():
     assert r.x0_mse[0] == 0 and r.stderr[0] == 0  # no query sees the other point at s = 0.1
     assert truth[0] > 0 and r.upper95[0] >= truth[0]
     assert math.isnan(r.upper95[1]) and abs(r.x0_mse[1] - truth[1]) < 5 * r.stderr[1]
-    # the bound's rule-of-three part: ln(20) / Q times the squared diameter bound (2R)^2 / D, R = 0.5
-    assert r.upper95[0] == pytest.approx(math.log(20) / 2048, rel=1e-3)
+    # the smaller of the rule of three (ln(40) / Q times the squared diameter bound (2R)^2 / D, R = 0.5) and the
+    # nearest larger level's estimate + 1.96 stderr (J* is non-decreasing in s)
+    rule = math.log(40) / 2048
+    assert r.upper95[0] == pytest.approx(min(rule, r.x0_mse[1] + 1.96 * r.stderr[1]), rel=1e-3)
+
+
+def test_monotone_bound_uses_the_nearest_larger_level_with_a_nonzero_estimate():
+    from diffloss.optimal.exact import monotone_bound
+
+    s = np.array([0.1, 0.2, 0.4, 0.8])
+    j = np.array([0.0, 0.0, 1e-4, 1e-2])
+    se = np.array([0.0, 0.0, 2e-5, 1e-3])
+    rule = np.array([5e-3, 1e-5, np.nan, np.nan])
+    out = monotone_bound(s, j, se, rule)
+    assert out[0] == pytest.approx(1e-4 + 1.96 * 2e-5) and out[1] == 1e-5  # the tighter of the two bounds
+    assert np.isnan(out[2:]).all()

@@ -241,20 +241,38 @@ def check_options(queries: int | None, rel_stderr: float) -> None:
 
 
 def rare_event_bound(rows: torch.Tensor, terms: QueryTerms, values: np.ndarray) -> np.ndarray:
-    """Per level, an approximate 95% upper bound on J* where every query's value is exactly 0 (NaN elsewhere).
+    """Per level, an approximate 97.5% upper bound on J* where every query's value is exactly 0 (NaN elsewhere).
 
     A value is exactly 0 when the query's posterior mode is its source row x0 and the control is that row; the
     estimate is then 0 +- 0 although J* > 0 (the rare-event regime of small s). With m the posterior mean,
     ||x0 - m|| <= (1 - w) * diam where w is the source's posterior weight and diam <= 2 R (R the largest distance
     of a row from the mean; ``rows`` are centered). Queries whose mode is not the source (probability p, none
-    seen in Q) contribute at most diam^2, and p < ln(20) / Q with 95% confidence (the "rule of three"), so
-    J* <= 4 R^2 / D * (mean over queries of (1 - w)^2 + ln(20) / Q). Loose (it charges every unseen event the
-    whole diameter) but honest; where all rows are equal J* = 0 exactly and no bound is reported."""
+    seen in Q) contribute at most diam^2, and p < ln(40) / Q with 97.5% confidence (the "rule of three"), so
+    J* <= 4 R^2 / D * (mean over queries of (1 - w)^2 + ln(40) / Q). Loose (it charges every unseen event the
+    whole diameter) but honest; ``monotone_bound`` tightens it. Where all rows are equal J* = 0 exactly and no
+    bound is reported."""
     q, dim = values.shape[1], rows.shape[1]
     radius_sq = float(rows.double().pow(2).sum(1).max())
     off_source = np.mean((1.0 - np.minimum(terms.mass, 1.0)) ** 2, axis=1)
-    bound = 4.0 * radius_sq / dim * (off_source + math.log(20.0) / q)
-    return np.where((values == 0).all(1) & (radius_sq > 0), bound, math.nan)  # all rows equal: J* = 0 exactly
+    bound = 4.0 * radius_sq / dim * (off_source + math.log(40.0) / q)
+    return np.where((values == 0).all(1) & (radius_sq > 0), bound, math.nan)
+
+
+def monotone_bound(sigmas: np.ndarray, x0_mse: np.ndarray, stderr: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """``bound`` (NaN where not in the rare-event regime) tightened by the monotonicity of J* in s.
+
+    J*(s) is non-decreasing in s: x at a larger s' is x at s plus independent noise of variance s'^2 - s^2, a
+    noisier observation of x0, so its posterior variance is larger on average. A rare-event level is therefore
+    bounded by the nearest larger level with a non-zero estimate, J* + 1.96 stderr (97.5%, normal approximation).
+    The smaller of that and the rule-of-three bound (each at 97.5%) holds with 95% confidence (Bonferroni)."""
+    out = bound.copy()
+    seen = (x0_mse > 0) & np.isfinite(stderr)
+    for k in np.flatnonzero(np.isfinite(bound)):
+        above = np.flatnonzero(seen & (sigmas > sigmas[k]))
+        if len(above):
+            j = above[np.argmin(sigmas[above])]
+            out[k] = min(bound[k], x0_mse[j] + 1.96 * stderr[j])
+    return out
 
 
 def chunk_rows_for(max_memory: int | None, chunk_rows: int | None = None) -> int:
@@ -335,6 +353,7 @@ def exact_optimal_loss(
     bar.close()
     x0_mse, stderr = combine_groups(groups, curves, errors)
     upper95, _ = combine_groups(groups, bounds, bounds)  # NaN unless every class is in the rare-event regime
+    upper95 = monotone_bound(sig, x0_mse, stderr, upper95)
     meta = {
         "seed": seed,
         "all_rows": all_rows,
