@@ -51,7 +51,9 @@ class Churn:
     On a step from s (of N steps in all), gamma = min(S_churn / N, sqrt(2) - 1) if S_tmin <= s <= S_tmax, else 0;
     then s_hat = s (1 + gamma) and x_hat = x + sqrt(s_hat^2 - s^2) * S_noise * eps. The defaults are Algorithm 2's
     neutral values (S_churn = 0: no noise, the ``heun`` sampler). EDM's settings for its ImageNet-64 model are
-    S_churn = 40, S_tmin = 0.05, S_tmax = 50, S_noise = 1.003 (EDM's README; Table 5 of the paper lists others)."""
+    S_churn = 40, S_tmin = 0.05, S_tmax = 50, S_noise = 1.003 (EDM's README; Table 5 of the paper lists others).
+    ``x0_predictor`` clamps an s_hat beyond the largest level the process reaches to that level; with S_tmax = 50
+    s_hat stays below EDM's s_max = 80."""
 
     s_churn: float = 0.0
     s_tmin: float = 0.0
