@@ -55,6 +55,7 @@ ENTRY_MODULES = (
     "diffloss.diagnose_output",
     "diffloss.density",
     "diffloss.weighting",
+    "diffloss.precond",
     "diffloss.bridge",
 )
 

@@ -32,7 +32,8 @@ def test_mlp_flattens_any_shape_and_defaults():
 def test_conditioning_is_edm_c_in_and_c_noise():
     sd = 0.5
     d = Denoiser({"name": "mlp", "width": 8, "depth": 1}, (2,), get_process("edm"), sigma_data=sd)
-    c_in, label = d.conditioning(torch.tensor([1.0, 0.002, 80.0], dtype=torch.float64))
+    c_in, label, a_x, a_f = d.conditioning(torch.tensor([1.0, 0.002, 80.0], dtype=torch.float64))
+    assert a_x.tolist() == [0, 0, 0] and a_f.tolist() == [1, 1, 1]  # no preconditioning: F is the prediction
     assert c_in.tolist() == pytest.approx(
         [1 / math.sqrt(1 + sd**2), 1 / math.sqrt(0.002**2 + sd**2), 1 / math.sqrt(80**2 + sd**2)]
     )
@@ -40,7 +41,7 @@ def test_conditioning_is_edm_c_in_and_c_noise():
     vp = Denoiser({"name": "mlp", "width": 8, "depth": 1}, (2,), get_process("vp"), sigma_data=sd)
     t = 0.5  # VP-linear, continuous: log alpha_bar = -(0.1 t + 9.95 t^2)
     ab = math.exp(-(0.1 * t + 0.5 * 19.9 * t**2))
-    c_in, label = vp.conditioning(torch.tensor([t]))
+    c_in, label, _, _ = vp.conditioning(torch.tensor([t]))
     assert c_in.item() == pytest.approx(1 / math.sqrt(ab * sd**2 + 1 - ab), rel=1e-6)
     assert label.item() == pytest.approx(250 * 0.5 * math.log((1 - ab) / ab), rel=1e-6)
 

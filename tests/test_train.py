@@ -63,7 +63,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     assert runs[0].step == 6
 
 
-@pytest.mark.parametrize("args", [MLP_ARGS, UNET_ARGS], ids=["mlp", "unet"])
+@pytest.mark.parametrize("args", [MLP_ARGS, UNET_ARGS, [*MLP_ARGS, "--precond", "edm"]], ids=["mlp", "unet", "edm"])
 def test_resume_reproduces_uninterrupted_run_bit_for_bit(tmp_path, args):
     common = [*args, "--process", "vp-cosine", "--target", "v", "--weighting", "min-snr:gamma=5"]
     common += ["--ckpt-every", "3", "--log-every", "1", "--warmup", "4"]
@@ -116,6 +116,7 @@ def one_line_error(result) -> str:
         (["--density", "nope"], "unknown level density 'nope'"),
         (["--process", "nope"], "unknown process 'nope'"),
         (["--target", "nope"], "unknown target 'nope'"),
+        (["--precond", "karras"], "unknown preconditioning (--precond) 'karras'; choose one of: edm, none"),
         (["--backbone", "nope"], "unknown backbone 'nope'"),
         (["--backbone", "unet"], "needs image data"),
         (["--steps", "0"], "--steps must be > 0"),

@@ -18,6 +18,10 @@ are *the same* at every level and for model and optimum (common random numbers):
 The *paired* difference is kept as a check: any function of x_t has J_theta >= J* in expectation, so a
 paired difference below 0 by more than ``BELOW_Z`` standard errors (in x0 or in target units) means the
 comparison is broken (a unit or convention bug, or a "model" that sees more than x_t); it is flagged.
+
+Conditional diagnosis (``labels``): a class-conditional model is told each query's class, and the optimum is
+the *conditional* posterior mean, over the rows of the query's class only; J* is then the conditional optimal
+loss (classes weighted by frequency, since source rows are drawn uniformly from all rows).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tqdm.auto import tqdm
 from diffloss.errors import DifflossError
 from diffloss.levels import Levels, model_condition
 from diffloss.optimal.exact import QUERY_BLOCK, centered_rows, mean_and_stderr, query_block
+from diffloss.optimal.inputs import class_groups
 from diffloss.optimal.posterior import Rows, posterior_mean
 from diffloss.target import expand_like
 
@@ -67,6 +72,7 @@ class Diagnosis:
     paired_target: np.ndarray
     paired_target_se: np.ndarray
     n_queries: int
+    conditional: bool = False
 
     @property
     def sigmas(self) -> np.ndarray:
@@ -152,8 +158,12 @@ class Diagnosis:
         return rows
 
 
-def _predict(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, levels: Levels, k: int, batch: int):
-    """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input)."""
+def _predict(
+    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None, levels: Levels, k: int,
+    batch: int,
+):  # fmt: skip
+    """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input); a conditional
+    model gets the class labels ``y`` (q,) of the queries."""
     a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))
     x_t = (a * x0 + s * eps).float()
     one = Levels(
@@ -164,25 +174,43 @@ def _predict(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, levels:
         for lo in range(0, len(x_t), batch):
             xb = x_t[lo : lo + batch].reshape(-1, *model.shape)
             c = model_condition(one, model.process, model.cond, xb).expand(xb.shape[0])
-            out.append(model.network(xb, c).reshape(xb.shape[0], -1).double())
+            pred = model.network(xb, c) if y is None else model.network(xb, c, y[lo : lo + batch])
+            out.append(pred.reshape(xb.shape[0], -1).double())
     return torch.cat(out), a, s, x_t.double()
 
 
+def class_posterior_mean(
+    x0: torch.Tensor, eps: torch.Tensor, groups: dict, y: np.ndarray | None, sigmas: np.ndarray, chunk_rows: int
+) -> torch.Tensor:
+    """``posterior_mean`` (L, q, D) of queries (x0, eps) over the rows of their class: ``groups`` maps a class
+    to its ``Rows`` and ``y`` (q,) gives the queries' classes; without labels (``y`` None) ``groups[None]`` holds
+    all rows."""
+    if y is None:
+        return posterior_mean(x0, eps, groups[None], sigmas, chunk_rows=chunk_rows)
+    out = torch.empty(len(sigmas), *x0.shape, dtype=torch.float64)
+    for c in np.unique(y):
+        sel = torch.from_numpy(y == c)
+        out[:, sel] = posterior_mean(x0[sel], eps[sel], groups[int(c)], sigmas, chunk_rows=chunk_rows)
+    return out
+
+
 def _block_terms(
-    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, rows: Rows, mean: torch.Tensor, x0c: torch.Tensor,
-    levels: Levels, batch: int, chunk_rows: int,
+    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: np.ndarray | None, groups: dict,
+    mean: torch.Tensor, x0c: torch.Tensor, levels: Levels, batch: int, chunk_rows: int,
 ) -> np.ndarray:  # fmt: skip
     """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D).
 
-    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as ``rows``, the
-    posterior's centered data; ``mean`` is the float64 row mean), ``eps`` the fp32 noise."""
+    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as the ``Rows`` of
+    ``groups``, the posterior's centered data per class; ``mean`` is the float64 row mean), ``eps`` the fp32
+    noise, ``y`` the queries' classes (None: unconditional; see ``class_posterior_mean``)."""
     sig = levels.nsr.numpy()
-    mc = posterior_mean(x0c, eps, rows, sig, chunk_rows=chunk_rows)  # centered: m = mc + mean
+    mc = class_posterior_mean(x0c, eps, groups, y, sig, chunk_rows)  # centered: m = mc + mean
+    labels = None if y is None else torch.from_numpy(y)
     x0, e64 = x0.double(), eps.double()
     out = np.empty((4, len(sig), len(x0)))
     sq = lambda v: v.pow(2).sum(1).numpy()  # noqa: E731
     for k in range(len(sig)):
-        pred, a, s, x_t = _predict(model, x0, e64, levels, k, batch)
+        pred, a, s, x_t = _predict(model, x0, e64, labels, levels, k, batch)
         a_t, s_t = expand_like(torch.tensor(a), x_t), expand_like(torch.tensor(s), x_t)
         x_hat = model.target.to_x0_eps(pred, x_t, a_t, s_t)[0]
         y = model.target.value(x0, e64, a_t, s_t)
@@ -200,6 +228,7 @@ def diagnose(
     batch: int = 256,
     chunk_rows: int = 4096,
     progress: bool = False,
+    labels: np.ndarray | None = None,
 ) -> Diagnosis:
     """Diagnose ``model`` (a ``diffloss.loader.DiffusionModel``) on data ``x`` (N, D) at ``levels``; ``x`` is in
     the model's units (e.g. images in [-1, 1]).
@@ -207,7 +236,9 @@ def diagnose(
     ``queries`` (x0, eps) draws, the same at every level: source rows uniformly with replacement and fp32
     noise, from ``numpy.random.default_rng([seed, block])`` in blocks of 256: the draws of
     ``exact_optimal_loss`` with the same seed and ``queries`` (J* here is their direct form ||m - x0||^2).
-    ``batch`` bounds the model's batch size, ``chunk_rows`` the posterior's row chunk."""
+    ``batch`` bounds the model's batch size, ``chunk_rows`` the posterior's row chunk. ``labels`` (N,) class
+    labels of ``x`` make it conditional (see the module docstring): the model, which must be class-conditional,
+    gets each query's label and the optimum is the posterior mean within that class."""
     x = np.asarray(x)
     n, dim = x.shape
     if dim != math.prod(model.shape):
@@ -217,9 +248,11 @@ def diagnose(
         )
     if queries < 2:
         raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
+    if labels is not None and not model.num_classes:
+        raise DifflossError("conditional diagnosis needs a class-conditional model; this one is unconditional")
     rows = centered_rows(x)
     mean = torch.from_numpy(np.asarray(x, dtype=np.float64).mean(0))
-    local = Rows.of(rows)
+    groups = {c: Rows.of(rows[idx]) for c, idx in class_groups(n, labels).items()}
     parts = []
     with tqdm(total=queries, unit="query", desc="diagnose", disable=not progress, leave=False) as bar:
         for block, lo in enumerate(range(0, queries, QUERY_BLOCK)):
@@ -227,13 +260,20 @@ def diagnose(
             idx, eps = query_block(n, dim, [seed], block, size, None)
             i = torch.from_numpy(idx)
             x0 = torch.from_numpy(x[idx])
-            parts.append(
-                _block_terms(model, x0, torch.from_numpy(eps), local, mean, rows[i], levels, batch, chunk_rows)
-            )
+            y = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
+            e = torch.from_numpy(eps)
+            parts.append(_block_terms(model, x0, e, y, groups, mean, rows[i], levels, batch, chunk_rows))
             bar.update(size)
     model_sq, opt_sq, gap_sq, target_sq = np.concatenate(parts, 2) / dim
     a, s = model.process.alpha_sigma(levels.t)
     factor = model.target.loss_factor(a, s).numpy().astype(np.float64)
     stats = [mean_and_stderr(v) for v in (model_sq, opt_sq, gap_sq, model_sq - opt_sq, target_sq)]
     paired_target = mean_and_stderr(target_sq - factor[:, None] * opt_sq)
-    return Diagnosis(levels, factor, *[v for pair in stats for v in pair], *paired_target, n_queries=queries)
+    return Diagnosis(
+        levels,
+        factor,
+        *[v for pair in stats for v in pair],
+        *paired_target,
+        n_queries=queries,
+        conditional=labels is not None,
+    )

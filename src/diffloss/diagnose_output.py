@@ -74,6 +74,7 @@ def diagnosis_report(
         "dim": ds.dim,
         "queries": queries,
         "seed": seed,
+        "conditional": d.conditional,
         "units": "per-dimension mean; *_x0 in x0 units, *_loss in the model's target units",
         "gap_estimator": GAP_ESTIMATOR,
         "below_z": BELOW_Z,

@@ -37,13 +37,16 @@ PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 @dataclass(frozen=True)
 class DiffusionModel:
     """A network ``(x_t, c) -> prediction of target`` with the conventions needed to use it: its process,
-    target, per-sample ``shape`` and the level condition ``cond`` it takes (see ``diffloss.levels``)."""
+    target, per-sample ``shape``, the level condition ``cond`` it takes (see ``diffloss.levels``) and its number
+    of classes: 0 for an unconditional network, K for a class-conditional one, which is also called
+    ``network(x_t, c, labels)`` with labels in 0 .. K, K the null label (``diffloss.classes``)."""
 
     network: TargetPredictor
     process: Process
     target: Target
     shape: tuple[int, ...]
     cond: str = "t"
+    num_classes: int = 0
 
 
 def load_trained(path: str | Path, *, ema: bool = True) -> DiffusionModel:
@@ -62,7 +65,7 @@ def load_trained(path: str | Path, *, ema: bool = True) -> DiffusionModel:
     except RuntimeError as e:
         raise DifflossError(f"{path}: the weights do not fit the model config ({str(e).splitlines()[0]})") from None
     net.eval().requires_grad_(False)
-    return DiffusionModel(net, net.process, get_target(meta["config"]["target"]), net.shape, "t")
+    return DiffusionModel(net, net.process, get_target(meta["config"]["target"]), net.shape, "t", net.num_classes)
 
 
 def _read_json(path: Path) -> dict:

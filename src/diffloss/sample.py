@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from tqdm import tqdm
 
+from diffloss.classes import guide
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
+
+LabelledX0Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""D(x, s, labels) -> x0_hat: an ``X0Predictor`` for rows of (B,) int64 class labels (``diffloss.classes``)."""
 
 SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2", "edm", "ddpm", "ddpm-large")
 DDPM_SAMPLERS: tuple[str, ...] = ("ddpm", "ddpm-large")
@@ -204,6 +208,40 @@ def x0_predictor(
     return predict_x0
 
 
+def guided_x0_predictor(
+    model: TargetPredictor,
+    process: Process,
+    target: Target,
+    num_classes: int,
+    guidance: float,
+    cond: str = "t",
+    clip: float | None = None,
+) -> LabelledX0Predictor:
+    """Classifier-free guidance of a class-conditional ``model`` (K = ``num_classes``, called ``model(x_t, c,
+    labels)``): D_W(x, s, labels) = D_uncond + W * (D_cond - D_uncond) in x0 space (``diffloss.classes.guide``),
+    D_cond the prediction for ``labels`` and D_uncond for the null label K, each through ``x0_predictor``; W = 0
+    and W = 1 call the model once. ``clip`` clamps the guided D (see ``x0_predictor``)."""
+    if guidance < 0:
+        raise DifflossError(f"guidance must be >= 0 (0 = unconditional, 1 = conditional), got {guidance}")
+    if clip is not None and not clip > 0:
+        raise DifflossError(f"clip must be > 0, got {clip}")
+
+    def d_for(x: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return x0_predictor(lambda x_t, c: model(x_t, c, labels), process, target, cond)(x, s)
+
+    def predict_x0(x: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        null = torch.full_like(labels, num_classes)
+        if guidance == 0:
+            x0 = d_for(x, s, null)
+        elif guidance == 1:
+            x0 = d_for(x, s, labels)
+        else:
+            x0 = guide(d_for(x, s, null), d_for(x, s, labels), guidance)
+        return x0 if clip is None else x0.clamp(-clip, clip)
+
+    return predict_x0
+
+
 def sample(
     predictor: X0Predictor,
     x: torch.Tensor,
@@ -282,12 +320,14 @@ def generate(
     dtype: torch.dtype = torch.float32,
     batch: int | None = None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
     ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
-    result does not depend on ``batch`` beyond floating-point rounding. ``spacing`` defaults to ``karras``, and
-    to ``respaced`` (the only one they take) for the ddpm samplers; their start s_max * N(0, I) is DDPM's
-    x_T ~ N(0, I) but for a factor sqrt(1 + 1 / s_max^2) (1 + 2e-5 on DDPM's linear betas)."""
+    result does not depend on ``batch`` beyond floating-point rounding. With ``labels`` (shape[0],) the
+    ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label. ``spacing`` defaults to
+    ``karras``, and to ``respaced`` (the only one they take) for the ddpm samplers; their start s_max * N(0, I)
+    is DDPM's x_T ~ N(0, I) but for a factor sqrt(1 + 1 / s_max^2) (1 + 2e-5 on DDPM's linear betas)."""
     default = "respaced" if sampler in DDPM_SAMPLERS else "karras"
     if sampler in DDPM_SAMPLERS and spacing not in (None, default):
         raise DifflossError(f"the {sampler} sampler steps through the respaced DDPM chain: leave the spacing at "
@@ -295,9 +335,15 @@ def generate(
     sigmas = step_levels(process, steps, spacing or default)
     x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
     batch = batch or shape[0]
+
+    def rows_predictor(i: int) -> X0Predictor:
+        if labels is None:
+            return predictor
+        return lambda x, s: predictor(x, s, labels[i : i + batch].to(x.device))
+
     chunks = [
         sample(
-            predictor,
+            rows_predictor(i),
             x[i : i + batch],
             sigmas,
             sampler=sampler,
@@ -323,16 +369,27 @@ def sample_model(
     batch: int = 256,
     progress: bool = False,
     clip: float | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
     churn: Churn = NO_CHURN,
 ) -> torch.Tensor:
     """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
 
     ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
     same seed gives the same samples. ``clip``: see ``x0_predictor`` (with a ddpm sampler and 1 for images, DDPM's
-    sampling with ``clip_denoised``); ``spacing``, ``churn``: see ``generate``, ``sample``."""
+    sampling with ``clip_denoised``); ``spacing``, ``churn``: see ``generate``, ``sample``. ``labels`` (n,) class
+    labels of a class-conditional model sample each row from its class with guidance ``guidance``
+    (``guided_x0_predictor``); without them a conditional model samples unconditionally (the null label)."""
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
-    predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    if labels is not None and not model.num_classes:
+        raise DifflossError("the model is unconditional (trained without --conditional): sample it without --class")
+    if labels is None:
+        predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
+    else:
+        predictor = guided_x0_predictor(
+            model.network, model.process, model.target, model.num_classes, guidance, model.cond, clip
+        )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return generate(
@@ -347,4 +404,5 @@ def sample_model(
             churn=churn,
             batch=batch,
             progress=progress,
+            labels=labels,
         )

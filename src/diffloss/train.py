@@ -7,7 +7,16 @@ both running generator states and the data order (current permutation and positi
 a checkpoint continues exactly as the uninterrupted run would have (same thread count assumed: CPU kernels
 may sum in a different order with a different number of threads). An adaptive level density (``optimal``)
 is told each batch's per-sample x0 MSE after the update (``LevelDensity.observe``) and its state is saved in
-the checkpoint too.
+the checkpoint too. A class-conditional run (``conditional``) feeds each batch's labels to the model, each
+replaced by the null label with probability ``label_dropout`` (``diffloss.classes``); those B uniforms are
+drawn from the noise generator before the batch's levels and noise.
+
+The loss is ``diffloss.losses.diffusion_loss`` of the model's output, the prediction of ``target``: per sample
+w_target(lambda) * MSE_target, a per-dimension mean. With ``precond="edm"`` that output is the prediction implied
+by EDM's D = c_skip * x~ + c_out * F (``diffloss.precond``), so the same number is w_x0(lambda) * MSE(D, x0) =
+w_x0(lambda) * c_out^2 * MSE(F, (x0 - c_skip * x~) / c_out): the network F is trained on its effective target
+with weight w_x0 * c_out^2, and ``weighting=edm`` (w_x0 = 1 / c_out^2) with ``density=edm-lognormal`` and
+``target=x0`` is exactly EDM's loss (per-dimension mean instead of EDM's sum over dimensions).
 
 Files in the output directory:
 
@@ -29,20 +38,22 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from diffloss.checkpoint import load_checkpoint, save_checkpoint
-from diffloss.data import Dataset, load_dataset
+from diffloss.classes import drop_labels, num_classes_of
+from diffloss.data import Dataset, load_dataset, load_labels_file
 from diffloss.density import density_from_dict
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.losses import diffusion_loss
 from diffloss.models import Denoiser
 from diffloss.optimal.reference import Table
+from diffloss.precond import check_precond
 from diffloss.process import process_from_dict
 from diffloss.target import get_target
 from diffloss.weighting import weighting_from_dict
@@ -59,7 +70,13 @@ EVAL_BATCH = 256
 class TrainConfig:
     """Everything a run depends on, in plain JSON types (``process``, ``weighting``, ``density`` and
     ``backbone`` are registry configs ``{"name": ..., **params}``). ``RESUMABLE`` fields may change on
-    ``--resume``; any other difference is refused."""
+    ``--resume``; any other difference is refused. ``precond`` is the denoiser's preconditioning
+    (``diffloss.precond``: ``none``, the default and the meaning of configs written before it existed, or ``edm``).
+
+    Class conditioning: ``conditional`` trains on the data's labels (``labels``: a .npy/.npz file of them for
+    data that has none), with ``num_classes`` classes (at least the data's largest label + 1) and label dropout
+    ``label_dropout``. The defaults are an unconditional run, so configs written before these fields existed
+    load as unconditional."""
 
     data: str
     process: dict[str, Any]
@@ -76,9 +93,14 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     sigma_data: float = 0.5
+    precond: str = "none"
     ckpt_every: int = 500
     log_every: int = 25
     eval_every: int = 0
+    conditional: bool = False
+    labels: str | None = None
+    num_classes: int = 0
+    label_dropout: float = 0.0
 
     RESUMABLE = ("steps", "ckpt_every", "log_every", "eval_every")
 
@@ -94,18 +116,31 @@ class TrainConfig:
             (self.ckpt_every > 0, f"--ckpt-every must be > 0, got {self.ckpt_every}"),
             (self.log_every > 0, f"--log-every must be > 0, got {self.log_every}"),
             (self.eval_every >= 0, f"--eval-every must be >= 0 (0 = off), got {self.eval_every}"),
+            (0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}"),
+            (
+                self.conditional or (self.labels is None and self.num_classes == 0 and self.label_dropout == 0),
+                "--labels and --label-dropout apply to class-conditional training: add --conditional",
+            ),
+            (not self.conditional or self.num_classes > 0, f"num_classes must be > 0, got {self.num_classes}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise DifflossError(msg)
+        check_precond(self.precond)
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a ``to_dict`` (or config.json) dict; keys it lacks take their defaults."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The fields that have a default, with it: what a config written before they existed meant."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -162,6 +197,12 @@ class DataOrder:
         self.perm, self.pos = state["perm"].clone(), int(state["pos"])
 
 
+def train_data(data: str, labels: str | None = None) -> Dataset:
+    """The training data ``data`` (a ``load_dataset`` spec), labelled from the file ``labels`` if given."""
+    ds = load_dataset(data)
+    return ds if labels is None else ds.with_labels(load_labels_file(labels))
+
+
 @dataclass
 class Run:
     """The resolved pieces of a run (everything validated) and its mutable training state."""
@@ -169,6 +210,7 @@ class Run:
     cfg: TrainConfig
     data: Dataset
     x: torch.Tensor  # (N, *shape) float32
+    y: torch.Tensor | None  # (N,) int64 class labels of a conditional run, else None
     objective: dict[str, Any]  # process, target, weighting, density: the keyword arguments of diffusion_loss
     model: Denoiser
     ema: Denoiser
@@ -181,13 +223,20 @@ class Run:
     def create(cls, cfg: TrainConfig, data: Dataset | None = None) -> Run:
         """Build every object of ``cfg``; raises ``DifflossError`` on any bad setting. ``data`` is ``cfg.data``
         already loaded (by a caller that needed it first); by default it is loaded here."""
-        data = load_dataset(cfg.data) if data is None else data
+        data = train_data(cfg.data, cfg.labels) if data is None else data
         if cfg.batch > data.n:
             raise DifflossError(f"--batch {cfg.batch} exceeds the {data.n} samples of {cfg.data!r}; lower --batch")
+        y = None
+        if cfg.conditional:
+            if num_classes_of(data.labels, repr(cfg.data)) > cfg.num_classes:
+                raise DifflossError(f"the labels of {cfg.data!r} exceed num_classes = {cfg.num_classes}")
+            y = torch.from_numpy(data.labels).long()
         process = process_from_dict(cfg.process)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = Denoiser(cfg.backbone, data.shape, process, cfg.sigma_data)
+            model = Denoiser(
+                cfg.backbone, data.shape, process, cfg.sigma_data, cfg.precond, get_target(cfg.target), cfg.num_classes
+            )
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x = torch.from_numpy(data.images()).float()
@@ -198,15 +247,19 @@ class Run:
             "density": density_from_dict(cfg.density),
         }
         order = DataOrder(data.n, cfg.batch, cfg.seed + 1)
-        run = cls(cfg, data, x, objective, model, ema, opt, order, torch.Generator())
+        run = cls(cfg, data, x, y, objective, model, ema, opt, order, torch.Generator())
         run.noise.manual_seed(cfg.seed + 2)
         run.preflight()
         return run
 
     # ---- the loss ---------------------------------------------------------------------------------------
-    def loss(self, model: Denoiser, x0: torch.Tensor, generator: torch.Generator):
-        """(per-sample losses (B,), levels) of ``model`` on ``x0`` with noise from ``generator``."""
-        return diffusion_loss(model, x0, generator=generator, **self.objective)
+    def loss(self, model: Denoiser, rows: torch.Tensor, generator: torch.Generator, dropout: float = 0.0):
+        """(per-sample losses (B,), levels) of ``model`` on data ``rows`` (B,) with noise from ``generator``; a
+        conditional run's labels are dropped with probability ``dropout`` first (from ``generator`` too)."""
+        labels = None
+        if self.y is not None:
+            labels = drop_labels(self.y[rows], dropout, self.cfg.num_classes, generator)
+        return diffusion_loss(model, self.x[rows], generator=generator, labels=labels, **self.objective)
 
     def loss_floor(self, jstar: Table) -> float:
         """The floor of this run's objective (its density's current state) from the J* table ``jstar``."""
@@ -222,7 +275,7 @@ class Run:
         undefined for the process (or a non-finite loss) fails before anything is written."""
         cfg = self.cfg
         with torch.no_grad():
-            per_sample, _ = self.loss(self.model, self.x[:2], torch.Generator().manual_seed(0))
+            per_sample, _ = self.loss(self.model, torch.arange(2), torch.Generator().manual_seed(0))
         if not torch.isfinite(per_sample).all():
             raise DifflossError(
                 f"the loss is not finite for weighting {cfg.weighting['name']!r} with process "
@@ -231,11 +284,11 @@ class Run:
             )
 
     def eval_loss(self) -> float:
-        """Mean loss of the EMA model on a fixed batch (rows and noise fixed by the seed)."""
+        """Mean loss of the EMA model on a fixed batch (rows and noise fixed by the seed; labels not dropped)."""
         g = torch.Generator().manual_seed(self.cfg.seed + 3)
         rows = torch.randperm(self.data.n, generator=g)[: min(EVAL_BATCH, self.data.n)]
         with torch.no_grad():
-            per_sample, _ = self.loss(self.ema, self.x[rows], g)
+            per_sample, _ = self.loss(self.ema, rows, g)
         return per_sample.mean().item()
 
     # ---- one update -------------------------------------------------------------------------------------
@@ -244,8 +297,7 @@ class Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
-        x0 = self.x[self.order.next()]
-        per_sample, levels = self.loss(self.model, x0, self.noise)
+        per_sample, levels = self.loss(self.model, self.order.next(), self.noise, cfg.label_dropout)
         if not torch.isfinite(per_sample).all():
             raise DifflossError(f"the loss became non-finite at step {self.step}; lower --lr or raise --grad-clip")
         self.observe(per_sample.detach(), levels.logsnr)
@@ -340,7 +392,7 @@ def prepare_output(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool
     ckpt = out / CHECKPOINT_FILE
     if resume:
         tensors, meta = load_checkpoint(ckpt)
-        old = {k: v for k, v in meta["config"].items() if k not in TrainConfig.RESUMABLE}
+        old = {k: v for k, v in {**TrainConfig.defaults(), **meta["config"]}.items() if k not in TrainConfig.RESUMABLE}
         new = {k: v for k, v in cfg.to_dict().items() if k not in TrainConfig.RESUMABLE}
         diff = config_diff(old, new)
         if diff:

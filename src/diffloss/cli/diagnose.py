@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from diffloss.classes import num_classes_of
 from diffloss.cli.common import parse_floats
-from diffloss.data import load_dataset
 from diffloss.diagnose import diagnose
 from diffloss.diagnose_output import (
     check_shape,
@@ -20,6 +20,7 @@ from diffloss.diagnose_output import (
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.loader import load_diffusers, load_trained
+from diffloss.train import train_data
 
 
 @click.command("diagnose")
@@ -32,13 +33,22 @@ from diffloss.loader import load_diffusers, load_trained
 @click.option("--queries", type=int, default=1024, show_default=True, help="(x0, ε) draws, the same at every level.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Model batch size.")
+@click.option(
+    "--conditional",
+    is_flag=True,
+    help="A class-conditional model: tell it each query's class and compare with the conditional J* (the "
+    "posterior within the class). Uses DATA's labels (mnist, digits, image sub-folders) or --labels.",
+)
+@click.option("--labels", "labels_file", default=None, help=".npy/.npz of N integer labels of DATA (implies "
+              "--conditional).")  # fmt: skip
 @click.option("--raw", is_flag=True, help="--ckpt: the raw weights instead of the EMA weights.")
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot here.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def command(
-    ckpt, diffusers_dir, data, sigmas, levels, queries, seed, batch, raw, json_out, csv_out, plot_out, quiet
+    ckpt, diffusers_dir, data, sigmas, levels, queries, seed, batch, conditional, labels_file, raw, json_out,
+    csv_out, plot_out, quiet,
 ) -> None:  # fmt: skip
     """Compare a trained model's denoising loss with the optimal loss J* level by level.
 
@@ -55,7 +65,14 @@ def command(
     as `diffloss train` and diffusers pipelines use them). --ckpt uses the EMA weights unless --raw.
     --diffusers models are evaluated at their discrete training steps nearest to the requested s.
 
+    --conditional (a `diffloss train --conditional` run): the model is given each query's class label and the
+    optimum is the posterior mean within that class, so J* is the conditional optimal loss (the same as
+    `diffloss optimal-loss --conditional`) and the gap is the model's distance to the best class-aware denoiser.
+    Without it a conditional model is diagnosed unconditionally (its null label) against the unconditional J*.
+
     Example: diffloss diagnose --ckpt runs/digits --data digits --levels 12 --json out/diag.json --plot out/diag.png
+
+    Example: diffloss diagnose --ckpt runs/digits-cond --data digits --conditional --levels 12 --json out/cond.json
     """
     if (ckpt is None) == (diffusers_dir is None):
         raise DifflossError("give exactly one of --ckpt DIR and --diffusers DIR")
@@ -63,9 +80,16 @@ def command(
         raise DifflossError(f"--queries must be >= 2 and --batch >= 1, got {queries} and {batch}")
     model = load_trained(ckpt, ema=not raw) if ckpt is not None else load_diffusers(diffusers_dir)
     lv = diagnosis_levels(model, parse_floats(sigmas, "--sigmas", positive=True) if sigmas else None, levels)
-    ds = load_dataset(data)
+    ds = train_data(data, labels_file)
     check_shape(ds, model)
-    d = diagnose(model, ds.x, lv, queries=queries, seed=seed, batch=batch, progress=not quiet)
+    labels = None
+    if conditional or labels_file is not None:
+        if not model.num_classes:
+            raise DifflossError("--conditional needs a class-conditional model (diffloss train --conditional)")
+        if num_classes_of(ds.labels, repr(data)) > model.num_classes:
+            raise DifflossError(f"the labels of {data!r} exceed the model's {model.num_classes} classes")
+        labels = ds.labels
+    d = diagnose(model, ds.x, lv, queries=queries, seed=seed, batch=batch, progress=not quiet, labels=labels)
     source = {
         "source": "ckpt" if ckpt is not None else "diffusers",
         "path": ckpt or diffusers_dir,

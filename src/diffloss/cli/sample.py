@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from diffloss.classes import class_labels
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write
 from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
@@ -39,12 +40,26 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
     default=None,
     help="Clamp every x0 estimate to [-C, C] (DDPM's clip_denoised; 1 for images in [-1, 1]). Default: off.",
 )
+@click.option(
+    "--class",
+    "class_spec",
+    default=None,
+    help="A class-conditional run: sample class C (0-based), or 'all' for N/K samples of each of the K classes "
+    "in class order (the PNG grid has one row per class). Default: unconditional.",
+)
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="With --class: guidance weight W >= 0, D = D_uncond + W*(D_cond - D_uncond); 0 unconditional, "
+    "1 conditional [1].",
+)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    ckpt, n, steps, sampler, spacing, eta, s_churn, s_tmin, s_tmax, s_noise, seed, batch, no_ema, clip_x0, out, threads,
-    quiet,
+    ckpt, n, steps, sampler, spacing, eta, s_churn, s_tmin, s_tmax, s_noise, seed, batch, no_ema, clip_x0, class_spec,
+    guidance, out, threads, quiet,
 ) -> None:  # fmt: skip
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
@@ -65,12 +80,19 @@ def command(
     respaced to --steps evenly spaced steps (Nichol & Dhariwal); it needs a discrete VP process (vp or vp-cosine
     with discrete=True). As DDPM and guided-diffusion sample images: --sampler ddpm --clip-x0 1.
 
+    A class-conditional run (`diffloss train --conditional`) samples class C with --class C, every class with
+    --class all, and unconditionally (its null label) without --class. --guidance W is classifier-free guidance
+    in x0 space, D_W = D_uncond + W*(D_cond - D_uncond), for every sampler: W = 0 is the unconditional model,
+    W = 1 (the default) the conditional one, W > 1 strengthens the class (Ho & Salimans' w is W - 1).
+
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 64 --sampler edm --s-churn 40 --s-tmin 0.05
     --s-tmax 50 --s-noise 1.003 --out digits-edm.npy
 
     Example: diffloss sample --ckpt runs/ddpm --n 64 --steps 100 --sampler ddpm --clip-x0 1 --out ddpm.npy
+
+    Example: diffloss sample --ckpt runs/mnist-cond --class all --n 100 --guidance 2 --out mnist-classes.npy
     """
     import torch
 
@@ -85,10 +107,20 @@ def command(
     if steps < 1:
         raise DifflossError(f"--steps must be >= 1, got {steps}")
     churn = Churn(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+    if guidance is not None and class_spec is None:
+        raise DifflossError("--guidance applies to class-conditional sampling: add --class C or --class all")
+    if guidance is not None and not guidance >= 0:
+        raise DifflossError(f"--guidance must be >= 0 (0 = unconditional, 1 = conditional), got {guidance}")
     model = load_trained(ckpt, ema=not no_ema)
+    labels = None
+    if class_spec is not None:
+        if not model.num_classes:
+            raise DifflossError(f"--ckpt {ckpt} was trained unconditionally (without --conditional): drop --class")
+        labels = class_labels(class_spec, n, model.num_classes)
     x = sample_model(
         model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
-        progress=not quiet, clip=clip_x0, churn=churn,
+        progress=not quiet, clip=clip_x0, labels=labels, guidance=1.0 if guidance is None else guidance,
+        churn=churn,
     ).numpy()  # fmt: skip
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
@@ -98,9 +130,10 @@ def command(
         from PIL import Image
 
         png = out_path.with_suffix(".png")
+        cols = n // model.num_classes if class_spec == "all" else None  # one row per class
         atomic_write(
             png,
-            lambda tmp: Image.fromarray(image_grid(x, scale=max(1, round(32 / model.shape[1])))).save(
+            lambda tmp: Image.fromarray(image_grid(x, cols, scale=max(1, round(32 / model.shape[1])))).save(
                 tmp, format="PNG"
             ),
         )

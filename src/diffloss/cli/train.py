@@ -6,10 +6,12 @@ import sys
 
 import click
 
+from diffloss.classes import num_classes_of
 from diffloss.models import PRESETS, backbone_config
 from diffloss.objective import build_objective
+from diffloss.precond import check_precond, default_recipe
 from diffloss.process import PROCESSES, get_process
-from diffloss.train import TrainConfig, train
+from diffloss.train import TrainConfig, train, train_data
 
 
 @click.command("train")
@@ -17,19 +19,28 @@ from diffloss.train import TrainConfig, train
 @click.option(
     "--process", default="vp-cosine", show_default=True, help=f"Noise process: {', '.join(sorted(PROCESSES))}."
 )
-@click.option("--target", default="eps", show_default=True, help="Prediction target: x0, eps, v, score, flow.")
+@click.option(
+    "--target", default=None, help="Prediction target: x0, eps, v, score, flow. Default: eps (x0 with --process edm)."
+)
 @click.option(
     "--weighting",
     default=None,
-    help="Loss weight, NAME[:key=value,...] (e.g. min-snr:gamma=5, debiased, edm, optimal). "
-    "Default: constant:on=TARGET, the plain MSE of the target.",
+    help="Loss weight on the target's MSE, NAME[:key=value,...] (e.g. min-snr:gamma=5, debiased, edm, optimal), "
+    "defined in x0 units. Default: constant:on=TARGET, the plain MSE of the target (edm with --process edm).",
 )
 @click.option(
     "--density",
     default="default",
     show_default=True,
     help="Level density, NAME[:key=value,...] (uniform-t, edm-lognormal, logit-normal, uniform-logsnr, optimal); "
-    "'default' is the process's usual one.",
+    "'default' is the process's usual one (edm-lognormal for edm, uniform-t otherwise).",
+)
+@click.option(
+    "--precond",
+    default=None,
+    help="Network preconditioning: none (the network predicts its raw target) or edm (Karras et al. 2022: "
+    "D = c_skip*x~ + c_out*F(c_in*x~; c_noise), F trained on its effective target). Default: edm with --process "
+    "edm, else none.",
 )
 @click.option(
     "--optimal-loss",
@@ -61,26 +72,55 @@ from diffloss.train import TrainConfig, train
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
 @click.option("--ema-decay", type=float, default=0.999, show_default=True, help="EMA decay (capped early on).")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
-@click.option("--sigma-data", type=float, default=0.5, show_default=True, help="Data scale in the input scaling c_in.")
+@click.option(
+    "--sigma-data",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Data scale sigma_data of c_in, of --precond edm and of the default EDM weight of --process edm.",
+)
 @click.option("--ckpt-every", type=int, default=500, show_default=True, help="Checkpoint interval (updates).")
 @click.option("--log-every", type=int, default=25, show_default=True, help="metrics.jsonl interval (updates).")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="EMA eval-loss interval (0 = off).")
 @click.option(
     "--threads", type=int, default=1, show_default=True, help="torch CPU threads (resume with the same number)."
 )
+@click.option(
+    "--conditional",
+    is_flag=True,
+    help="Class-conditional training on DATA's labels (mnist, digits, image sub-folders, or --labels), for "
+    "classifier-free guidance at sampling.",
+)
+@click.option(
+    "--labels", "labels_file", default=None, help=".npy/.npz of N integer labels of DATA (implies --conditional)."
+)
+@click.option(
+    "--label-dropout",
+    type=float,
+    default=None,
+    help="--conditional: probability in [0, 1) that a sample's label is replaced by the null label [0.1].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    data, process, target, weighting, density, optimal_loss, steps, batch, seed, out, resume, overwrite, backbone,
-    preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every, log_every,
-    eval_every, threads, quiet,
+    data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite,
+    backbone, preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every,
+    log_every, eval_every, conditional, labels_file, label_dropout, threads, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
 
     Each update draws a batch (shuffled epochs), noise levels from --density and noise, forms
     x_t = alpha*x0 + sigma*eps and minimizes the mean over the batch of w(lambda) * (per-dimension MSE of the
     --target prediction), w given by --weighting for that target. The network is conditioned on
-    c_noise = ln(sigma/alpha)/4 and sees c_in*x_t (EDM-style; see diffloss.models.Denoiser). AdamW with linear
-    warm-up, gradient-norm clipping and an EMA copy of the weights (used by `diffloss sample`).
+    c_noise = ln(s)/4, s = sigma/alpha, and sees c_in*x~ with x~ = x_t/alpha (EDM-style; see
+    diffloss.models.Denoiser). AdamW with linear warm-up, gradient-norm clipping and an EMA copy of the weights
+    (used by `diffloss sample`).
+
+    --precond edm (Karras et al. 2022, Table 1, for every process) makes the network F of
+    D = c_skip*x~ + c_out*F(c_in*x~; c_noise); the model's output is the --target prediction that D implies, so the
+    logged loss is still w * (target MSE) = w_x0 * (x0 MSE of D) = w_x0 * c_out^2 * (MSE of F against its
+    effective target (x0 - c_skip*x~)/c_out). --process edm trains with EDM's full recipe unless told otherwise:
+    --precond edm, --target x0, --weighting edm (1/c_out^2 in x0 units) and --density edm-lognormal, i.e. exactly
+    EDM's loss. config.json records the resolved choices.
 
     metrics.jsonl gets a line every --log-every updates: step, loss, loss per log-SNR bucket, lr, grad_norm,
     time (s), samples_per_sec; when J* of DATA is known (--optimal-loss, or the optimal schedule) also
@@ -95,19 +135,37 @@ def command(
     (parameters: diffloss.optimal_weight, diffloss.density.OptimalDensity). J* comes from --optimal-loss or is
     computed once (exact estimator, cached by the data fingerprint).
 
+    Class conditioning (--conditional): the network also gets a learned embedding of the class label, one
+    extra null label (= number of classes) being the unconditional token; each sample's label becomes the null
+    label with probability --label-dropout (drawn from the noise generator, so runs stay reproducible), so one
+    network learns the conditional and the unconditional denoiser that `diffloss sample --class C --guidance W`
+    combines.
+
     Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
     --out runs/digits
 
     Example: diffloss train --data digits --weighting optimal --density optimal:buckets=16 --steps 3000
     --out runs/digits-optimal
+
+    Example (EDM's recipe): diffloss train --data digits --process edm --steps 3000 --out runs/digits-edm
+
+    Example (flow matching, SD3 time density, preconditioned): diffloss train --data digits --process flow
+    --target flow --density logit-normal --precond edm --steps 3000 --out runs/digits-fm
+
+    Example (class-conditional, for guidance): diffloss train --data mnist --conditional --label-dropout 0.1
+    --steps 6000 --out runs/mnist-cond
     """
     import torch
 
-    from diffloss.data import load_dataset
-
     torch.set_num_threads(max(1, threads))
     proc = get_process(process)
-    ds = load_dataset(data)
+    recipe = default_recipe(proc.name, sigma_data)
+    target = recipe["target"] if target is None else target
+    weighting = recipe["weighting"] if weighting is None else weighting
+    precond = check_precond(recipe["precond"] if precond is None else precond)
+    ds = train_data(data, labels_file)
+    conditional = conditional or labels_file is not None
+    num_classes = num_classes_of(ds.labels, repr(data)) if conditional else 0  # checked before any J* is computed
     objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
     cfg = TrainConfig(
         data=data,
@@ -125,9 +183,14 @@ def command(
         ema_decay=ema_decay,
         grad_clip=grad_clip,
         sigma_data=sigma_data,
+        precond=precond,
         ckpt_every=ckpt_every,
         log_every=log_every,
         eval_every=eval_every,
+        conditional=conditional,
+        labels=labels_file,
+        num_classes=num_classes,
+        label_dropout=(0.1 if conditional else 0.0) if label_dropout is None else label_dropout,
     )
     from tqdm import tqdm
 

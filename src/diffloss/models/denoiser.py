@@ -1,15 +1,24 @@
 """``Denoiser``, the network the loss and the samplers use (a ``diffloss.levels.TargetPredictor``): a backbone
-wrapped with noise conditioning.
+wrapped with noise conditioning and, optionally, EDM preconditioning.
 
 ``Denoiser(x_t, t)`` takes a batch x_t of shape (B, *shape) and the process times t of shape (B,), and returns
-the network's prediction of the training target (x0, eps, v, score or flow; whatever it was trained on) in
-the shape of x_t. Conditioning, the same for every process (EDM-style, Karras et al. 2022, Table 1):
+its prediction of the training target (x0, eps, v, score or flow) in the shape of x_t. Conditioning, the same
+for every process (EDM-style, Karras et al. 2022, Table 1; coefficients from ``diffloss.precond.edm_precond``,
+s = sigma / alpha, x~ = x_t / alpha):
 
-- input scaling  c_in = 1 / sqrt(alpha^2 * sigma_data^2 + sigma^2), so the backbone sees unit-scale inputs;
-- noise label    c_noise = ln(s) / 4 with s = sigma / alpha, passed to the backbone as 1000 * c_noise
-  (= 250 ln s; ln s clamped to [-10, 10]) so that its sinusoidal embedding spans a DDPM-like range.
+- input scaling  the backbone F sees c_in * x~ = x_t / sqrt(alpha^2 * sigma_data^2 + sigma^2) (unit scale);
+- noise label    c_noise = ln(s) / 4, passed to the backbone as 1000 * c_noise
+  (= 250 ln s; ln s clamped to [-10, 10]) so that its sinusoidal embedding spans a DDPM-like range;
+- output         ``precond="none"``: F's output is the prediction (the network predicts its raw target);
+  ``precond="edm"``: D = c_skip * x~ + c_out * F is the x0 prediction and the output is the prediction of
+  ``target`` that D implies (``diffloss.precond.output_coefficients``), so losses and samplers need not know.
 
 Conditioning on s rather than t makes a trained denoiser independent of how time is parameterized.
+
+Class conditioning (``num_classes`` = K > 0): ``Denoiser(x_t, t, labels)`` also takes (B,) int64 class labels in
+0 .. K, where K itself is the *null* label, the unconditional token that label dropout trains (see
+``diffloss.classes``); ``Denoiser(x_t, t)`` of a conditional model is its unconditional prediction (every label
+null). The backbone adds a learned embedding of the K + 1 labels to its noise embedding.
 """
 
 from __future__ import annotations
@@ -23,15 +32,18 @@ from torch import nn
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.models.mlp import MLP
 from diffloss.models.unet import UNet
+from diffloss.precond import check_precond, edm_precond, output_coefficients
 from diffloss.process import Process, process_from_dict
+from diffloss.target import Target, expand_like, get_target
 
 BACKBONES = ("unet", "mlp")
 LOG_NSR_CLAMP = 10.0
 
 
-def build_backbone(config: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
+def build_backbone(config: dict[str, Any], shape: tuple[int, ...], num_embeds: int = 0) -> nn.Module:
     """A backbone from its config: ``{"name": "unet", "preset": "tiny", "channels": None}`` for (C, H, W)
-    images, or ``{"name": "mlp", "width": 256, "depth": 3}`` for any shape (it sees flattened samples)."""
+    images, or ``{"name": "mlp", "width": 256, "depth": 3}`` for any shape (it sees flattened samples);
+    ``num_embeds`` > 0 adds a learned class embedding of that many indices."""
     cfg = dict(config)
     name = cfg.pop("name", None)
     if name == "unet":
@@ -40,12 +52,12 @@ def build_backbone(config: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
                 f"the unet backbone needs image data of shape (C, H, W), got per-sample shape {tuple(shape)}; "
                 "use --backbone mlp"
             )
-        return UNet(tuple(shape), **cfg)
+        return UNet(tuple(shape), **cfg, num_embeds=num_embeds)
     if name == "mlp":
         dim = 1
         for n in shape:
             dim *= n
-        return MLP(dim, **cfg)
+        return MLP(dim, **cfg, num_embeds=num_embeds)
     raise unknown_name("backbone", str(name), BACKBONES)
 
 
@@ -68,22 +80,39 @@ def backbone_config(
 
 
 class Denoiser(nn.Module):
-    """A backbone plus conditioning on the noise level of ``process`` (see the module docstring).
+    """A backbone plus conditioning on the noise level of ``process`` and, with ``num_classes`` > 0, on a class
+    label (see the module docstring).
 
-    Serializes with ``config()`` / ``Denoiser.from_config``; the weights live in ``state_dict()``.
+    ``precond`` is ``none`` or ``edm``; ``target`` is what the output predicts (needed by ``edm``; with ``none``
+    it is only recorded, None for checkpoints made before it was). Serializes with ``config()`` /
+    ``Denoiser.from_config``; the weights live in ``state_dict()``.
     """
 
     def __init__(
-        self, backbone: dict[str, Any], shape: tuple[int, ...], process: Process, sigma_data: float = 0.5
+        self,
+        backbone: dict[str, Any],
+        shape: tuple[int, ...],
+        process: Process,
+        sigma_data: float = 0.5,
+        precond: str = "none",
+        target: Target | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if sigma_data <= 0:
             raise DifflossError(f"sigma_data must be > 0, got {sigma_data}")
+        if check_precond(precond) != "none" and target is None:
+            raise DifflossError(f"--precond {precond} needs the target the denoiser predicts")
+        if num_classes < 0:
+            raise DifflossError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
         self.backbone_config = dict(backbone)
         self.shape = tuple(int(n) for n in shape)
         self.process = process
         self.sigma_data = float(sigma_data)
-        self.net = build_backbone(backbone, self.shape)
+        self.precond = precond
+        self.target = target
+        self.num_classes = int(num_classes)
+        self.net = build_backbone(backbone, self.shape, self.num_classes + 1 if self.num_classes else 0)
         self._flat = not isinstance(self.net, UNet)
 
     def config(self) -> dict[str, Any]:
@@ -92,24 +121,53 @@ class Denoiser(nn.Module):
             "shape": list(self.shape),
             "process": self.process.to_dict(),
             "sigma_data": self.sigma_data,
+            "precond": self.precond,
+            "target": None if self.target is None else self.target.name,
+            "num_classes": self.num_classes,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Denoiser:
+        """Inverse of ``config()``; a config without ``precond`` / ``target`` (older checkpoints) is ``none``."""
+        target = config.get("target")
         return cls(
-            config["backbone"], tuple(config["shape"]), process_from_dict(config["process"]), config["sigma_data"]
+            config["backbone"],
+            tuple(config["shape"]),
+            process_from_dict(config["process"]),
+            config["sigma_data"],
+            config.get("precond", "none"),
+            None if target is None else get_target(target),
+            config.get("num_classes", 0),
         )
 
-    def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(c_in, label) for times t (B,): float32 tensors of shape (B,)."""
+    def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(c_in, label, a_x, a_F) for times t (B,), float32 tensors of shape (B,): the backbone F sees c_in * x_t
+        and the label, and the output is a_x * x_t + a_F * F."""
         alpha, sigma = self.process.alpha_sigma(t.detach().cpu())
-        c_in = 1 / torch.sqrt(alpha**2 * self.sigma_data**2 + sigma**2)
-        log_s = (torch.log(sigma) - torch.log(alpha)).clamp(-LOG_NSR_CLAMP, LOG_NSR_CLAMP)
-        return c_in.float(), (250 * log_s).float()
+        _, _, c_in, c_noise = edm_precond(sigma / alpha, self.sigma_data)
+        label = (1000 * c_noise).clamp(-250 * LOG_NSR_CLAMP, 250 * LOG_NSR_CLAMP)
+        a_x, a_f = output_coefficients(self.precond, self.target, alpha, sigma, self.sigma_data)
+        return tuple(v.float() for v in (c_in / alpha, label, a_x, a_f))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def class_labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        """The (B,) int64 labels the backbone gets: None for an unconditional model, the null label K where
+        ``labels`` is None; labels outside 0 .. K (or any labels for an unconditional model) are refused."""
+        if not self.num_classes:
+            if labels is not None:
+                raise DifflossError("this denoiser is unconditional (num_classes = 0): call it without labels")
+            return None
+        if labels is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device).reshape(-1).expand(batch)
+        if labels.is_floating_point() or not bool(((labels >= 0) & (labels <= self.num_classes)).all()):
+            raise DifflossError(f"class labels must be integers in 0 .. {self.num_classes} (the null label)")
+        return labels.long()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         t = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0])
-        c_in, label = self.conditioning(t)
-        x = c_in.to(x_t).reshape(-1, *([1] * (x_t.ndim - 1))) * x_t
+        c_in, label, a_x, a_f = self.conditioning(t)
+        x = expand_like(c_in, x_t) * x_t
         x = x.reshape(x.shape[0], -1) if self._flat else x.reshape(x.shape[0], *self.shape)
-        return self.net(x, label.to(x.device)).reshape(x_t.shape)
+        classes = self.class_labels(labels, x.shape[0], x.device)
+        f = self.net(x, label.to(x.device), classes).reshape(x_t.shape)
+        return expand_like(a_x, x_t) * x_t + expand_like(a_f, x_t) * f

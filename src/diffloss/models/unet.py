@@ -45,23 +45,31 @@ def unet_kwargs(preset: str, in_channels: int, channels: int | None = None) -> d
 
 
 class UNet(nn.Module):
-    """A ``UNet2DModel`` on (B, C, H, W) images, called as ``unet(x, label)`` with a (B,) float noise label.
+    """A ``UNet2DModel`` on (B, C, H, W) images, called as ``unet(x, label[, classes])`` with a (B,) float noise
+    label and, when ``num_embeds`` > 0, (B,) int64 class indices in 0 .. num_embeds - 1.
 
-    The label feeds diffusers' sinusoidal timestep embedding directly (it is not an integer timestep).
+    The label feeds diffusers' sinusoidal timestep embedding directly (it is not an integer timestep); the classes
+    feed its learned class embedding (``num_class_embeds``), added to the timestep embedding.
     """
 
-    def __init__(self, shape: tuple[int, int, int], preset: str = "tiny", channels: int | None = None) -> None:
+    def __init__(
+        self, shape: tuple[int, int, int], preset: str = "tiny", channels: int | None = None, num_embeds: int = 0
+    ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
 
         c, h, w = shape
         self.shape = shape
         self.pad = ((-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE)
-        self.net = UNet2DModel(sample_size=(h + self.pad[0], w + self.pad[1]), **unet_kwargs(preset, c, channels))
+        self.net = UNet2DModel(
+            sample_size=(h + self.pad[0], w + self.pad[1]),
+            num_class_embeds=num_embeds or None,
+            **unet_kwargs(preset, c, channels),
+        )
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         ph, pw = self.pad
         if ph or pw:
             x = nn.functional.pad(x, (0, pw, 0, ph))
-        out = self.net(x, label).sample
+        out = self.net(x, label, classes).sample
         return out[..., : self.shape[1], : self.shape[2]]
