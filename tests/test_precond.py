@@ -32,7 +32,7 @@ class Constant(nn.Module):
         super().__init__()
         self.value = value
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         return self.value.to(x).expand_as(x)
 
 
