@@ -153,9 +153,9 @@ def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> Agg:
 
 
 def nfe(sampler: str, steps: int) -> int:
-    """Network evaluations of one sampling run: ``steps`` for ddim / euler, 2 steps - 1 for heun / dpm2 (their
-    last step to s = 0 is an Euler step)."""
-    return 2 * steps - 1 if sampler in ("heun", "dpm2") else steps
+    """Network evaluations of one sampling run: ``steps`` for ddim / euler / ddpm, 2 steps - 1 for heun / dpm2 /
+    edm (their last step to s = 0 is an Euler step)."""
+    return 2 * steps - 1 if sampler in ("heun", "dpm2", "edm") else steps
 
 
 def expected_seconds(preset: Preset, n_runs: int, step_seconds: float, nfe_seconds: float) -> float:

@@ -37,11 +37,11 @@ def test_floor_of_a_closed_form_curve_with_uniform_levels():
 
     def jstar(s):
         lam = -2 * np.log(s)
-        return 1 / (1 + np.exp(lam)), np.zeros(len(s))
+        return 1 / (1 + np.exp(lam)), np.zeros(len(s)), np.full(len(s), np.nan)
 
     floor = objective_floor(obj, process, jstar)
     assert floor.total == pytest.approx(0.5, rel=1e-6)
-    assert floor.quadrature_error < 1e-6 and floor.stderr == 0
+    assert floor.quadrature_error < 1e-6 and floor.stderr == 0 and floor.rare_event_bound == 0 and floor.converged
 
 
 def _posterior_mean_denoiser(rows: torch.Tensor, process, target):

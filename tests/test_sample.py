@@ -7,7 +7,19 @@ import torch
 
 from diffloss.errors import DifflossError
 from diffloss.process import get_process
-from diffloss.sample import SAMPLERS, generate, karras_sigmas, sample, step_levels, x0_predictor
+from diffloss.sample import (
+    DDPM_SAMPLERS,
+    NO_CHURN,
+    SAMPLERS,
+    Churn,
+    ddpm_posterior,
+    generate,
+    karras_sigmas,
+    respaced_timesteps,
+    sample,
+    step_levels,
+    x0_predictor,
+)
 from diffloss.target import get_target
 
 MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -49,7 +61,7 @@ def rms_error(sampler, steps):
 def test_single_point_data_lands_on_the_point(sampler, target):
     """For data that is one point, every sampler driven by the exact model (any target) returns that point."""
     point = torch.tensor([0.7, -0.2], dtype=torch.float64)
-    proc = get_process("vp-cosine")
+    proc = get_process("vp-cosine", discrete=sampler in DDPM_SAMPLERS)  # the ddpm samplers' chain is discrete
 
     def model(x_t, t):
         a, s = (v[:, None] for v in proc.alpha_sigma(t))
@@ -149,5 +161,141 @@ def test_step_levels_and_determinism():
     ],
 )
 def test_bad_input(make, message):
+    with pytest.raises(DifflossError, match=message):
+        make()
+
+
+# ---- EDM's stochastic sampler and DDPM's ancestral sampler -------------------------------------------------------
+
+
+def test_edm_without_churn_is_heun_step_for_step():
+    """S_churn = 0 draws no noise and takes Heun's steps: identical tensors after every number of steps."""
+    sigmas = step_levels(get_process("vp"), 12)
+    x, _ = start_and_exact_end(sigmas, n=100)
+    for k in range(1, len(sigmas)):
+        levels = torch.cat([sigmas[:k], torch.zeros(1, dtype=torch.float64)])
+        edm = sample(gaussian_D, x, levels, sampler="edm", churn=Churn(s_tmin=0.05, s_tmax=50, s_noise=1.003),
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+        assert torch.equal(edm, sample(gaussian_D, x, levels, sampler="heun"))
+
+
+def test_edm_churn_follows_algorithm_2():
+    """One step written out by hand: gamma = min(S_churn / N, sqrt 2 - 1), noise to s_hat, Euler from s_hat to 0."""
+    sigmas = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
+    out = sample(gaussian_D, x, sigmas, sampler="edm", churn=Churn(s_churn=0.3, s_noise=1.1),
+                 generator=torch.Generator().manual_seed(5))  # fmt: skip
+    s_hat = 2.0 * 1.3  # gamma = min(0.3 / 1, 0.414) = 0.3
+    x_hat = x + math.sqrt(s_hat**2 - 4.0) * 1.1 * torch.randn(1, 2, generator=torch.Generator().manual_seed(5),
+                                                             dtype=torch.float64)  # fmt: skip
+    assert torch.allclose(out, gaussian_D(x_hat, torch.tensor([s_hat], dtype=torch.float64)), rtol=1e-12)
+    assert Churn(s_churn=80).gamma(1.0, 10) == math.sqrt(2) - 1 and Churn(s_churn=80, s_tmax=0.5).gamma(1.0, 10) == 0
+
+
+def test_edm_with_churn_lands_on_the_gaussian():
+    """EDM's ImageNet settings (S_churn = 40 over 64 steps, noise added for 0.05 <= s <= 50)."""
+    sigmas = step_levels(get_process("vp"), 64)
+    x, _ = start_and_exact_end(sigmas, n=20000)
+    churn = Churn(s_churn=40, s_tmin=0.05, s_tmax=50, s_noise=1.0)
+    out = sample(gaussian_D, x, sigmas, sampler="edm", churn=churn, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(out, sample(gaussian_D, x, sigmas, sampler="heun"))
+    assert torch.allclose(out.mean(0), MU, atol=0.05)
+    assert torch.allclose(out.var(0) / VAR, torch.ones(2, dtype=torch.float64), atol=0.06)
+
+
+def test_respaced_timesteps_and_betas():
+    """guided-diffusion's space_timesteps(1000, [10]) keeps 0, 111, ..., 999; at K = T the chain's betas are DDPM's."""
+    assert respaced_timesteps(1000, 10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+    assert respaced_timesteps(1000, 1) == [999] and respaced_timesteps(4, 4) == [3, 2, 1, 0]
+    for proc, betas in [
+        (get_process("vp", discrete=True), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)),
+        (
+            get_process("vp", discrete=True, T=50, beta_start=1e-3, beta_end=0.2),
+            torch.linspace(1e-3, 0.2, 50, dtype=torch.float64),
+        ),
+    ]:
+        s = step_levels(proc, proc.T, "respaced").tolist()
+        chain = torch.tensor([ddpm_posterior(a, b).beta for a, b in zip(s, s[1:])][::-1], dtype=torch.float64)
+        assert torch.allclose(chain, betas, rtol=1e-9, atol=0)
+    # a respaced chain keeps alpha_bar at its steps: the product of its betas' (1 - beta) is alpha_bar there
+    vp = get_process("vp-cosine", discrete=True)
+    s = step_levels(vp, 7, "respaced").tolist()
+    alpha_bar = torch.tensor([1 - ddpm_posterior(a, b).beta for a, b in zip(s, s[1:])][::-1]).cumprod(0)
+    assert torch.allclose(alpha_bar, vp.alphas_cumprod()[respaced_timesteps(1000, 7)[::-1]].float(), rtol=1e-5)
+
+
+def test_ddpm_posterior_is_ho_et_al():
+    """Ho et al.'s posterior coefficients from (alpha_bar, alpha_bar_prev), against the s-axis formulas."""
+    ab, ab_prev = 0.3, 0.7
+    post = ddpm_posterior(math.sqrt((1 - ab) / ab), math.sqrt((1 - ab_prev) / ab_prev))
+    beta = 1 - ab / ab_prev
+    expect = (beta, math.sqrt(ab_prev) * beta / (1 - ab), math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab),
+              beta * (1 - ab_prev) / (1 - ab))  # fmt: skip
+    assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(post, expect))
+    assert ddpm_posterior(0.5, 0.0)[1:] == (1.0, 0.0, 0.0)
+
+
+def test_ddpm_is_ddim_with_eta_one():
+    """Two derivations of DDPM's step, in x_t with the posterior and on the s axis (DDIM, eta = 1), agree."""
+    sigmas = step_levels(get_process("vp", discrete=True), 50, "respaced")
+    x, _ = start_and_exact_end(sigmas, n=100)
+    ddpm = sample(gaussian_D, x, sigmas, sampler="ddpm", generator=torch.Generator().manual_seed(2))
+    ddim = sample(gaussian_D, x, sigmas, sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(ddpm, ddim, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddpm-large"])
+def test_ddpm_lands_on_the_gaussian_as_respaced_steps_grow(sampler):
+    """The mean is exact at any K; the variance error (fixed small: a deficit, fixed large: an excess) falls as K
+    grows 10 -> 50 -> 200 (Monte Carlo error of the variance ratio ~0.01)."""
+    errors = []
+    for steps in (10, 50, 200):
+        sigmas = step_levels(get_process("vp", discrete=True), steps, "respaced")
+        x, _ = start_and_exact_end(sigmas, n=20000)
+        out = sample(gaussian_D, x, sigmas, sampler=sampler, generator=torch.Generator().manual_seed(3))
+        assert torch.allclose(out.mean(0), MU, atol=0.03)
+        errors.append((out.var(0) / VAR - 1).abs().max().item())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.1
+
+
+@pytest.mark.parametrize("sampler", ["edm", "ddpm", "ddpm-large"])
+def test_new_samplers_are_deterministic_and_clip(sampler):
+    vp = get_process("vp", discrete=True)
+    D = x0_predictor(gaussian_model(vp, "eps"), vp, get_target("eps"), clip=0.8)
+    churn = Churn(s_churn=10) if sampler == "edm" else NO_CHURN
+
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        return generate(D, (64, 2), process=vp, steps=8, generator=g, sampler=sampler, churn=churn, dtype=torch.float64)
+
+    a, b, c = draw(4), draw(4), draw(5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.abs().max() <= 0.8  # the last step returns the clipped x0 estimate
+
+
+CHURN = Churn(s_churn=1)
+
+
+def ddpm_samples(process, **kwargs):
+    return generate(gaussian_D, (2, 2), process=process, steps=4, sampler="ddpm", generator=torch.Generator(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Churn(s_churn=-1), "S_churn"),
+        (lambda: Churn(s_noise=0), "S_noise"),
+        (lambda: Churn(s_tmin=2, s_tmax=1), "S_tmin"),
+        (lambda: step_levels(get_process("vp"), 10, "respaced"), "discrete VP"),
+        (lambda: step_levels(get_process("edm"), 10, "respaced"), "discrete VP"),
+        (lambda: step_levels(get_process("vp", discrete=True), 1001, "respaced"), "1 to 1000 steps"),
+        (lambda: ddpm_samples(get_process("vp")), "discrete VP"),
+        (lambda: ddpm_samples(get_process("vp", discrete=True), spacing="karras"), "respaced"),
+        (lambda: sample(gaussian_D, torch.zeros(2, 2), karras_sigmas(3, 0.1, 1.0), sampler="ddpm"), "Generator"),
+        (lambda: sample(gaussian_D, torch.zeros(2, 2), karras_sigmas(3, 0.1, 1.0), sampler="edm", churn=CHURN), "Gen"),
+        (lambda: sample(gaussian_D, torch.zeros(2, 2), karras_sigmas(3, 0.1, 1.0), churn=CHURN), "edm sampler only"),
+    ],
+)
+def test_bad_input_of_the_new_samplers(make, message):
     with pytest.raises(DifflossError, match=message):
         make()

@@ -18,12 +18,17 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def gaussian_data(root):
+    """4000 draws of 1-D N(0.5, 0.2^2) in ROOT/gauss.npy."""
+    np.save(root / "gauss.npy", MEAN + STD * np.random.default_rng(0).standard_normal((4000, 1)))
+    return root / "gauss.npy"
+
+
 @pytest.fixture(scope="module")
 def gaussian_run(tmp_path_factory):
     """An MLP trained on 1-D N(0.5, 0.2^2) data (x0 target, EDM process, weighting and density)."""
     root = tmp_path_factory.mktemp("gauss")
-    data = MEAN + STD * np.random.default_rng(0).standard_normal((4000, 1))
-    np.save(root / "gauss.npy", data)
+    gaussian_data(root)
     args = ["train", "--data", str(root / "gauss.npy"), "--process", "edm", "--target", "x0", "--weighting", "edm"]
     args += ["--backbone", "mlp", "--width", "64", "--depth", "2", "--steps", "600", "--batch", "256"]
     args += ["--lr", "3e-3", "--warmup", "50", "--ema-decay", "0.99", "--out", str(root / "run"), "--quiet"]
@@ -31,16 +36,57 @@ def gaussian_run(tmp_path_factory):
     return root / "run"
 
 
-@pytest.mark.parametrize("sampler", ["euler", "heun", "dpm2", "ddim"])
-def test_samples_match_the_data_distribution(gaussian_run, tmp_path, sampler):
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory):
+    """The same data and objective on DDPM's discrete VP chain (T = 1000 linear betas), trained from Python since
+    ``diffloss train --process`` takes a name only."""
+    from diffloss.models import backbone_config
+    from diffloss.objective import build_objective
+    from diffloss.process import get_process
+    from diffloss.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("ddpm")
+    proc = get_process("vp", discrete=True)
+    objective = build_objective("x0", "edm", "edm-lognormal", proc, None)
+    cfg = TrainConfig(
+        data=str(gaussian_data(root)), process=proc.to_dict(), target="x0", weighting=objective.weighting.to_dict(),
+        density=objective.density.to_dict(), backbone=backbone_config("mlp", (1,), "tiny", None, 64, 2), steps=600,
+        batch=256, lr=3e-3, warmup=50, ema_decay=0.99,
+    )  # fmt: skip
+    train(cfg, root / "ddpm")
+    return root / "ddpm"
+
+
+def assert_matches_data(run, tmp_path, sampler, *extra):
     out = tmp_path / "s.npy"
-    args = ["sample", "--ckpt", str(gaussian_run), "--n", "3000", "--steps", "25", "--sampler", sampler]
+    args = ["sample", "--ckpt", str(run), "--n", "3000", "--steps", "25", "--sampler", sampler, *extra]
     assert invoke(*args, "--seed", "1", "--out", str(out), "--quiet").exit_code == 0
     x = np.load(out)
     assert x.shape == (3000, 1) and x.dtype == np.float32
     assert abs(x.mean() - MEAN) < 0.03  # stderr of the mean is 0.004; the rest is model error
     assert abs(x.std() / STD - 1) < 0.15
     assert not out.with_suffix(".png").exists()  # not image data
+
+
+@pytest.mark.parametrize(
+    "sampler, extra",
+    [
+        ("euler", []),
+        ("heun", []),
+        ("dpm2", []),
+        ("ddim", []),
+        ("edm", ["--s-churn", "10", "--s-tmin", "0.05", "--s-tmax", "50", "--s-noise", "1.003"]),
+    ],
+)
+def test_samples_match_the_data_distribution(gaussian_run, tmp_path, sampler, extra):
+    assert_matches_data(gaussian_run, tmp_path, sampler, *extra)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddpm-large"])
+def test_ddpm_samples_match_the_data_distribution(ddpm_run, tmp_path, sampler):
+    """DDPM's chain respaced to 100 of its 1000 steps (fixed-small variance: a variance deficit that shrinks with
+    the steps, see tests/test_sample.py)."""
+    assert_matches_data(ddpm_run, tmp_path, sampler, "--steps", "100")
 
 
 def test_same_seed_same_samples_and_ema_by_default(gaussian_run, tmp_path):
@@ -89,6 +135,11 @@ def test_image_grid_layout():
         (["--steps", "0"], "--steps must be >= 1"),
         (["--out", "x.txt"], "--out must end in .npy"),
         (["--spacing", "nope"], "unknown step spacing"),
+        (["--sampler", "ddpm"], "needs a discrete VP process"),
+        (["--sampler", "edm", "--s-churn", "-1"], "S_churn (--s-churn) must be >= 0"),
+        (["--sampler", "edm", "--s-noise", "0"], "S_noise (--s-noise) must be > 0"),
+        (["--sampler", "edm", "--s-tmin", "2", "--s-tmax", "1"], "0 <= S_tmin <= S_tmax"),
+        (["--sampler", "heun", "--s-churn", "5"], "apply to the edm sampler only"),
     ],
 )
 def test_bad_sample_input(gaussian_run, tmp_path, extra, needle):

@@ -10,13 +10,20 @@ of s ending in 0 (``step_levels``; Karras rho = 7 by default); sampling is deter
   this ODE, Karras et al. 2022 sec. 3), eta = 1 is DDPM's ancestral sampler. One call per step.
 - ``heun``: Euler, then the trapezoidal correction (EDM's Algorithm 1); Euler on the last step to s = 0.
 - ``dpm2``: midpoint at the geometric mean of s and s' (DPM-Solver-2 as in k-diffusion); Euler on the last step.
+- ``edm``: EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): noise first raises s to s_hat = s (1 + gamma)
+  (``Churn``), then the ``heun`` step runs from s_hat to s'; with S_churn = 0 it is ``heun`` exactly.
+- ``ddpm``, ``ddpm-large``: DDPM's ancestral sampler (Ho et al. 2020) on the chain that keeps only the step levels
+  (Nichol & Dhariwal's respacing, ``ddpm_posterior``), with the "fixed small" posterior variance beta tilde or the
+  "fixed large" beta. ``generate`` steps it through the ``respaced`` levels: K evenly spaced steps of the T-step
+  discrete VP chain (``respaced_timesteps``), which needs a discrete VP process. One model call per step.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -36,8 +43,106 @@ X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LabelledX0Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s, labels) -> x0_hat: an ``X0Predictor`` for rows of (B,) int64 class labels (``diffloss.classes``)."""
 
-SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2")
-STEP_SPACINGS: tuple[str, ...] = ("karras", "uniform-t", "log")
+SAMPLERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpm2", "edm", "ddpm", "ddpm-large")
+DDPM_SAMPLERS: tuple[str, ...] = ("ddpm", "ddpm-large")
+STEP_SPACINGS: tuple[str, ...] = ("karras", "uniform-t", "log", "respaced")
+
+
+@dataclass(frozen=True)
+class Churn:
+    """The noise of EDM's stochastic sampler (Karras et al. 2022, Algorithm 2), used by the ``edm`` sampler.
+
+    On a step from s (of N steps in all), gamma = min(S_churn / N, sqrt(2) - 1) if S_tmin <= s <= S_tmax, else 0;
+    then s_hat = s (1 + gamma) and x_hat = x + sqrt(s_hat^2 - s^2) * S_noise * eps. The defaults are Algorithm 2's
+    neutral values (S_churn = 0: no noise, the ``heun`` sampler). EDM's settings for its ImageNet-64 model are
+    S_churn = 40, S_tmin = 0.05, S_tmax = 50, S_noise = 1.003 (EDM's README; Table 5 of the paper lists others).
+    ``x0_predictor`` clamps an s_hat beyond the largest level the process reaches to that level; with S_tmax = 50
+    s_hat stays below EDM's s_max = 80."""
+
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.s_churn >= 0:
+            raise DifflossError(f"S_churn (--s-churn) must be >= 0, got {self.s_churn}")
+        if not 0 < self.s_noise < math.inf:
+            raise DifflossError(f"S_noise (--s-noise) must be > 0 and finite, got {self.s_noise}")
+        if not 0 <= self.s_tmin <= self.s_tmax:
+            raise DifflossError(f"S_tmin and S_tmax (--s-tmin, --s-tmax) need 0 <= S_tmin <= S_tmax, got "
+                                f"{self.s_tmin}, {self.s_tmax}")  # fmt: skip
+
+    def gamma(self, s: float, steps: int) -> float:
+        """The relative increase of the level s on a step of a sampler with ``steps`` steps."""
+        return min(self.s_churn / steps, math.sqrt(2) - 1) if self.s_tmin <= s <= self.s_tmax else 0.0
+
+
+NO_CHURN = Churn()
+
+
+class DDPMPosterior(NamedTuple):
+    """The reverse step of a DDPM chain from alpha_bar (at s) to alpha_bar_prev (at s_next), in x_t units."""
+
+    beta: float  # 1 - alpha_bar / alpha_bar_prev, the chain's beta on this step
+    c_x0: float  # posterior mean = c_x0 * x0 + c_xt * x_t
+    c_xt: float
+    beta_tilde: float  # the posterior variance beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+
+
+def ddpm_posterior(s: float, s_next: float) -> DDPMPosterior:
+    """q(x_{t-1} | x_t, x0) of the VP chain that steps from noise-to-signal ratio s to s_next < s.
+
+    On VP, alpha_bar = 1 / (1 + s^2); a chain that keeps only some levels of a longer one (Nichol & Dhariwal's
+    respacing) has beta = 1 - alpha_bar / alpha_bar_prev between kept neighbours, and the posterior of Ho et al.
+    (eq. 7) with that beta. Written in s so that 1 - alpha_bar = s^2 / (1 + s^2) keeps its digits at small s.
+    s_next = 0 (alpha_bar_prev = 1) gives c_x0 = 1, c_xt = 0, beta_tilde = 0: the last step returns x0."""
+    one_minus_ab, one_minus_ab_prev = s**2 / (1 + s**2), s_next**2 / (1 + s_next**2)
+    beta = (s**2 - s_next**2) / (1 + s**2)
+    return DDPMPosterior(
+        beta=beta,
+        c_x0=beta / math.sqrt(1 + s_next**2) / one_minus_ab,
+        c_xt=math.sqrt(1 - beta) * one_minus_ab_prev / one_minus_ab,
+        beta_tilde=beta * one_minus_ab_prev / one_minus_ab,
+    )
+
+
+def ddpm_step(
+    x: torch.Tensor, x0: torch.Tensor, s: float, s_next: float, noise: torch.Tensor | None, large: bool = False
+) -> torch.Tensor:
+    """One step of DDPM's ancestral sampler from s to s_next, on the s axis (x = x_t / alpha, x0 the estimate).
+
+    In x_t = alpha x (alpha = 1 / sqrt(1 + s^2)): x_{t-1} = c_x0 x0 + c_xt x_t + sqrt(v) noise, with v the
+    "fixed small" variance beta tilde, or with ``large`` the "fixed large" beta (guided-diffusion's
+    ``fixed_small`` / ``fixed_large``); ``noise`` ~ N(0, I) like x, None on the last step (s_next = 0), which
+    adds none. Returns x_{t-1} / alpha_prev."""
+    post = ddpm_posterior(s, s_next)
+    x_prev = post.c_x0 * x0 + post.c_xt * x / math.sqrt(1 + s**2)
+    if noise is not None:
+        x_prev = x_prev + math.sqrt(post.beta if large else post.beta_tilde) * noise
+    return x_prev * math.sqrt(1 + s_next**2)
+
+
+def respaced_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced 0-based timesteps of a T-step chain, T - 1 down to 0, rounded (guided-diffusion's
+    ``space_timesteps`` with one section; one step keeps T - 1 alone)."""
+    if not 1 <= steps <= T:
+        raise DifflossError(f"respacing a chain of T = {T} steps takes 1 to {T} steps, got {steps}")
+    if steps == 1:
+        return [T - 1]
+    return [round(i * (T - 1) / (steps - 1)) for i in reversed(range(steps))]
+
+
+def respaced_levels(process: Process, steps: int) -> torch.Tensor:
+    """s = sqrt((1 - alpha_bar) / alpha_bar) at the ``respaced_timesteps`` of a discrete VP process's chain
+    (``alphas_cumprod``), then 0; float64, ``steps + 1`` values."""
+    if not getattr(process, "discrete", False):
+        raise DifflossError(
+            f"the respaced DDPM chain (the ddpm samplers' steps) needs a discrete VP process (vp or vp-cosine with "
+            f"discrete=True, e.g. a diffusers model), not {process}"
+        )
+    alpha_bar = process.alphas_cumprod()[respaced_timesteps(process.T, steps)]
+    return torch.cat([((1 - alpha_bar) / alpha_bar).sqrt(), torch.zeros(1, dtype=torch.float64)])
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -59,9 +164,12 @@ def step_levels(
     """A sampler's step levels: ``steps`` decreasing noise-to-signal ratios s, then 0 (float64, ``steps + 1`` values).
 
     ``karras`` (rho), ``log`` (log-uniform in s) or ``uniform-t`` (evenly spaced process times, as DDIM). The
-    range defaults to EDM's [0.002, 80] clipped to what the process reaches."""
+    range defaults to EDM's [0.002, 80] clipped to what the process reaches. ``respaced``: the levels of
+    ``respaced_levels`` (a discrete VP chain's own range; rho and the range do not apply)."""
     if steps < 1:
         raise DifflossError(f"steps must be >= 1, got {steps}")
+    if spacing == "respaced":
+        return respaced_levels(process, steps)
     lam_lo, lam_hi = process.logsnr_range()
     lo = max(0.002 if sigma_min is None else sigma_min, math.exp(-lam_hi / 2))
     hi = min(80.0 if sigma_max is None else sigma_max, math.exp(-lam_lo / 2))
@@ -141,36 +249,55 @@ def sample(
     *,
     sampler: str = "heun",
     eta: float = 0.0,
+    churn: Churn = NO_CHURN,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Integrate from ``x`` (B, ...) at s = sigmas[0] down the step levels ``sigmas`` (ending in 0); returns x0.
 
-    ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``. ``eta`` (ddim only) needs ``generator``."""
+    ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``. ``eta`` (ddim only) and ``churn`` (edm
+    only); a sampler that draws noise (ddim with eta > 0, edm with S_churn > 0, ddpm) needs ``generator``. The
+    ddpm samplers take any levels as the chain to step through (``ddpm_posterior``)."""
     if sampler not in SAMPLERS:
         raise unknown_name("sampler", sampler, SAMPLERS)
     if eta != 0 and sampler != "ddim":
         raise DifflossError(f"eta applies to the ddim sampler only, not {sampler!r}")
-    if eta != 0 and generator is None:
-        raise DifflossError("ddim with eta > 0 draws noise: pass a torch.Generator")
+    if churn != NO_CHURN and sampler != "edm":
+        raise DifflossError(f"S_churn, S_tmin, S_tmax and S_noise apply to the edm sampler only, not {sampler!r}")
+    if generator is None and (eta != 0 or churn.s_churn > 0 or sampler in DDPM_SAMPLERS):
+        raise DifflossError(f"{sampler} with these settings draws noise: pass a torch.Generator")
     sig = [float(v) for v in sigmas]
     if sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])):
         raise DifflossError("sigmas must decrease strictly and end in 0")
 
-    def d_of(x: torch.Tensor, s: float) -> torch.Tensor:
-        return (x - predictor(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))) / s
+    def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
+        return predictor(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
 
+    def d_of(x: torch.Tensor, s: float) -> torch.Tensor:
+        return (x - denoise(x, s)) / s
+
+    def noise_like(x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+
+    steps = len(sig) - 1
     for s, s_next in tqdm(list(zip(sig, sig[1:])), disable=not progress, desc=f"sampling ({sampler})"):
-        d = d_of(x, s)
-        if sampler == "ddim":
+        if sampler == "edm":
+            s_hat = s * (1 + churn.gamma(s, steps))
+            if s_hat > s:
+                x = x + math.sqrt(s_hat**2 - s**2) * churn.s_noise * noise_like(x)
+            s = s_hat
+        x0 = denoise(x, s)
+        d = (x - x0) / s
+        if sampler in DDPM_SAMPLERS:
+            x = ddpm_step(x, x0, s, s_next, noise_like(x) if s_next > 0 else None, large=sampler == "ddpm-large")
+        elif sampler == "ddim":
             s_up = min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
             x = x + (math.sqrt(s_next**2 - s_up**2) - s) * d
             if s_up > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
-                x = x + s_up * noise.to(x.device)
+                x = x + s_up * noise_like(x)
         elif sampler == "euler" or s_next == 0:
             x = x + (s_next - s) * d
-        elif sampler == "heun":
+        elif sampler in ("heun", "edm"):
             x_euler = x + (s_next - s) * d
             x = x + (s_next - s) * (d + d_of(x_euler, s_next)) / 2
         else:  # dpm2
@@ -187,8 +314,9 @@ def generate(
     steps: int,
     generator: torch.Generator,
     sampler: str = "heun",
-    spacing: str = "karras",
+    spacing: str | None = None,
     eta: float = 0.0,
+    churn: Churn = NO_CHURN,
     dtype: torch.dtype = torch.float32,
     batch: int | None = None,
     progress: bool = False,
@@ -197,8 +325,14 @@ def generate(
     """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
     ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
     result does not depend on ``batch`` beyond floating-point rounding. With ``labels`` (shape[0],) the
-    ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label."""
-    sigmas = step_levels(process, steps, spacing)
+    ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label. ``spacing`` defaults to
+    ``karras``, and to ``respaced`` (the only one they take) for the ddpm samplers; their start s_max * N(0, I)
+    is DDPM's x_T ~ N(0, I) but for a factor sqrt(1 + 1 / s_max^2) (1 + 2e-5 on DDPM's linear betas)."""
+    default = "respaced" if sampler in DDPM_SAMPLERS else "karras"
+    if sampler in DDPM_SAMPLERS and spacing not in (None, default):
+        raise DifflossError(f"the {sampler} sampler steps through the respaced DDPM chain: leave the spacing at "
+                            f"'respaced' (its default), not {spacing!r}")  # fmt: skip
+    sigmas = step_levels(process, steps, spacing or default)
     x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
     batch = batch or shape[0]
 
@@ -214,6 +348,7 @@ def generate(
             sigmas,
             sampler=sampler,
             eta=eta,
+            churn=churn,
             generator=generator,
             progress=progress,
         )
@@ -229,20 +364,22 @@ def sample_model(
     steps: int,
     sampler: str,
     seed: int,
-    spacing: str = "karras",
+    spacing: str | None = None,
     eta: float = 0.0,
     batch: int = 256,
     progress: bool = False,
     clip: float | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
+    churn: Churn = NO_CHURN,
 ) -> torch.Tensor:
     """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
 
     ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
-    same seed gives the same samples. ``clip``: see ``x0_predictor``. ``labels`` (n,) class labels of a
-    class-conditional model sample each row from its class with guidance ``guidance`` (``guided_x0_predictor``);
-    without them a conditional model samples unconditionally (the null label)."""
+    same seed gives the same samples. ``clip``: see ``x0_predictor`` (with a ddpm sampler and 1 for images, DDPM's
+    sampling with ``clip_denoised``); ``spacing``, ``churn``: see ``generate``, ``sample``. ``labels`` (n,) class
+    labels of a class-conditional model sample each row from its class with guidance ``guidance``
+    (``guided_x0_predictor``); without them a conditional model samples unconditionally (the null label)."""
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
     if labels is not None and not model.num_classes:
@@ -264,6 +401,7 @@ def sample_model(
             sampler=sampler,
             spacing=spacing,
             eta=eta,
+            churn=churn,
             batch=batch,
             progress=progress,
             labels=labels,

@@ -10,16 +10,26 @@ import numpy as np
 from diffloss.classes import class_labels
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write
-from diffloss.sample import SAMPLERS, STEP_SPACINGS
+from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
 
 
 @click.command("sample")
 @click.option("--ckpt", required=True, type=click.Path(), help="Run directory of `diffloss train` (or its checkpoint).")
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
-@click.option("--steps", type=int, default=40, show_default=True, help="Sampler steps (heun/dpm2: ~2 calls each).")
+@click.option("--steps", type=int, default=40, show_default=True, help="Sampler steps (heun/dpm2/edm: ~2 calls each).")
 @click.option("--sampler", default="heun", show_default=True, help=f"One of: {', '.join(SAMPLERS)}.")
-@click.option("--spacing", default="karras", show_default=True, help=f"Step levels: {', '.join(STEP_SPACINGS)}.")
+@click.option(
+    "--spacing",
+    default=None,
+    help=f"Step levels: {', '.join(STEP_SPACINGS)}. Default: karras; respaced (the only one they take) for ddpm.",
+)
 @click.option("--eta", type=float, default=0.0, show_default=True, help="ddim only: 0 deterministic, 1 DDPM.")
+@click.option("--s-churn", type=float, default=0.0, show_default=True, help="edm only: S_churn (0: Heun).")
+@click.option("--s-tmin", type=float, default=0.0, show_default=True, help="edm only: churn only where s >= S_tmin.")
+@click.option(
+    "--s-tmax", type=float, default=float("inf"), show_default=True, help="edm only: churn only where s <= S_tmax."
+)
+@click.option("--s-noise", type=float, default=1.0, show_default=True, help="edm only: noise inflation S_noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
@@ -48,7 +58,8 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    ckpt, n, steps, sampler, spacing, eta, seed, batch, no_ema, clip_x0, class_spec, guidance, out, threads, quiet
+    ckpt, n, steps, sampler, spacing, eta, s_churn, s_tmin, s_tmax, s_noise, seed, batch, no_ema, clip_x0, class_spec,
+    guidance, out, threads, quiet,
 ) -> None:  # fmt: skip
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
@@ -60,12 +71,26 @@ def command(
     repetition). Deterministic given --seed; EMA weights unless --no-ema. --clip-x0 1 clamps the x0 estimate
     of every step to the image range (off by default: the clamped x0 predictor is no longer the model's).
 
+    Samplers (diffloss.sample): euler, heun (EDM's Algorithm 1), dpm2, ddim (--eta), and the papers' stochastic
+    ones. edm is EDM's Algorithm 2 (Karras et al. 2022): on steps with S_tmin <= s <= S_tmax, noise first raises s
+    by the factor 1 + min(S_churn/steps, sqrt(2)-1) (times S_noise), then a Heun step follows. The defaults are
+    Algorithm 2's neutral values: S_churn = 0 is exactly heun. EDM's ImageNet-64 settings: --s-churn 40 --s-tmin
+    0.05 --s-tmax 50 --s-noise 1.003 (with --steps 256). ddpm is DDPM's ancestral sampler with the posterior
+    variance beta tilde ("fixed small"; ddpm-large: beta, "fixed large") on the model's discrete T-step VP chain
+    respaced to --steps evenly spaced steps (Nichol & Dhariwal); it needs a discrete VP process (vp or vp-cosine
+    with discrete=True). As DDPM and guided-diffusion sample images: --sampler ddpm --clip-x0 1.
+
     A class-conditional run (`diffloss train --conditional`) samples class C with --class C, every class with
     --class all, and unconditionally (its null label) without --class. --guidance W is classifier-free guidance
     in x0 space, D_W = D_uncond + W*(D_cond - D_uncond), for every sampler: W = 0 is the unconditional model,
     W = 1 (the default) the conditional one, W > 1 strengthens the class (Ho & Salimans' w is W - 1).
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
+
+    Example: diffloss sample --ckpt runs/digits --n 64 --steps 64 --sampler edm --s-churn 40 --s-tmin 0.05
+    --s-tmax 50 --s-noise 1.003 --out digits-edm.npy
+
+    Example: diffloss sample --ckpt runs/ddpm --n 64 --steps 100 --sampler ddpm --clip-x0 1 --out ddpm.npy
 
     Example: diffloss sample --ckpt runs/mnist-cond --class all --n 100 --guidance 2 --out mnist-classes.npy
     """
@@ -81,6 +106,7 @@ def command(
         raise DifflossError(f"--out must end in .npy, got {out!r}")
     if steps < 1:
         raise DifflossError(f"--steps must be >= 1, got {steps}")
+    churn = Churn(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     if guidance is not None and class_spec is None:
         raise DifflossError("--guidance applies to class-conditional sampling: add --class C or --class all")
     if guidance is not None and not guidance >= 0:
@@ -94,6 +120,7 @@ def command(
     x = sample_model(
         model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
         progress=not quiet, clip=clip_x0, labels=labels, guidance=1.0 if guidance is None else guidance,
+        churn=churn,
     ).numpy()  # fmt: skip
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")

@@ -18,12 +18,14 @@ integral is its continuous limit (error O(1/T)). An adaptive density is integrat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.interpolate import PchipInterpolator
 
 from diffloss.process import Process
 
@@ -33,18 +35,29 @@ if TYPE_CHECKING:  # diffloss.objective imports diffloss.optimal (for J* tables)
 FIRST_NODES = 16  # the first rule has FIRST_NODES + 1 nodes
 MAX_NODES = 128
 CDF_GRID = 8193  # points of the trapezoid rule that gives the density's CDF
+TAIL_SAMPLES = 2**17  # draws that bound an infinite end of a density's support
+
+
+JStar = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""``jstar(sigmas) -> (J*_x0, stderr, upper95)`` per dimension at noise-to-signal ratios ``sigmas``; upper95 is NaN
+except where the estimate is 0 +- 0 (the rare-event regime, see ``OptimalLossResult.upper95``)."""
 
 
 @dataclass(frozen=True)
 class ObjectiveFloor:
-    """The floor ``total`` of an objective's loss with its Monte Carlo ``stderr`` (an upper bound) and the
-    estimated ``quadrature_error`` of ``nodes`` + 1 Clenshaw-Curtis nodes."""
+    """The floor ``total`` of an objective's loss, its Monte Carlo ``stderr`` (an upper bound: the levels share
+    their draws), the estimated ``quadrature_error`` on ``nodes`` Clenshaw-Curtis nodes (``converged``: below the
+    stderr before ``MAX_NODES``) and ``rare_event_bound``, the most the nodes whose J* estimate is 0 +- 0 can add
+    (their 95% upper bounds, weighted like the total): the floor lies in [total, total + rare_event_bound] up to
+    the Monte Carlo and quadrature errors."""
 
     objective: dict[str, Any]
     total: float
     stderr: float
     quadrature_error: float
     nodes: int
+    converged: bool
+    rare_event_bound: float
 
     def to_dict(self) -> dict[str, Any]:
         """The ``objective`` entry of ``diffloss optimal-loss --json``."""
@@ -52,8 +65,10 @@ class ObjectiveFloor:
             **self.objective,
             "total": self.total,
             "stderr": self.stderr,
+            "rare_event_bound": self.rare_event_bound,
             "quadrature_error": self.quadrature_error,
-            "nodes": self.nodes + 1,
+            "nodes": self.nodes,
+            "converged": self.converged,
             "units": "the per-sample loss diffloss train logs (weighted per-dimension MSE of the target)",
         }
 
@@ -72,10 +87,20 @@ def clenshaw_curtis(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def density_quantiles(objective: Objective, process: Process, u: np.ndarray) -> np.ndarray:
-    """log-SNRs lambda(u) = F^{-1}(u) of the objective's level density (F by a trapezoid rule on p)."""
-    lo, hi = objective.density.support(process)
+    """log-SNRs lambda(u) = F^{-1}(u) of the objective's level density (F by a trapezoid rule on p).
+
+    An infinite end of the support (a normal density of lambda on a process that reaches lambda = +-inf, e.g.
+    logit-normal on flow) is replaced by the extreme of ``TAIL_SAMPLES`` draws from the density (seeded, so the
+    floor is deterministic): the mass left out is about 1 / TAIL_SAMPLES on that side."""
+    density = objective.density
+    lo, hi = density.support(process)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        drawn = density.sample(TAIL_SAMPLES, torch.Generator().manual_seed(0), process).logsnr
+        drawn = drawn[torch.isfinite(drawn)]
+        lo = lo if math.isfinite(lo) else float(drawn.min())
+        hi = hi if math.isfinite(hi) else float(drawn.max())
     grid = np.linspace(lo, hi, CDF_GRID)
-    p = objective.density.log_prob(torch.from_numpy(grid), process).exp().numpy()
+    p = density.log_prob(torch.from_numpy(grid), process).exp().numpy()
     cdf = np.concatenate([[0.0], np.cumsum((p[1:] + p[:-1]) / 2 * np.diff(grid))])
     return np.interp(u, cdf / cdf[-1], grid)
 
@@ -86,68 +111,69 @@ def x0_weight(objective: Objective, process: Process, lam: np.ndarray) -> np.nda
 
 
 def objective_floor(
-    objective: Objective,
-    process: Process,
-    jstar: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    *,
-    max_nodes: int = MAX_NODES,
+    objective: Objective, process: Process, jstar: JStar, *, max_nodes: int = MAX_NODES
 ) -> ObjectiveFloor:
-    """The floor of ``objective`` under ``process``. ``jstar(sigmas)`` returns (J*_x0, stderr) per dimension at
-    noise-to-signal ratios ``sigmas`` (e.g. ``optimal_loss`` of the data; called once per refinement with the new
-    nodes only); a table without errors returns zeros as stderr."""
+    """The floor of ``objective`` under ``process`` from ``jstar`` (``data_jstar``: estimated on the data, called
+    once per refinement with the new nodes only; ``table_jstar``: from a J* table)."""
+
     def integrand(u: np.ndarray) -> np.ndarray:
         lam = density_quantiles(objective, process, u)
-        j, se = jstar(np.exp(-lam / 2))
-        w = x0_weight(objective, process, lam)
-        return np.stack([w * j, np.abs(w) * se], 1)  # (nodes, 2): w_x0 * J*, w_x0 * stderr
+        j, se, upper = jstar(np.exp(-lam / 2))
+        w = np.abs(x0_weight(objective, process, lam))
+        return np.stack([w * j, w * se, np.where(np.isfinite(upper), w * upper, 0.0)], 1)
 
     n = FIRST_NODES
-    g = integrand(clenshaw_curtis(n)[0])
+    g = integrand(clenshaw_curtis(n)[0])  # (n + 1, 3): w_x0 J*, w_x0 stderr, w_x0 upper95 (rare-event nodes)
     while True:
         weights = clenshaw_curtis(n)[1]
-        total, stderr = float(weights @ g[:, 0]), float(weights @ g[:, 1])
+        total, stderr, rare = (float(v) for v in weights @ g)
         error = abs(total - float(clenshaw_curtis(n // 2)[1] @ g[::2, 0]))
-        if error <= max(stderr, 1e-12 * abs(total)) or 2 * n > max_nodes:
-            return ObjectiveFloor(objective.to_dict(), total, stderr, error, n)
+        converged = error <= max(stderr, 1e-12 * abs(total))
+        if converged or 2 * n > max_nodes:
+            return ObjectiveFloor(objective.to_dict(), total, stderr, error, n + 1, converged, rare)
         n *= 2
-        finer = np.empty((n + 1, 2))
+        finer = np.empty((n + 1, 3))
         finer[::2] = g  # the nested rule: old node j is new node 2 j
         finer[1::2] = integrand(clenshaw_curtis(n)[0][1::2])
         g = finer
 
 
-def table_jstar(table: tuple[list[float], list[float]]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``jstar`` for ``objective_floor`` from a J* table (increasing log-SNRs, x0 MSE), stderr 0.
+def table_jstar(table: tuple[list[float], list[float]]) -> JStar:
+    """``jstar`` for ``objective_floor`` from a J* table (increasing log-SNRs, x0 MSE), stderr 0, no bounds.
 
-    log J* is interpolated linearly in lambda between positive entries (J* falls exponentially towards small s,
-    where a linear interpolation would overshoot by orders of magnitude), J* itself elsewhere. Beyond the
-    lowest log-SNR J* is held constant (it tends to the data variance); beyond the highest, log J* is
-    extrapolated along the last two entries' slope (J* keeps falling to 0 as s -> 0; holding it would charge
-    weights that grow like 1/s^2 with a J* that no longer exists), or 0 if an end entry is 0."""
+    Between positive entries log J* is interpolated by a monotone cubic (PCHIP) in lambda: J* falls exponentially
+    towards small s and log J* is concave there, so linear interpolation of J* overshoots by orders of magnitude
+    and linear interpolation of log J* undershoots by a few percent. Next to a zero entry J* is interpolated
+    linearly. Beyond the lowest log-SNR J* is held (it tends to the data variance); beyond the highest, log J* is
+    extrapolated along the last two entries' slope, never rising (J* keeps falling to 0 as s -> 0), or is 0 if an
+    end entry is 0."""
     lam_t, j_t = (np.asarray(v, dtype=np.float64) for v in table)
     if len(lam_t) < 2:
         raise ValueError("a J* table needs at least two levels")
+    pos = j_t > 0
+    curve = PchipInterpolator(lam_t[pos], np.log(j_t[pos]), extrapolate=False) if pos.sum() >= 2 else None
+    slope = np.log(j_t[-1] / j_t[-2]) / (lam_t[-1] - lam_t[-2]) if pos[-2:].all() else -np.inf
 
-    def jstar(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def jstar(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lam = np.maximum(-2 * np.log(sigmas), lam_t[0])
-        k = np.clip(np.searchsorted(lam_t, lam, side="right") - 1, 0, len(lam_t) - 2)
-        lo, hi = j_t[k], j_t[k + 1]
-        f = (lam - lam_t[k]) / (lam_t[k + 1] - lam_t[k])  # > 1 past the last entry: extrapolation
-        positive = (lo > 0) & (hi > 0)
-        log_lin = np.exp(np.log(np.where(positive, lo, 1.0)) * (1 - f) + np.log(np.where(positive, hi, 1.0)) * f)
-        lin = np.where(f <= 1, lo * (1 - f) + hi * f, 0.0)
-        out = np.where(positive, log_lin, lin)
-        return np.where(f > 1, np.minimum(out, hi), out), np.zeros(len(lam))  # never rising past the end
+        out = np.interp(lam, lam_t, j_t)
+        if curve is not None:
+            k = np.clip(np.searchsorted(lam_t, lam, side="right") - 1, 0, len(lam_t) - 2)
+            smooth = pos[k] & pos[k + 1] & (lam <= lam_t[-1])
+            out[smooth] = np.exp(curve(lam[smooth]))
+        beyond = lam > lam_t[-1]
+        out[beyond] = j_t[-1] * np.exp(min(slope, 0.0) * (lam[beyond] - lam_t[-1])) if pos[-1] else 0.0
+        return out, np.zeros(len(lam)), np.full(len(lam), math.nan)
 
     return jstar
 
 
-def data_jstar(data: Any, **settings: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def data_jstar(data: Any, **settings: Any) -> JStar:
     """``jstar`` for ``objective_floor`` estimated on ``data`` by ``optimal_loss(data, sigmas, **settings)``."""
     from diffloss.optimal.estimate import optimal_loss
 
-    def jstar(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = optimal_loss(data, sigmas, **settings)
-        return result.x0_mse, result.stderr
+    def jstar(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = optimal_loss(data, sigmas, **settings)
+        return r.x0_mse, r.stderr, r.upper95 if r.upper95 is not None else np.full(len(sigmas), math.nan)
 
     return jstar
