@@ -1,4 +1,4 @@
-"""``diffloss weighting``: the contract in docs/design.md ("CLI contracts"), plots, and one-line errors without output."""
+"""``diffloss weighting``: the contract in docs/design.md ("CLI contracts"), plots, one-line errors without output."""
 
 import json
 
