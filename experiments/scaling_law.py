@@ -162,16 +162,11 @@ def model_cost(preset: Preset, channels: int) -> dict[str, float]:
 def diagnose_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     """Per-level J, J*, J - J* (x0 units, per dimension, with standard errors) and the target's loss factor of
     the run's EMA weights on the training data, at the preset's levels and queries."""
-    import torch
+    from diffloss import diagnose_output
 
-    from diffloss.data import load_dataset
-    from diffloss.diagnose import diagnose
-    from diffloss.levels import Levels
-    from diffloss.loader import load_trained
-
-    model = load_trained(run_dir)
-    levels = Levels.from_logsnr(model.process, torch.from_numpy(-2 * np.log(preset.sigmas)))
-    d = diagnose(model, load_dataset(preset.data).x, levels, queries=preset.queries, seed=preset.eval_seed)
+    d = diagnose_output.diagnose_run(
+        run_dir, preset.data, sigmas=preset.sigmas, queries=preset.queries, seed=preset.eval_seed
+    )
     if d.warning():
         raise DifflossError(f"{run_dir}: {d.warning()}")
     keys = ("model_x0", "model_x0_se", "optimal_x0", "optimal_x0_se", "gap_x0", "gap_x0_se", "factor")

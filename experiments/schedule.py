@@ -187,14 +187,9 @@ def density_table(directory: Path) -> dict[str, Any]:
 
 def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
     """``diffloss diagnose --ckpt DIR --levels L --queries Q`` of the EMA model, as a dict."""
-    from diffloss.data import load_dataset
-    from diffloss.diagnose import diagnose
-    from diffloss.diagnose_output import diagnosis_levels
-    from diffloss.loader import load_trained
+    from diffloss import diagnose_output
 
-    model = load_trained(directory)
-    levels = diagnosis_levels(model, None, preset.levels)
-    d = diagnose(model, load_dataset(preset.data).x, levels, queries=preset.queries)
+    d = diagnose_output.diagnose_run(directory, preset.data, levels=preset.levels, queries=preset.queries)
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from diffloss.cli import cli
 from diffloss.diagnose import diagnose
+from diffloss.errors import DifflossError
 from diffloss.levels import Levels
 from diffloss.loader import DiffusionModel
 from diffloss.optimal.exact import exact_optimal_loss, query_block
@@ -238,3 +239,24 @@ def test_scheduler_maps_to_a_process_with_its_alphas_cumprod(cls, schedule):
     proc = scheduler_process(dict(sched.config, _class_name=cls))
     assert proc.discrete and proc.T == 500
     np.testing.assert_allclose(proc.alphas_cumprod().numpy(), sched.alphas_cumprod.numpy(), rtol=2e-5)
+
+
+def test_diagnose_run_is_diagnose_of_a_runs_ema_model_on_its_data(tmp_path):
+    """The experiments' one way to diagnose a training run: the CLI's levels, the EMA model, the given data."""
+    from conftest import small_train_config
+    from diffloss.data import load_dataset
+    from diffloss.diagnose_output import diagnose_run, diagnosis_levels
+    from diffloss.loader import load_trained
+    from diffloss.train import train
+
+    train(small_train_config(steps=2, ckpt_every=2), tmp_path / "run")
+    model = load_trained(tmp_path / "run")
+    x = load_dataset("moons").x
+    got = diagnose_run(tmp_path / "run", "moons", sigmas=[0.5, 2.0], queries=64, seed=3)
+    want = diagnose(model, x, diagnosis_levels(model, [0.5, 2.0], None), queries=64, seed=3)
+    assert got.sigmas.tolist() == pytest.approx([0.5, 2.0])
+    np.testing.assert_array_equal(got.model_x0, want.model_x0)
+    np.testing.assert_array_equal(got.optimal_x0, want.optimal_x0)
+    assert len(diagnose_run(tmp_path / "run", "moons", levels=3, queries=32).sigmas) == 3
+    with pytest.raises(DifflossError, match="shape"):
+        diagnose_run(tmp_path / "run", "digits", levels=2, queries=8)

@@ -7,18 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from diffloss.data import Dataset
-from diffloss.diagnose import BELOW_Z, Diagnosis
+from diffloss.data import Dataset, load_dataset
+from diffloss.diagnose import BELOW_Z, Diagnosis, diagnose
 from diffloss.errors import DifflossError
 from diffloss.figures import pyplot, save_figure
 from diffloss.levels import NSR_RANGE, Levels, log_spaced, snap_to_steps
-from diffloss.loader import DiffusionModel
+from diffloss.loader import DiffusionModel, load_trained
 
 DEFAULT_LEVELS = 16
 GAP_ESTIMATOR = (
@@ -45,6 +46,23 @@ def diagnosis_levels(model: DiffusionModel, sigmas: Sequence[float] | None, coun
     if model.cond == "timestep":
         return snap_to_steps(proc, s)
     return Levels.from_logsnr(proc, torch.from_numpy(-2 * np.log(s)))
+
+
+def diagnose_run(
+    run_dir: str | os.PathLike,
+    data: str,
+    *,
+    sigmas: Sequence[float] | None = None,
+    levels: int | None = None,
+    queries: int = 1024,
+    seed: int = 0,
+) -> Diagnosis:
+    """``diffloss diagnose --ckpt RUN_DIR --data DATA`` of a training run's EMA model: at the noise-to-signal
+    ratios ``sigmas`` or ``levels`` log-spaced ones (``diagnosis_levels``), ``queries`` draws of seed ``seed``."""
+    model = load_trained(run_dir)
+    ds = load_dataset(data)
+    check_shape(ds, model)
+    return diagnose(model, ds.x, diagnosis_levels(model, sigmas, levels), queries=queries, seed=seed)
 
 
 def check_shape(ds: Dataset, model: DiffusionModel) -> None:
