@@ -1,4 +1,5 @@
-"""``diffloss optimal-loss``: the §7 JSON contract, loss factors across processes/targets, outputs, bad input."""
+"""``diffloss optimal-loss``: the JSON contract (docs/design.md, CLI contracts), loss factors across processes and
+targets, outputs, bad input."""
 
 import json
 

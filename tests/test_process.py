@@ -115,3 +115,12 @@ def test_vp_sigma_at_t0_is_exactly_zero_not_nan(p):
     a, s = p.alpha_sigma(torch.tensor([0.0], dtype=torch.float64))
     assert a.item() == 1.0 and s.item() == 0.0
     assert p.logsnr_range()[1] == math.inf
+
+
+def test_process_from_spec_coerces_parameters():
+    from diffloss.process import process_from_spec
+
+    p = process_from_spec("vp:discrete=true,T=500")
+    assert p.discrete is True and p.T == 500 and p == get_process("vp", discrete=True, T=500)
+    with pytest.raises(DifflossError, match="no parameter"):
+        process_from_spec("ve:discrete=true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,19 @@ def test_missing_or_corrupt_checkpoint(tmp_path):
     result = invoke("sample", "--ckpt", str(tmp_path / "bad.safetensors"), "--out", out, "--quiet")
     assert result.exit_code != 0 and ("corrupt" in result.output or "not a diffloss" in result.output)
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_a_cli_trained_discrete_vp_run_samples_with_ddpm(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        cli,
+        ["train", "--data", "moons", "--process", "vp:discrete=true", "--target", "eps", "--backbone", "mlp",
+         "--width", "16", "--steps", "4", "--batch", "16", "--quiet", "--out", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["process"]["discrete"] is True
+    npy = tmp_path / "s.npy"
+    r = CliRunner().invoke(cli, ["sample", "--ckpt", str(out), "--sampler", "ddpm", "--steps", "10", "--n", "8",
+                                 "--out", str(npy)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert np.load(npy).shape == (8, 2)

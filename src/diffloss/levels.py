@@ -123,7 +123,7 @@ def nsr_levels(
         s = np.exp(-lam / 2)
         bad = lam[~(np.isfinite(s) & (s > 0))]
         if len(bad):
-            raise DifflossError(f"--logsnr: {bad[0]:g} gives s = exp(-λ/2) = 0 or ∞ in float64; pick |λ| < 1400")
+            raise DifflossError(f"--logsnr: {bad[0]:g} gives s = exp(-λ/2) = 0 or ∞ in float64; pick |λ| <= 460")
         return s
     if sigmas is not None:
         s = np.asarray(sigmas, dtype=np.float64)

@@ -25,7 +25,7 @@ from diffloss.weighting import Weighting, get_weighting
 class Objective:
     """What a training loss is: ``target`` (what the network predicts), ``weighting`` (the weight on the target's
     per-dimension MSE), ``density`` (where levels are drawn). ``jstar`` is the J* table of the data when one was
-    read or computed for it (the ``optimal`` schedule, or ``--optimal-loss FILE``), else None."""
+    read or computed for it (the ``optimal`` weighting or density, or ``--optimal-loss FILE``), else None."""
 
     target: Target
     weighting: Weighting

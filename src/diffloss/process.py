@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from diffloss.config import build, parse_spec
 from diffloss.errors import DifflossError, unknown_name
 
 Tensorish = float | np.ndarray | torch.Tensor
@@ -319,19 +320,15 @@ _ALIASES = {"vp-linear": "vp", "rectified-flow": "flow", "rf": "flow"}
 
 
 def get_process(name: str, **params: Any) -> Process:
-    """A process by name (``ve``, ``vp`` / ``vp-linear``, ``vp-cosine``, ``edm``, ``flow``) and parameters."""
-    key = _ALIASES.get(name, name)
-    if key not in PROCESSES:
-        raise unknown_name("process", name, PROCESSES)
-    cls = PROCESSES[key]
-    allowed = {f.name for f in fields(cls)}
-    extra = set(params) - allowed
-    if extra:
-        raise DifflossError(
-            f"process {key!r} has no parameter(s) {', '.join(sorted(extra))}; "
-            f"its parameters are: {', '.join(sorted(allowed)) or 'none'}"
-        )
-    return cls(**params)
+    """A process by name (``ve``, ``vp`` / ``vp-linear``, ``vp-cosine``, ``edm``, ``flow``) and parameters (strings
+    from a command line are coerced to the parameter's type)."""
+    return build(PROCESSES, "process", name, params, _ALIASES)
+
+
+def process_from_spec(spec: str) -> Process:
+    """``"NAME[:key=value,...]"``, e.g. ``"vp:discrete=true"`` (DDPM's T = 1000 discrete chain)."""
+    name, params = parse_spec(spec)
+    return get_process(name, **params)
 
 
 def process_from_dict(d: dict[str, Any]) -> Process:

@@ -32,14 +32,5 @@ def parse_floats(text: str, option: str, *, positive: bool = False) -> list[floa
     return out
 
 
-def log_spaced(k: int, lo: float = 0.002, hi: float = 80.0) -> list[float]:
-    """``k`` log-spaced values from ``lo`` to ``hi`` (EDM's sigma range by default)."""
-    if k < 1:
-        raise DifflossError(f"--levels must be >= 1, got {k}")
-    if k == 1:
-        return [math.sqrt(lo * hi)]
-    return [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1)) for i in range(k)]
-
-
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2))

@@ -17,7 +17,7 @@ from diffloss.optimal import ESTIMATORS, data_jstar, objective_floor, optimal_lo
 from diffloss.optimal.exact import MAX_QUERIES, REL_STDERR
 from diffloss.optimal.report import csv_text, table_text
 from diffloss.optimal.sharded import is_main_process
-from diffloss.process import get_process
+from diffloss.process import process_from_spec
 from diffloss.target import get_target
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -53,7 +53,7 @@ def parse_correction(text: str | None) -> float | None:
 @click.option(
     "--levels", type=int, default=None, help="K log-spaced s over [0.002, 80] (default 32 when no --sigmas/--t)."
 )
-@click.option("--process", default="ve", show_default=True, help="ve | vp | vp-cosine | edm | flow.")
+@click.option("--process", default="ve", show_default=True, help="ve | vp | vp-cosine | edm | flow [:key=value,...].")
 @click.option("--target", default="x0", show_default=True, help="x0 | eps | v | score | flow: units of `loss`.")
 @click.option("--estimator", default="exact", show_default=True, help="exact | stochastic.")
 @click.option(
@@ -122,7 +122,7 @@ def command(
 
     Example: diffloss optimal-loss --data mnist --levels 32 --json out/mnist.json --plot out/mnist.png
     """
-    proc, tgt = get_process(process), get_target(target)
+    proc, tgt = process_from_spec(process), get_target(target)
     if estimator not in ESTIMATORS:
         raise DifflossError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     if workers < 1 or threads < 1:
@@ -153,10 +153,12 @@ def command(
         threads=threads,
         cache=not no_cache,
     )
-    result = optimal_loss(ds, s, progress=not quiet, **settings)
-    floor = None
+    objective = None  # built before any J* is computed, so a bad --weighting/--density fails at once
     if weighting is not None or density is not None:
         objective = build_objective(tgt.name, weighting, density or "default", proc, ds)
+    result = optimal_loss(ds, s, progress=not quiet, **settings)
+    floor = None
+    if objective is not None:
         floor = objective_floor(objective, proc, data_jstar(ds, progress=not quiet, **settings)).to_dict()
     if not is_main_process():
         return

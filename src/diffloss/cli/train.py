@@ -10,14 +10,18 @@ from diffloss.classes import num_classes_of
 from diffloss.models import PRESETS, backbone_config
 from diffloss.objective import build_objective
 from diffloss.precond import check_precond, default_recipe
-from diffloss.process import PROCESSES, get_process
+from diffloss.process import PROCESSES, process_from_spec
 from diffloss.train import TrainConfig, train, train_data
 
 
 @click.command("train")
 @click.option("--data", required=True, help="Built-in name (digits, mnist, gmm, ...), .npy/.npz file or image folder.")
 @click.option(
-    "--process", default="vp-cosine", show_default=True, help=f"Noise process: {', '.join(sorted(PROCESSES))}."
+    "--process",
+    default="vp-cosine",
+    show_default=True,
+    help=f"Noise process, NAME[:key=value,...]: {', '.join(sorted(PROCESSES))} (e.g. vp:discrete=true, DDPM's "
+    "T = 1000 chain, which the ddpm sampler needs).",
 )
 @click.option(
     "--target", default=None, help="Prediction target: x0, eps, v, score, flow. Default: eps (x0 with --process edm)."
@@ -123,7 +127,7 @@ def command(
     EDM's loss. config.json records the resolved choices.
 
     metrics.jsonl gets a line every --log-every updates: step, loss, loss per log-SNR bucket, lr, grad_norm,
-    time (s), samples_per_sec; when J* of DATA is known (--optimal-loss, or the optimal schedule) also
+    time (s), samples_per_sec; when J* of DATA is known (--optimal-loss, or the optimal weighting/density) also
     loss_floor, the lowest mean loss this objective allows on DATA, and reducible_loss = loss - loss_floor.
     The same --seed gives the same numbers; a run killed and continued with
     --resume ends with exactly the weights of an uninterrupted run. --resume may raise --steps; any other
@@ -158,7 +162,7 @@ def command(
     import torch
 
     torch.set_num_threads(max(1, threads))
-    proc = get_process(process)
+    proc = process_from_spec(process)
     recipe = default_recipe(proc.name, sigma_data)
     target = recipe["target"] if target is None else target
     weighting = recipe["weighting"] if weighting is None else weighting

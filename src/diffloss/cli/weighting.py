@@ -11,7 +11,7 @@ from diffloss.config import parse_spec
 from diffloss.density import density_from_spec
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
-from diffloss.process import PROCESSES, get_process
+from diffloss.process import PROCESSES, process_from_spec
 from diffloss.target import TARGETS, get_target
 from diffloss.weighting import WEIGHTINGS, Weighting, get_weighting, weighting_params
 from diffloss.weighting_report import plot_schemes, weighting_table
@@ -93,7 +93,7 @@ def command(schemes, process, target, logsnr, gamma, k, sigma_data, bias, on, js
 
     Example: diffloss weighting --scheme min-snr --process vp --target v --logsnr=-5,0,5 --json w.json
     """
-    proc, target = get_process(process), get_target(target).name
+    proc, target = process_from_spec(process), get_target(target).name
     options = {"gamma": gamma, "k": k, "sigma_data": sigma_data, "bias": bias, "on": on}
     weightings = build_schemes(schemes, options)
     dens = density_from_spec(density, proc) if density else None

@@ -7,7 +7,7 @@ Entry points:
   (``stochastic``: DOL / cDOL / SNIS), cached (``cache``); ``result.to_json(process, target)`` is the report of
   ``diffloss optimal-loss --json`` and ``result.in_target`` converts to any target's units;
 - ``objective_floor(objective, process, jstar)`` (``floor``): the floor of a whole training objective;
-- ``reference``: the J* table the optimal-loss schedule takes; ``report``: the CSV and table text.
+- ``reference``: the J* table the optimal weighting and density take; ``report``: the CSV and table text.
 
 The posterior sums all estimators share live in ``posterior``, their input checks in ``inputs``.
 """

@@ -17,7 +17,7 @@ from typing import Any
 from diffloss.io import write_json_atomic
 from diffloss.optimal.result import OptimalLossResult
 
-CACHE_VERSION = 2  # 2: upper95 and data fields; one near-duplicate rule for both estimators
+CACHE_VERSION = 3  # 2: upper95 and data fields, one near-duplicate rule; 3: upper95 tightened by monotonicity
 
 
 def cache_dir() -> Path:

@@ -19,8 +19,8 @@ import torch
 from diffloss.data import Dataset
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.optimal.cache import cache_key, load_cached, store_cached
-from diffloss.optimal.exact import MAX_QUERIES, REL_STDERR, check_options
-from diffloss.optimal.inputs import as_levels, as_rows
+from diffloss.optimal.exact import MAX_QUERIES, REL_STDERR
+from diffloss.optimal.inputs import as_levels, as_rows, check_options
 from diffloss.optimal.result import OptimalLossResult
 
 ESTIMATORS = ("exact", "stochastic")
@@ -93,7 +93,9 @@ def optimal_loss(
         "conditional": conditional,
         "sigmas": s.tolist(),
     }
-    if estimator == "stochastic":
+    if estimator == "stochastic":  # the exact estimator's query rules do not apply: keep them out of the key
+        for key in ("rel_stderr", "max_queries", "all_rows"):
+            del settings[key]
         settings["subset_size"] = subset_size if subset_size is not None else min(ds.n, DEFAULT_SUBSET)
         if not 1 <= settings["subset_size"] <= ds.n:
             raise DifflossError(f"subset size must be in [1, N = {ds.n}], got {settings['subset_size']}")

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
-from diffloss.optimal.inputs import as_levels, as_rows, class_groups, combine_groups
+from diffloss.optimal.inputs import as_levels, as_rows, check_options, class_groups, combine_groups
 from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
@@ -230,14 +230,6 @@ def _curve_terms(
         grow = min(needed, 4 * total)  # re-check after at most quadrupling
         bar.total += grow - total
         total = grow
-
-
-def check_options(queries: int | None, rel_stderr: float) -> None:
-    """Raise ``DifflossError`` for an unusable query count or relative stderr."""
-    if queries is not None and queries < 2:
-        raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
-    if not rel_stderr > 0:
-        raise DifflossError(f"rel_stderr must be > 0, got {rel_stderr}")
 
 
 def rare_event_bound(rows: torch.Tensor, terms: QueryTerms, values: np.ndarray) -> np.ndarray:

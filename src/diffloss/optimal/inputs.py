@@ -8,6 +8,7 @@ per-class ones), and independent per-class standard errors add in quadrature.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from diffloss.errors import DifflossError
 
 Groups = dict[int | None, np.ndarray]
+LEVEL_RANGE = (1e-100, 1e100)  # noise-to-signal ratios s whose s^2 and 1 / s^2 float64 holds with room to spare
 
 
 def as_rows(x) -> np.ndarray:
@@ -34,7 +36,21 @@ def as_levels(sigmas: Sequence[float] | np.ndarray) -> np.ndarray:
     s = np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
     if s.ndim != 1 or len(s) == 0 or not (np.isfinite(s) & (s > 0)).all():
         raise DifflossError(f"noise-to-signal ratios s must be finite and > 0, got {np.asarray(sigmas).tolist()}")
+    bad = s[(s < LEVEL_RANGE[0]) | (s > LEVEL_RANGE[1])]
+    if len(bad):
+        raise DifflossError(
+            f"noise-to-signal ratio s = {bad[0]:g} is too extreme for float64 arithmetic on s^2; give "
+            f"{LEVEL_RANGE[0]:g} <= s <= {LEVEL_RANGE[1]:g} (|log-SNR| <= {-2 * math.log(LEVEL_RANGE[0]):.0f})"
+        )
     return s
+
+
+def check_options(queries: int | None, rel_stderr: float) -> None:
+    """Raise ``DifflossError`` for an unusable query count or relative stderr."""
+    if queries is not None and queries < 2:
+        raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
+    if not rel_stderr > 0:
+        raise DifflossError(f"rel_stderr must be > 0, got {rel_stderr}")
 
 
 def class_groups(n: int, labels: np.ndarray | None) -> Groups:

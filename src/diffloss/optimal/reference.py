@@ -1,4 +1,5 @@
-"""The J* table a training schedule needs: read from a ``diffloss optimal-loss --json`` file or computed once.
+"""The J* table the optimal weighting and density need: read from a ``diffloss optimal-loss --json`` file or
+computed once.
 
 A table is ``(logsnr, x0_mse)``: increasing log-SNRs and J* there as per-dimension x0 MSE, the form the
 ``optimal`` weighting and density take as parameters (``jstar_logsnr``, ``jstar``).
@@ -44,6 +45,11 @@ def read_table(path: str | Path, fingerprint: str) -> Table:
             f"--optimal-loss {path}: not a `diffloss optimal-loss --json` report (needs levels[].logsnr, "
             "levels[].x0_mse and data.fingerprint)"
         ) from None
+    if doc.get("meta", {}).get("conditional"):
+        raise DifflossError(
+            f"--optimal-loss {path} holds the class-conditional J*; the optimal weighting and the loss floor need the "
+            "unconditional one: recompute it without --conditional/--labels"
+        )
     if made_on != fingerprint:
         raise DifflossError(
             f"--optimal-loss {path} was computed on other data (fingerprint {made_on[:12]}..., this data "

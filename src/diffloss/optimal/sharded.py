@@ -27,8 +27,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from diffloss.errors import DifflossError
-from diffloss.optimal.exact import REL_STDERR, RowPartition, check_options, exact_optimal_loss
-from diffloss.optimal.inputs import as_levels, as_rows, class_groups
+from diffloss.optimal.exact import REL_STDERR, RowPartition, exact_optimal_loss
+from diffloss.optimal.inputs import as_levels, as_rows, check_options, class_groups
 from diffloss.optimal.posterior import PosteriorSums
 from diffloss.optimal.result import OptimalLossResult
 
