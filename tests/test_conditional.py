@@ -131,6 +131,7 @@ def test_class_all_gives_equal_counts_in_class_order_and_one_grid_row_per_class(
                "--out", str(out), "--quiet")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert np.load(out).shape == (30, 1, 8, 8)
+    assert np.array_equal(np.load(out.with_suffix(".labels.npy")), labels.numpy())  # for `diffloss eval --labels`
     h, w = np.asarray(Image.open(out.with_suffix(".png"))).shape
     scale = 4  # 8x8 digits are enlarged to 32 pixels
     assert (h // scale, w // scale) == (10 * 9 + 1, 3 * 9 + 1)  # 10 rows (classes) of 3 cells, 1-pixel padding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from diffloss.data import load_dataset
+from diffloss.data import load_dataset, load_labels_file
 from diffloss.io import write_json_atomic
 
 
@@ -30,6 +30,13 @@ from diffloss.io import write_json_atomic
 )
 @click.option("--kid-subset", default=1000, show_default=True, help="KID subset size (100 subsets).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the subsampling and the KID subsets.")
+@click.option(
+    "--labels",
+    "labels_file",
+    default=None,
+    help="The intended class of every sample (.npy; `diffloss sample --class` writes OUT.labels.npy): adds "
+    "class_accuracy, the fraction the reference's classifier assigns to it.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), required=True, help="Write the results here.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 def command(
@@ -40,6 +47,7 @@ def command(
     max_points: int,
     kid_subset: int,
     seed: int,
+    labels_file: str | None,
     json_out: str,
     quiet: bool,
 ) -> None:
@@ -63,9 +71,10 @@ def command(
     from diffloss.metrics.evaluate import evaluate_samples
 
     s, r = load_dataset(samples_path), load_dataset(ref)
+    labels = None if labels_file is None else load_labels_file(labels_file)
     names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
     result = {"samples": samples_path, "ref": r.name} | evaluate_samples(
-        s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed
+        s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed, labels=labels
     )
     write_json_atomic(json_out, result)
     if not quiet:

@@ -81,7 +81,8 @@ def command(
     with discrete=True). As DDPM and guided-diffusion sample images: --sampler ddpm --clip-x0 1.
 
     A class-conditional run (`diffloss train --conditional`) samples class C with --class C, every class with
-    --class all, and unconditionally (its null label) without --class. --guidance W is classifier-free guidance
+    --class all (the requested class of every sample also goes to OUT.labels.npy, for `diffloss eval
+    --labels`), and unconditionally (its null label) without --class. --guidance W is classifier-free guidance
     in x0 space, D_W = D_uncond + W*(D_cond - D_uncond), for every sampler: W = 0 is the unconditional model,
     W = 1 (the default) the conditional one, W > 1 strengthens the class (Ho & Salimans' w is W - 1).
 
@@ -126,6 +127,10 @@ def command(
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
     atomic_write(out_path, lambda tmp: np.save(tmp, x))
     msg = f"wrote {n} samples of shape {tuple(model.shape)} to {out_path}"
+    if labels is not None:  # what each sample was asked to be: `diffloss eval --labels` scores it
+        labels_path = out_path.with_suffix(".labels.npy")
+        atomic_write(labels_path, lambda tmp: np.save(tmp, labels.numpy().astype(np.int64)))
+        msg += f", their classes to {labels_path}"
     if len(model.shape) == 3 and model.shape[0] in (1, 3):
         from PIL import Image
 

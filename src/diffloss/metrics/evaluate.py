@@ -14,7 +14,7 @@ from diffloss.data.arrays import notice
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
-from diffloss.metrics.fid import classifier_features, fid, kid
+from diffloss.metrics.fid import classifier_features, classify, fid, kid
 
 METRICS = ("fid", "kid", "sinkhorn", "mmd")
 EPSILON_FRACTION = 0.05
@@ -62,6 +62,7 @@ def evaluate_samples(
     max_points: int = 1000,
     kid_subset: int = 1000,
     seed: int = 0,
+    labels: np.ndarray | None = None,
 ) -> dict:
     """Compare ``samples`` to ``ref`` with ``metrics`` (None: all that apply) and return a JSON-ready dict:
     ``n_samples``, ``n_ref``, ``dim``, ``feature_space`` and ``metrics`` = {name: {"value", units, conventions}}.
@@ -69,7 +70,9 @@ def evaluate_samples(
     MNIST-like and digits data are compared in the 128-d feature space of the matching classifier (see
     ``feature_classifier``), other data in its own coordinates. Sinkhorn and MMD use a seeded subsample of at
     most ``max_points`` rows a side; ``epsilon`` defaults to 0.05 * 2 tr Cov(ref features) (the mean squared
-    distance between two reference points). KID uses 100 subsets of ``kid_subset`` rows.
+    distance between two reference points). KID uses 100 subsets of ``kid_subset`` rows. ``labels`` (N,), the
+    class each sample was meant to be (class-conditional sampling), adds ``class_accuracy``: the fraction the
+    reference's classifier assigns to that class, overall and per class (MNIST-like and digits data only).
     """
     if max_points < 2 or kid_subset < 2:
         raise DifflossError(f"max_points and kid_subset must be >= 2, got {max_points} and {kid_subset}")
@@ -96,6 +99,8 @@ def evaluate_samples(
         space, unit = f"data coordinates (D = {samples.dim})", "data units"
     out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "seed": seed}
     out["metrics"] = {}
+    if labels is not None:
+        out["metrics"]["class_accuracy"] = class_accuracy(samples.x, labels, classifier)
     rng = np.random.default_rng(seed)
     if "fid" in metrics:
         out["metrics"]["fid"] = {"value": fid(fx, fy), "units": f"squared {unit}"}
@@ -134,6 +139,21 @@ def evaluate_samples(
                 "units": f"value = sqrt(max(mmd2, 0)) in {unit}; mmd2 unbiased",
             }
     return out
+
+
+def class_accuracy(x: np.ndarray, labels: np.ndarray, classifier: str | None) -> dict:
+    """The fraction of samples ``x`` that ``classifier`` assigns to their intended ``labels``, overall
+    (``value``) and per class (``per_class``, with counts)."""
+    labels = np.asarray(labels)
+    if classifier is None:
+        raise DifflossError("class accuracy needs a reference with a classifier (MNIST-like or digits data)")
+    if labels.shape != (len(x),):
+        raise DifflossError(f"{len(labels)} labels for {len(x)} samples; give one intended class per sample")
+    hit = classify(x, classifier) == labels
+    classes = np.unique(labels)
+    per = {str(int(c)): {"value": float(hit[labels == c].mean()), "n": int((labels == c).sum())} for c in classes}
+    return {"value": float(hit.mean()), "per_class": per, "min_per_class": min(v["value"] for v in per.values()),
+            "classifier": classifier, "units": "fraction of samples classified as their intended class"}  # fmt: skip
 
 
 SAMPLE_SEED = 12345

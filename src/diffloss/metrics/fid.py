@@ -100,3 +100,8 @@ def classifier_features(images: np.ndarray, classifier: str = "mnist") -> np.nda
     """Penultimate features (N, 128) of a committed classifier (``mnist``: (N, 1, 28, 28) or (N, 784) images;
     ``digits``: (N, 1, 8, 8) or (N, 64)), for images in [-1, 1]."""
     return apply(_model(classifier), images, what="features")
+
+
+def classify(images: np.ndarray, classifier: str = "mnist") -> np.ndarray:
+    """Predicted classes (N,) of a committed classifier (arg-max logit), for images as in ``classifier_features``."""
+    return apply(_model(classifier), images, what="logits").argmax(1)
