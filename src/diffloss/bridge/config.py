@@ -22,6 +22,9 @@ ARCHITECTURE = ("hidden", "time_features", "learn_sigma", "learn_prior", "score_
 class BridgeConfig:
     """A bridge-sampler training run. ``sampler`` holds the architecture; ``eval_every`` = 0 evaluates only at the end.
 
+    The learning rate decays by a cosine from ``lr`` to ``lr_floor * lr`` over ``iters`` (0: to zero, the default;
+    the reference's runs use 0.1, ``diffloss.bridge.presets``).
+
     The checkpoint is saved at every evaluation and every ``ckpt_every`` iterations (0: only at evaluations), so a
     diverged or interrupted run keeps or resumes from at most ``ckpt_every`` iterations back."""
 
@@ -32,6 +35,7 @@ class BridgeConfig:
     batch: int = 256
     seed: int = 0
     lr: float = 1e-3
+    lr_floor: float = 0.0
     eval_every: int = 100
     eval_n: int = 2000
     ckpt_every: int = 100
@@ -48,6 +52,8 @@ class BridgeConfig:
             raise DifflossError(f"--ckpt-every must be >= 0 (0: checkpoint only at evaluations), got {self.ckpt_every}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise DifflossError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.lr_floor <= 1:
+            raise DifflossError(f"--lr-floor must be in [0, 1] (a fraction of --lr), got {self.lr_floor}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sampler": self.sampler.to_dict()}
@@ -78,7 +84,7 @@ def make_config(
 ) -> BridgeConfig:
     """A BridgeConfig for a named sampling target; the prior's initial std defaults to the target's ``init_std`` and
     the diffusion coefficient to ``default_init_sigma``. ``options`` are the ``SamplerConfig`` fields of
-    ``ARCHITECTURE`` and the ``BridgeConfig`` fields (loss, iters, batch, seed, lr, eval_every, eval_n, ckpt_every)."""
+    ``ARCHITECTURE`` and the ``BridgeConfig`` fields (loss, iters, batch, seed, lr, lr_floor, eval_every, eval_n, ckpt_every)."""
     sampling_target = get_sampling_target(target)
     arch = {k: options.pop(k) for k in ARCHITECTURE if k in options}
     std = init_std if init_std is not None else sampling_target.init_std

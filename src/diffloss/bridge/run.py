@@ -43,7 +43,9 @@ class BridgeRun:
         if cfg.loss == "tb":
             params.append(self.log_z)
         self.optimizer = torch.optim.RAdam(params, lr=cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(cfg.iters, 1))
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(cfg.iters, 1), eta_min=cfg.lr * cfg.lr_floor
+        )
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.iteration = 0
 

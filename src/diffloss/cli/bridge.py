@@ -13,6 +13,7 @@ from diffloss.bridge import (
 )
 from diffloss.bridge.bench import DEFAULT_LOSSES, DEFAULT_TARGETS
 from diffloss.bridge.bench.benchmark import run_benchmark
+from diffloss.bridge.presets import describe_paper, paper_options
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
@@ -40,17 +41,63 @@ def command() -> None:
     """
 
 
+# train options that a preset may set: CLI name -> make_config option (a flag given explicitly overrides the preset)
+PRESET_OPTIONS = {
+    "steps": "steps",
+    "iters": "iters",
+    "batch": "batch",
+    "lr": "lr",
+    "lr_floor": "lr_floor",
+    "init_std": "init_std",
+    "init_sigma": "init_sigma",
+    "score_gate": "score_gate",
+}
+
+
+def _train_options(o: dict) -> dict:
+    """The make_config options of ``bridge train``: the preset's (if any), then every option given explicitly."""
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+    options = paper_options(o["target"], o["sampler"], o["loss"]) if o["preset"] else {}
+    for name, key in PRESET_OPTIONS.items():
+        if given(name) or key not in options:
+            options[key] = o[name]
+    if given("fixed_sigma") or "learn_sigma" not in options:
+        options["learn_sigma"] = not o["fixed_sigma"]
+    return options
+
+
 @command.command("train")
 @click.option(
     "--target", required=True, help=f"Sampling target (unnormalized density): {', '.join(sorted(SAMPLING_TARGETS))}."
 )
-@click.option("--sampler", required=True, help="dis (fixed noising backward), dbs (both learned), cmcd (annealed).")
+@click.option(
+    "--sampler",
+    default=None,
+    help="dis (fixed noising backward), dbs (both learned), cmcd (annealed). [required; with --preset: cmcd]",
+)
 @click.option("--loss", default="rkl-ld", show_default=True, help="rkl-r | lv | rkl-ld | tb (learned log Z).")
+@click.option(
+    "--preset",
+    type=click.Choice(["paper"]),
+    default=None,
+    help="paper: the reference's best run for (target, sampler, loss) (sebaleh87/dds_optim, Configs/Sweeps/"
+    "BestRunsSweeps; table in diffloss.bridge.presets): K=128, 40k iterations, batch 2000 (LGCP 300), its lr with "
+    "cosine decay to lr/10, prior std, per-step noise, score gate, rKL-R with frozen diffusion. Flags given "
+    "explicitly override it; --dry-run prints it with the file of every value.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the configuration (and the preset's sources) and exit.")
 @click.option("--iters", default=1000, show_default=True, help="Optimization steps.")
 @click.option("--batch", default=256, show_default=True, help="Trajectories per step (>= 2).")
 @click.option("--steps", default=128, show_default=True, help="K, the Euler-Maruyama steps from t=0 to t=1.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the network initialisation and all sampling.")
-@click.option("--lr", default=1e-3, show_default=True, help="RAdam learning rate (cosine decay to 0, clip norm 1).")
+@click.option("--lr", default=1e-3, show_default=True, help="RAdam learning rate (cosine decay, clip norm 1).")
+@click.option(
+    "--lr-floor", default=0.0, show_default=True, help="The cosine decay ends at lr-floor * lr (paper preset: 0.1)."
+)
 @click.option("--hidden", default="64,64", show_default=True, help="Hidden widths of the control MLP.")
 @click.option("--init-std", type=float, default=None, help="Initial prior std. [default: the target's suggestion]")
 @click.option(
@@ -60,10 +107,13 @@ def command() -> None:
     help="Initial diffusion coefficient (per dimension). [default: 1; CMCD: sqrt(2 K s) for a target with a suggested"
     " Langevin step s (german_credit, gmm40), which keeps the Euler step stable]",
 )
-@click.option("--fixed-sigma", is_flag=True, help="Do not learn the diffusion coefficient.")
 @click.option(
-    "--score-gate",
-    is_flag=True,
+    "--fixed-sigma/--learn-sigma", default=False, show_default=True, help="Do not learn the diffusion coefficient."
+)
+@click.option(
+    "--score-gate/--no-score-gate",
+    default=False,
+    show_default=True,
     help="Give the control network the score as an input gated by a learned function of time, c(t) * grad log p"
     " (target score for dis/dbs, annealed score for cmcd), as in the PIS/DIS/CMCD reference networks.",
 )
@@ -76,7 +126,7 @@ def command() -> None:
     show_default=True,
     help="Also save the checkpoint every k steps (0: only at evaluations); a diverged run keeps the last one.",
 )
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory DIR.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory DIR (required unless --dry-run).")
 @click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.safetensors if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(**o) -> None:
@@ -84,33 +134,44 @@ def train_command(**o) -> None:
 
     DIR/metrics.json holds the final "elbo", "log_z" (log Z_hat), "log_z_error" (log Z_hat - log Z where log Z is
     known), "ess", "sinkhorn" (entropic OT cost with squared Euclidean cost; its eps in "sinkhorn_eps"), "mmd" (RBF,
-    median heuristic), "emc" (entropic mode coverage, mixtures only), "iterations" and "diverged_at" (null unless a
-    non-finite loss, R or parameter stopped the run; then the last good checkpoint is kept and evaluated). ELBO and
-    log Z_hat are in nats and come from the same fresh trajectories. DIR also gets config.json, metrics.jsonl (one
-    evaluation every --eval-every steps) and checkpoint.safetensors (the last good state, checksummed; --resume
-    continues it bit-identically on the same device).
+    median heuristic), "emc" (entropic mode coverage, mixtures only), "iterations", "diverged_at" (null unless a
+    non-finite loss, R or parameter, or an exploded ELBO, stopped the run; then the last good checkpoint is kept and
+    evaluated), "divergence" (why) and "best" (the evaluation of the best-ELBO checkpoint, DIR/best.safetensors).
+    ELBO and log Z_hat are in nats and come from the same fresh trajectories. DIR also gets config.json,
+    metrics.jsonl (one evaluation every --eval-every steps, with sigma and the CMCD beta schedule) and
+    checkpoint.safetensors (the last good state, checksummed; --resume continues it bit-identically on the same
+    device).
 
     Example: diffloss bridge train --target gmm40 --sampler cmcd --loss rkl-ld --iters 2000 --batch 256 --steps 128
     --seed 0 --out runs/gmm40_cmcd
+
+    Example: diffloss bridge train --preset paper --target seeds --loss lv --dry-run
     """
+    if o["sampler"] is None:
+        if not o["preset"]:
+            raise DifflossError("--sampler is required (dis, dbs or cmcd) unless --preset is given")
+        o["sampler"] = "cmcd"
+    options = _train_options(o)
     cfg = make_config(
         o["target"],
         o["sampler"],
-        steps=o["steps"],
-        init_std=o["init_std"],
         hidden=_widths(o["hidden"]),
-        init_sigma=o["init_sigma"],
-        learn_sigma=not o["fixed_sigma"],
-        score_gate=o["score_gate"],
         loss=o["loss"],
-        iters=o["iters"],
-        batch=o["batch"],
         seed=o["seed"],
-        lr=o["lr"],
         eval_every=o["eval_every"],
         eval_n=o["eval_n"],
         ckpt_every=o["ckpt_every"],
+        **options,
     )
+    if o["dry_run"]:
+        if o["preset"]:
+            click.echo(f"preset {o['preset']} for {o['target']} / {o['sampler']} / {o['loss']} (sebaleh87/dds_optim):")
+            for line in describe_paper(o["target"], o["sampler"], o["loss"]):
+                click.echo(f"  {line}")
+        echo_json(cfg.to_dict())
+        return
+    if not o["out"]:
+        raise DifflossError("--out is required (the run directory) unless --dry-run")
     echo_json(train_bridge(cfg, o["out"], resume=o["resume"], quiet=o["quiet"], device=o["device"]))
 
 
@@ -168,8 +229,9 @@ def bench_command(**o) -> None:
     Exit code 1 (after the report) when a cell failed.
 
     Presets: `small` fits a 2-core CPU machine (2000 iterations, batch 64, K=32; LGCP 1000 iterations of batch 16;
-    5.88 CPU hours for the full grid, measured); `paper` is the published budget (40k iterations, batch 2000,
-    K=128) for a GPU machine (--device cuda), do not start it on this machine;
+    5.88 CPU hours for the full grid, measured); `paper` is the reference's configuration of every cell (its best run per
+    target, sampler and loss, as `diffloss bridge train --preset paper`; CMCD and DBS, rkl-ld, lv and rkl-r only:
+    40k iterations, batch 2000, K=128) for a GPU machine (--device cuda), do not start it on this machine;
     `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
 
     Example: diffloss bridge bench --preset small --targets german_credit,seeds --out runs/bench

@@ -109,13 +109,17 @@ class Budget:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named budget for the whole grid, with per-target overrides of Budget fields and the seeds to run."""
+    """A named budget for the whole grid, with per-target overrides of Budget fields and the seeds to run.
+
+    With ``reference_table`` each cell's batch, K, iterations, learning rate and initialisation come from the
+    reference's best runs (``diffloss.bridge.presets``); the budget then gives only the evaluation size."""
 
     name: str
     description: str
     budget: Budget
     seeds: tuple[int, ...] = (0, 1, 2)
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reference_table: bool = False
 
     def budget_for(self, target: str) -> Budget:
         return replace(self.budget, **self.overrides.get(target, {}))
@@ -133,12 +137,15 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
         description=(
-            "the published budget of [BRIDGE] (Sanokowski et al. 2025): 40k iterations, batch 2000, K=128, RAdam, "
-            "lr 0.005, gradient clipping 1, cosine decay; LGCP with batch 300 as in its config (dds_optim "
-            "Configs/LGCP.md). For a GPU machine (--device cuda)."
+            "the reference configuration of [BRIDGE] (Sanokowski et al. 2025) per (target, sampler, loss), from "
+            "dds_optim's Configs/Sweeps/BestRunsSweeps (diffloss.bridge.presets): 40k iterations, batch 2000 "
+            "(LGCP 300), K=128, RAdam, per-cell lr with cosine decay to lr/10, clipping 1, prior std and diffusion "
+            "at the reference's initialisation, score gate on, rKL-R with the diffusion frozen; CMCD and DBS with "
+            "rkl-ld, lv, rkl-r only. For a GPU machine (--device cuda)."
         ),
         budget=Budget(iterations=40_000, batch=2000, steps=128, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"batch": 300}},
+        reference_table=True,
     ),
     "small": Preset(
         name="small",

@@ -15,19 +15,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from diffloss.bridge.bench.grid import Budget, Cell, Preset, bench_grid, check_root_preset
+from diffloss.bridge.bench.grid import Cell, Preset, bench_grid, check_root_preset
 from diffloss.bridge.config import BridgeConfig, make_config
+from diffloss.bridge.presets import paper_options
 from diffloss.bridge.train import train_bridge
 from diffloss.errors import DifflossError
 
 TRAINER = {"optimizer": "radam", "grad_clip": 1.0, "lr_schedule": "cosine"}  # what bridge.train implements
 
 
-def cell_config(cell: Cell, budget: Budget) -> BridgeConfig:
-    """The ``diffloss bridge train`` configuration of one cell: evaluated once, at the end, on ``eval_samples``."""
+def cell_config(cell: Cell, preset: Preset) -> BridgeConfig:
+    """The ``diffloss bridge train`` configuration of one cell: evaluated once, at the end, on ``eval_samples``.
+
+    A preset with ``reference_table`` takes each cell's configuration from the reference's best runs
+    (``diffloss.bridge.presets.paper_options``), the others from the budget."""
+    budget = preset.budget_for(cell.target)
     trainer = {k: getattr(budget, k) for k in TRAINER}
     if trainer != TRAINER:
         raise DifflossError(f"bridge training implements {TRAINER}; the budget asks for {trainer}")
+    if preset.reference_table:
+        options = paper_options(cell.target, cell.sampler, cell.loss)
+        return make_config(
+            cell.target, cell.sampler, loss=cell.loss, seed=cell.seed, eval_every=0, eval_n=budget.eval_samples, **options
+        )
     return make_config(
         cell.target,
         cell.sampler,
@@ -50,14 +60,14 @@ def run_grid(
     Targets go in the order of ``cells``; within a target seed 0 of every (sampler, loss) runs before seed 1, so a
     partial run already fills the whole table of its first targets."""
     for cell in cells:  # every configuration is checked before the first run starts
-        cell_config(cell, preset.budget_for(cell.target))
+        cell_config(cell, preset)
     check_root_preset(root, preset)
     grid = bench_grid(root)
     targets = list(dict.fromkeys(c.target for c in cells))
     todo = sorted(grid.pending(cells), key=lambda c: (targets.index(c.target), c.seed))
 
     def work(cell: Cell, out: Path) -> None:
-        train_bridge(cell_config(cell, preset.budget_for(cell.target)), out, resume=True, quiet=True, device=device)
+        train_bridge(cell_config(cell, preset), out, resume=True, quiet=True, device=device)
 
     failed = []
     bar = tqdm(todo, disable=quiet, file=sys.stderr, desc="bench", unit="cell")
