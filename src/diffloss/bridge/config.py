@@ -84,7 +84,8 @@ def make_config(
 ) -> BridgeConfig:
     """A BridgeConfig for a named sampling target; the prior's initial std defaults to the target's ``init_std`` and
     the diffusion coefficient to ``default_init_sigma``. ``options`` are the ``SamplerConfig`` fields of
-    ``ARCHITECTURE`` and the ``BridgeConfig`` fields (loss, iters, batch, seed, lr, lr_floor, eval_every, eval_n, ckpt_every)."""
+    ``ARCHITECTURE`` and the ``BridgeConfig`` fields (loss, iters, batch, seed, lr, lr_floor,
+    eval_every, eval_n, ckpt_every)."""
     sampling_target = get_sampling_target(target)
     arch = {k: options.pop(k) for k in ARCHITECTURE if k in options}
     std = init_std if init_std is not None else sampling_target.init_std

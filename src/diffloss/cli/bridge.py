@@ -229,8 +229,8 @@ def bench_command(**o) -> None:
     Exit code 1 (after the report) when a cell failed.
 
     Presets: `small` fits a 2-core CPU machine (2000 iterations, batch 64, K=32; LGCP 1000 iterations of batch 16;
-    5.88 CPU hours for the full grid, measured); `paper` is the reference's configuration of every cell (its best run per
-    target, sampler and loss, as `diffloss bridge train --preset paper`; CMCD and DBS, rkl-ld, lv and rkl-r only:
+    5.88 CPU hours for the full grid, measured); `paper` is the reference's configuration of every cell (its best
+    run per target, sampler and loss, as `bridge train --preset paper`; CMCD and DBS, rkl-ld, lv and rkl-r only:
     40k iterations, batch 2000, K=128) for a GPU machine (--device cuda), do not start it on this machine;
     `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
 

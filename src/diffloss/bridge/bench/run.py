@@ -36,7 +36,13 @@ def cell_config(cell: Cell, preset: Preset) -> BridgeConfig:
     if preset.reference_table:
         options = paper_options(cell.target, cell.sampler, cell.loss)
         return make_config(
-            cell.target, cell.sampler, loss=cell.loss, seed=cell.seed, eval_every=0, eval_n=budget.eval_samples, **options
+            cell.target,
+            cell.sampler,
+            loss=cell.loss,
+            seed=cell.seed,
+            eval_every=0,
+            eval_n=budget.eval_samples,
+            **options,
         )
     return make_config(
         cell.target,
