@@ -166,14 +166,6 @@ class Trajectory:
         return self.log_q - self.log_p
 
 
-def _target_score(target: SamplingTarget, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """grad log p~(x), (B, d); differentiable in x (second order) when ``create_graph``."""
-    with torch.enable_grad():
-        xi = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-        (score,) = torch.autograd.grad(target.log_prob(xi).sum(), xi, create_graph=create_graph)
-    return score
-
-
 def simulate(
     model: BridgeSampler, target: SamplingTarget, n: int, generator: torch.Generator, *, detach_path: bool = False
 ) -> Trajectory:
@@ -195,7 +187,7 @@ def simulate(
     def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not (cmcd or gate):
             return model.drifts(x, k)
-        target_score = _target_score(target, x, grad_path)
+        target_score = target.score(x, grad_path)
         if not cmcd:
             return model.drifts(x, k, score=target_score)
         prior_score = -(x - mu) * inv_prior_var

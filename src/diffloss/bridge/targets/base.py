@@ -32,6 +32,18 @@ class SamplingTarget(ABC):
     @abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """grad log p~(x), (B, dim) -> (B, dim), in the dtype of x.
+
+        This default differentiates ``log_prob`` by autograd; with ``create_graph`` (and x requiring grad) the result
+        is differentiable in x again (second order, for rKL-R's reparameterized gradient). Targets override it with a
+        closed form written in torch ops, which is differentiable in x whenever x requires grad, whatever
+        ``create_graph`` says."""
+        with torch.enable_grad():
+            xi = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+            (score,) = torch.autograd.grad(self.log_prob(xi).sum(), xi, create_graph=create_graph)
+        return score
+
     @property
     def has_sampler(self) -> bool:
         return type(self).sample is not SamplingTarget.sample

@@ -53,6 +53,12 @@ class LogisticRegression(SamplingTarget):
             return log_lik
         return log_lik + gaussian_log_pdf(x, 0.0, 2 * math.log(self.prior_std), sum_last=True)
 
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """sum_n (y_n - sigmoid(<w, x_n>)) x_n - w / prior_std^2 (no prior term when the prior is flat)."""
+        features = self.features.to(x)
+        grad = (self.labels.to(x) - torch.sigmoid(x @ features.T)) @ features
+        return grad if self.prior_std is None else grad - x / self.prior_std**2
+
 
 def standardize_with_intercept(x: np.ndarray) -> np.ndarray:
     """Columns centred and divided by their population std (std 0 → 1), then a column of ones prepended."""
@@ -148,6 +154,21 @@ class Seeds(SamplingTarget):
         log_lik = (log_binom + r * logits - n * F.softplus(logits)).sum(-1)
         return log_prior_tau + u + log_prior_coef + log_prior_b + log_lik
 
+    def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """With e_j = R_j - N_j sigmoid(logit_j) summed over plates: d/da = sum_j e_j X_j - a / 10^2 for the four
+        coefficients (X = 1, X1, X1 X2, X2), d/db_j = e_j - tau b_j, and d/du = shape - rate tau - tau |b|^2 / 2 +
+        21 / 2 (prior of tau, its log-Jacobian 1, and the b prior's log-variance term)."""
+        r, n, x1, x2, x12, _ = self.plates.to(z)
+        a0, a1, a12, a2 = z[:, 0:1], z[:, 1:2], z[:, 2:3], z[:, 3:4]
+        b, u = z[:, 4:25], z[:, 25:26]
+        err = r - n * torch.sigmoid(a0 + a1 * x1 + a2 * x2 + a12 * x12 + b)  # (B, 21)
+        design = torch.stack([torch.ones_like(x1), x1, x12, x2], 1)  # (21, 4), in the order of z[:, :4]
+        d_coef = err @ design - z[:, :4] / self.coef_std**2
+        tau = torch.exp(u)
+        d_b = err - tau * b
+        d_u = self.tau_shape - self.tau_rate * tau - 0.5 * tau * (b**2).sum(-1, keepdim=True) + 0.5 * b.shape[1]
+        return torch.cat([d_coef, d_b, d_u], 1)
+
 
 # ------------------------------------------------------------------------------------------------- Brownian motion
 
@@ -184,6 +205,25 @@ class Brownian(SamplingTarget):
         residuals = x[:, self.observed.to(z.device)] - self.observations.to(z)
         log_lik = gaussian_log_pdf(residuals, 0.0, 2 * log_sigma[:, 1:], sum_last=True)
         return self.log_scale_prior(log_sigma).sum(-1) + log_jacobian + log_prior_x + log_lik
+
+    def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """With s = softplus(z_{0,1}): d/dx from the random-walk steps dx_t = x_t - x_{t-1} (x_{-1} = 0),
+        (dx_{t+1} - dx_t) / s_in^2, and the observations, -(x_t - obs_t) / s_obs^2; d/dz_i = (d/dlog s_i) *
+        sigmoid(z_i) / s_i + 1 - sigmoid(z_i) with d/dlog s = -log s / 4 - 1 + (sum of squares) / s^2 - count."""
+        scales = F.softplus(z[:, :2])  # (B, 2): innovation, observation
+        x = z[:, 2:]
+        steps = torch.diff(x, dim=1, prepend=torch.zeros_like(x[:, :1]))
+        observed = self.observed.to(z.device)
+        residuals = torch.zeros_like(x)
+        residuals[:, observed] = x[:, observed] - self.observations.to(z)
+        var_in, var_obs = scales[:, :1] ** 2, scales[:, 1:] ** 2
+        next_steps = torch.cat([steps[:, 1:], torch.zeros_like(steps[:, :1])], 1)
+        d_x = (next_steps - steps) / var_in - residuals / var_obs
+        squares = torch.cat([(steps**2).sum(-1, keepdim=True), (residuals**2).sum(-1, keepdim=True)], 1)
+        counts = torch.tensor([x.shape[1], len(self.observations)], dtype=z.dtype, device=z.device)
+        d_log_scale = -torch.log(scales) / self.scale_prior_std**2 - 1 + squares / scales**2 - counts
+        sig = torch.sigmoid(z[:, :2])
+        return torch.cat([d_log_scale * sig / scales + 1 - sig, d_x], 1)
 
 
 # ------------------------------------------------------------------------------------------------------------ LGCP
@@ -248,6 +288,13 @@ class LGCP(SamplingTarget):
         log_prior = -0.5 * (white**2).sum(0) - half_log_det - 0.5 * self.dim * LOG_2PI
         log_lik = (f * self.counts.to(f) - torch.exp(f) / self.dim).sum(-1)
         return log_prior + log_lik
+
+    def score(self, f: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """-K^{-1} (f - mu) (two triangular solves with the cached Cholesky factor) + counts - e^f / d."""
+        chol = self.cholesky(f.dtype, f.device)
+        white = torch.linalg.solve_triangular(chol, (f - self.mean).T, upper=False)  # (d, B)
+        prior = torch.linalg.solve_triangular(chol.T, white, upper=True).T
+        return -prior + self.counts.to(f) - torch.exp(f) / self.dim
 
 
 SAMPLING_TARGETS.update(

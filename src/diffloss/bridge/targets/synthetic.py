@@ -45,6 +45,9 @@ class Gaussian(SamplingTarget):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_Z + gaussian_log_pdf(x, self.mean, 2 * math.log(self.std), sum_last=True)
 
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        return (self.mean - x) / self.std**2
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.mean + self.std * torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
 
@@ -67,6 +70,13 @@ class Funnel(SamplingTarget):
         log_rest = -0.5 * (rest**2).sum(-1) * torch.exp(-v) - 0.5 * (self.dim - 1) * (v + LOG_2PI)
         return log_v + log_rest
 
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """d/dv = -v/9 + e^{-v} sum_i x_i^2 / 2 - (d - 1)/2 and d/dx_i = -x_i e^{-v}."""
+        v, rest = x[:, :1], x[:, 1:]
+        inv_var = torch.exp(-v)
+        dv = -v / 9.0 + 0.5 * inv_var * (rest**2).sum(-1, keepdim=True) - 0.5 * (self.dim - 1)
+        return torch.cat([dv, -rest * inv_var], 1)
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Exact draws, clipped to [-30, 30] as in the reference benchmark."""
         v = 3.0 * torch.randn(n, 1, generator=generator, dtype=torch.float64)
@@ -88,6 +98,17 @@ class _Mixture(SamplingTarget):
         locs = self.locs.to(x)
         per = self.component_log_prob(x[:, None, :] - locs[None]).sum(-1)  # (B, K)
         return torch.logsumexp(per, 1) - math.log(len(locs))
+
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """sum_k w_k(x) grad c(x - mu_k), with w the components' posterior weights (softmax of their log densities)
+        and grad c the ``component_score``; one forward pass over the (B, K, dim) differences, no backward."""
+        z = x[:, None, :] - self.locs.to(x)[None]
+        weights = torch.softmax(self.component_log_prob(z).sum(-1), 1)  # (B, K)
+        return (weights[:, :, None] * self.component_score(z)).sum(1)
+
+    @abstractmethod
+    def component_score(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate derivative of ``component_log_prob`` at z, elementwise."""
 
     def modes(self) -> torch.Tensor:
         return self.locs
@@ -117,6 +138,18 @@ class GMM40(_Mixture):
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return gaussian_log_pdf(z, 0.0, 0.0)
 
+    def component_score(self, z: torch.Tensor) -> torch.Tensor:
+        return -z
+
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """sum_k w_k(x) mu_k - x, with the component weights w = softmax_k(x.mu_k - |mu_k|^2 / 2) (the |x|^2 / 2 of
+        every component's log density cancels): two (B, dim) x (dim, K) products instead of a (B, K, dim) tensor.
+        The logits are formed in float64 whatever the dtype of x (in float32 x.mu_k ~ 1e4 would carry an error of
+        ~1e-3 nats), then the result is cast back."""
+        locs = self.locs.to(device=x.device)
+        logits = x.double() @ locs.T - 0.5 * (locs**2).sum(-1)
+        return (torch.softmax(logits, 1) @ locs).to(x.dtype) - x
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self._pick(n, generator) + torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
 
@@ -136,6 +169,9 @@ class MixtureStudentT(_Mixture):
         nu = self.df
         const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
         return const - 0.5 * (nu + 1) * torch.log1p(z**2 / nu)
+
+    def component_score(self, z: torch.Tensor) -> torch.Tensor:
+        return -(self.df + 1) * z / (self.df + z**2)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         normal = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
@@ -168,6 +204,11 @@ class ManyWell(SamplingTarget):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         a, b = x[:, 0::2], x[:, 1::2]
         return (self.well_log_prob(a) - 0.5 * b**2).sum(-1)
+
+    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """0.5 + 12 a - 4 a^3 on the double-well coordinates a, -b on the Gaussian ones."""
+        a, b = x[:, 0::2], x[:, 1::2]
+        return torch.stack([0.5 + 12.0 * a - 4.0 * a**3, -b], 2).reshape(x.shape)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         grid = torch.linspace(-3.0, 3.0, 20001, dtype=torch.float64)

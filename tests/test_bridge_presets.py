@@ -1,0 +1,119 @@
+"""``--preset paper``: the table equals the reference's best-run commands it cites, --dry-run prints it with its
+sources, a flag given explicitly overrides it, and what the reference has no run for is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from diffloss.bridge.bench.grid import Cell, get_preset
+from diffloss.bridge.bench.run import cell_config
+from diffloss.bridge.presets import COMMON, PAPER, diffusion_sigma, paper_options, paper_row
+from diffloss.cli import cli as diffloss_cli
+from diffloss.errors import DifflossError
+
+# Read by hand from sebaleh87/dds_optim (commit 3737faf), Configs/Sweeps/BestRunsSweeps/<file>, the command of the
+# section: (--sigma_init, --beta_max, --lr, --Interpol_lr, --batch_size, frozen = --learn_SDE_params_mode prior_only).
+READ = {
+    ("seeds", "cmcd", "rkl-ld"): ("Seeds.md", "LD", (0.5, 0.1, 0.005, 0.001, 2000, False)),
+    ("seeds", "cmcd", "rkl-r"): ("Seeds.md", "rKL Frozen", (1.0, 0.1, 0.002, 0.001, 2000, True)),
+    ("german_credit", "cmcd", "lv"): ("Credit.md", "LV Diverges", (0.5, 0.01, 0.002, 0.001, 2000, False)),
+    ("german_credit", "dbs", "rkl-ld"): ("Credit_DBS.md", "LD", (0.2, 0.01, 0.001, 0.0, 2000, False)),
+    ("gmm40", "cmcd", "lv"): ("GMM.md", "LV new", (80.0, 1.0, 0.00005, 0.01, 2000, False)),
+    ("mos", "cmcd", "rkl-ld"): ("MoS.md", "LD", (15.0, 1.0, 0.00001, 0.01, 2000, False)),
+    ("lgcp", "cmcd", "lv"): ("LGCP.md", "LV", (1.0, 0.1, 0.005, 0.001, 300, False)),
+    ("funnel", "dbs", "lv"): ("Funnel_DBS.md", "LV", (1.0, 0.1, 0.00005, 0.0, 2000, False)),
+    ("brownian", "cmcd", "lv"): ("Brownian.md", "LV", (0.5, 0.05, 0.001, 0.001, 2000, False)),
+}
+
+
+def invoke(*args):
+    return CliRunner().invoke(diffloss_cli, list(args))
+
+
+@pytest.mark.parametrize("key", list(READ))
+def test_table_equals_the_reference_values_it_cites(key):
+    file, section, (std, beta, lr, ilr, batch, frozen) = READ[key]
+    row = paper_row(*key)
+    assert (row.init_std, row.beta_max, row.lr, row.interpol_lr, row.batch, row.frozen) == (
+        std, beta, lr, ilr, batch, frozen
+    )
+    assert row.source == f"Configs/Sweeps/BestRunsSweeps/{file}, section '{section}'"
+
+
+def test_common_values_and_every_row():
+    assert COMMON["steps"][0] == 128 and COMMON["iters"][0] == 40_000 and COMMON["lr_floor"][0] == 0.1
+    assert COMMON["score_gate"][0] is True and COMMON["grad_clip"][0] == 1.0
+    for (target, sampler), rows in PAPER.items():
+        assert set(rows) == {"rkl-ld", "lv", "rkl-r"}
+        assert rows["rkl-r"].frozen and not rows["lv"].frozen
+        assert all(r.batch == (300 if target == "lgcp" else 2000) for r in rows.values())
+        assert all(r.source.startswith("Configs/Sweeps/BestRunsSweeps/") for r in rows.values())
+
+
+def test_diffusion_sigma_gives_the_reference_per_step_noise():
+    for beta, std, k in [(0.1, 0.5, 128), (1.0, 80.0, 128), (0.3, 1.0, 32)]:
+        sigma = diffusion_sigma(beta, std, k)
+        assert math.isclose(std**2 * (1 - math.exp(-(sigma**2) / (k * std**2))), beta**2, rel_tol=1e-12)
+    with pytest.raises(DifflossError, match="per-step noise std"):
+        diffusion_sigma(1.0, 0.5, 128)
+
+
+def test_dry_run_prints_the_preset_and_its_sources():
+    r = invoke("bridge", "train", "--preset", "paper", "--target", "seeds", "--loss", "rkl-r", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "Configs/Sweeps/BestRunsSweeps/Seeds.md, section 'rKL Frozen'" in r.output
+    assert "not implemented yet" in r.output
+    cfg = json.loads(r.output[r.output.index("{") :])
+    assert cfg["sampler"]["sampler"] == "cmcd" and cfg["lr"] == 0.002 and cfg["batch"] == 2000
+    assert cfg["iters"] == 40_000 and cfg["lr_floor"] == 0.1 and cfg["sampler"]["steps"] == 128
+    assert cfg["sampler"]["init_std"] == 1.0 and cfg["sampler"]["learn_sigma"] is False
+    assert cfg["sampler"]["score_gate"] is True
+    assert cfg["sampler"]["init_sigma"] == pytest.approx(diffusion_sigma(0.1, 1.0, 128))
+    assert "--preset" in invoke("bridge", "train", "--help").output
+
+
+def test_flags_override_the_preset():
+    r = invoke(
+        "bridge", "train", "--preset", "paper", "--target", "gmm40", "--sampler", "dbs", "--loss", "lv",
+        "--lr", "0.1", "--batch", "64", "--no-score-gate", "--fixed-sigma", "--dry-run",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output[r.output.index("{") :])
+    assert cfg["lr"] == 0.1 and cfg["batch"] == 64 and cfg["sampler"]["score_gate"] is False
+    assert cfg["sampler"]["learn_sigma"] is False and cfg["sampler"]["init_std"] == 80.0 and cfg["iters"] == 40_000
+
+
+def test_without_preset_the_defaults_are_unchanged():
+    r = invoke("bridge", "train", "--target", "seeds", "--sampler", "cmcd", "--dry-run")
+    cfg = json.loads(r.output)
+    assert (cfg["lr"], cfg["lr_floor"], cfg["batch"], cfg["iters"]) == (1e-3, 0.0, 256, 1000)
+    assert cfg["sampler"]["score_gate"] is False and cfg["sampler"]["learn_sigma"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "many_well", "--loss", "lv"], "no best run for target 'many_well'"),
+        (["--target", "seeds", "--sampler", "dis"], "sampler 'dis'"),
+        (["--target", "seeds", "--loss", "tb"], "loss 'tb'"),
+    ],
+)
+def test_what_the_reference_lacks_is_a_one_line_error(args, message):
+    r = invoke("bridge", "train", "--preset", "paper", *args, "--dry-run")
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_bench_paper_preset_takes_each_cell_from_the_table():
+    cfg = cell_config(Cell("funnel", "cmcd", "lv", 1), get_preset("paper"))
+    assert cfg.eval_every == 0
+    opts = paper_options("funnel", "cmcd", "lv")
+    assert (cfg.lr, cfg.batch, cfg.iters, cfg.seed, cfg.sampler.init_std) == (0.002, 2000, 40_000, 1, 0.5)
+    assert cfg.sampler.init_sigma == opts["init_sigma"]
+    with pytest.raises(DifflossError, match="no best run"):
+        cell_config(Cell("funnel", "dis", "lv", 0), get_preset("paper"))
+    small = cell_config(Cell("funnel", "cmcd", "lv", 0), get_preset("small"))
+    assert small.lr_floor == 0.0 and small.sampler.score_gate is False
