@@ -39,7 +39,12 @@ def test_table_equals_the_reference_values_it_cites(key):
     file, section, (std, beta, lr, ilr, batch, frozen) = READ[key]
     row = paper_row(*key)
     assert (row.init_std, row.beta_max, row.lr, row.interpol_lr, row.batch, row.frozen) == (
-        std, beta, lr, ilr, batch, frozen
+        std,
+        beta,
+        lr,
+        ilr,
+        batch,
+        frozen,
     )
     assert row.source == f"Configs/Sweeps/BestRunsSweeps/{file}, section '{section}'"
 
@@ -47,7 +52,7 @@ def test_table_equals_the_reference_values_it_cites(key):
 def test_common_values_and_every_row():
     assert COMMON["steps"][0] == 128 and COMMON["iters"][0] == 40_000 and COMMON["lr_floor"][0] == 0.1
     assert COMMON["score_gate"][0] is True and COMMON["grad_clip"][0] == 1.0
-    for (target, sampler), rows in PAPER.items():
+    for (target, _sampler), rows in PAPER.items():
         assert set(rows) == {"rkl-ld", "lv", "rkl-r"}
         assert rows["rkl-r"].frozen and not rows["lv"].frozen
         assert all(r.batch == (300 if target == "lgcp" else 2000) for r in rows.values())

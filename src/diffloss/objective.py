@@ -66,4 +66,3 @@ def build_objective(
     else:
         d = density_from_spec(density, process)
     return Objective(tgt, w, d, table)
-
