@@ -66,3 +66,4 @@ def build_objective(
     else:
         d = density_from_spec(density, process)
     return Objective(tgt, w, d, table)
+
