@@ -114,7 +114,7 @@ def test_what_the_reference_lacks_is_a_one_line_error(args, message):
 
 def test_bench_paper_preset_takes_each_cell_from_the_table():
     cfg = cell_config(Cell("funnel", "cmcd", "lv", 1), get_preset("paper"))
-    assert cfg.eval_every == 0
+    assert cfg.eval_every == 500
     opts = paper_options("funnel", "cmcd", "lv")
     assert (cfg.lr, cfg.batch, cfg.iters, cfg.seed, cfg.sampler.init_std) == (0.002, 2000, 40_000, 1, 0.5)
     assert cfg.sampler.init_sigma == opts["init_sigma"]

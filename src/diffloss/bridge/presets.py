@@ -30,6 +30,7 @@ NOT_IMPLEMENTED = "not implemented yet"
 COMMON: dict[str, tuple[Any, str]] = {
     "steps": (128, f"{BEST_RUNS}/*.md: --n_integration_steps 128"),
     "iters": (40_000, f"{BEST_RUNS}/*.md: --N_anneal 4000 (epochs) x {MAIN}: --steps_per_epoch default 10"),
+    "eval_every": (500, f"{MAIN}: --epochs_per_eval default 50 x --steps_per_epoch default 10 (best ELBO kept)"),
     "grad_clip": (1.0, f"{MAIN}: --clip_value default 1 (optax.clip_by_global_norm in every chain, {OPTIMIZER})"),
     "optimizer": ("radam", f"{OPTIMIZER}: optax.scale_by_radam (optimizer 'ADAM')"),
     "lr_floor": (0.1, f"{OPTIMIZER}: initialize_optimizer, lr_min = l_max / 10; {MAIN}: --lr_schedule cosine"),
@@ -252,6 +253,7 @@ def paper_options(target: str, sampler: str, loss: str) -> dict[str, Any]:
     return {
         "steps": steps,
         "iters": COMMON["iters"][0],
+        "eval_every": COMMON["eval_every"][0],
         "batch": row.batch,
         "lr": row.lr,
         "lr_floor": COMMON["lr_floor"][0],

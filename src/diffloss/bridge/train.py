@@ -1,10 +1,17 @@
 """Training a bridge sampler (``train_bridge``): RAdam, clipping at 1, cosine decay, checkpoints, divergence stop;
 and re-evaluating a finished run (``evaluate_checkpoint``).
 
-A run directory holds ``config.json`` (the ``BridgeConfig``), ``metrics.jsonl`` (one evaluation per line),
-``checkpoint.safetensors`` (the last good state, see ``diffloss.bridge.run``) and at the end ``metrics.json`` (the
-final evaluation, ``diffloss.bridge.evaluate``, with "iterations" and "diverged_at"); the contract of
-``diffloss bridge train`` (docs/design.md, section 'Bridge samplers').
+A run directory holds ``config.json`` (the ``BridgeConfig``), ``metrics.jsonl`` (one evaluation per line, with the
+SDE state of ``diffloss.bridge.monitor.sde_state``), ``checkpoint.safetensors`` (the last good state, see
+``diffloss.bridge.run``), ``best.safetensors`` (the state of the best evaluated ELBO) and at the end
+``metrics.json`` (the final evaluation, ``diffloss.bridge.evaluate``, with "iterations", "diverged_at",
+"divergence" and "best", the best evaluation); the contract of ``diffloss bridge train`` (docs/design.md, section
+'Bridge samplers').
+
+Divergence: a non-finite loss, R or parameter ("non-finite"), or an evaluation whose ELBO collapsed below the run's
+best ("elbo collapse", ``diffloss.bridge.monitor.elbo_collapsed``), stops the run; the last good checkpoint is
+reloaded and evaluated. A final evaluation that collapsed sets "diverged_at" to the last iteration too (nothing
+earlier to reload than the best checkpoint, which "best" reports).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import torch
 from tqdm import tqdm
 
 from diffloss.bridge.config import BridgeConfig
+from diffloss.bridge.monitor import elbo_collapsed, sde_state
 from diffloss.bridge.run import BridgeRun
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 
 CHECKPOINT = "checkpoint.safetensors"
+BEST_CHECKPOINT = "best.safetensors"
 EVAL_SEED_OFFSET = 1_000_003  # evaluation at iteration i draws with seed + EVAL_SEED_OFFSET + i
 
 
@@ -61,41 +70,63 @@ def train_bridge(
     write_text_atomic(log_path, "".join(ln + "\n" for ln in kept))
     run.save(ckpt)
     eval_seed = cfg.seed + EVAL_SEED_OFFSET
-    diverged_at, losses = None, []
+    best = max((r for r in map(json.loads, kept) if r.get("elbo") is not None), key=lambda r: r["elbo"], default=None)
+    diverged_at, divergence, losses = None, None, []
     bar = tqdm(total=cfg.iters, initial=run.iteration, disable=quiet, file=sys.stderr, desc=f"{cfg.sampler.sampler}")
     while run.iteration < cfg.iters:
         attempted = run.iteration + 1
         loss, ok = run.step()
+        row = None
+        if ok:
+            losses.append(loss)
+            bar.update(1)
+        if ok and _due(cfg.eval_every, run.iteration, cfg.iters):
+            lr = run.scheduler.get_last_lr()[0]
+            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": lr}
+            row.update(run.evaluate(cfg.eval_n, eval_seed + run.iteration), **sde_state(run.model))
+            losses = []
+            _append_line(log_path, json.dumps(row))
+            ok = not elbo_collapsed(row["elbo"], best["elbo"] if best else None)
+            divergence = None if ok else "elbo collapse"
         if not ok:
-            diverged_at = attempted
+            diverged_at, divergence = attempted, divergence or "non-finite"
             bar.close()
             run = BridgeRun.load(ckpt, device)
+            what = "non-finite loss, R or parameter" if divergence == "non-finite" else "the evaluated ELBO collapsed"
             print(
-                f"diverged: non-finite loss, R or parameter at iteration {diverged_at}; "
+                f"diverged: {what} at iteration {diverged_at}; "
                 f"kept the last good checkpoint (iteration {run.iteration}) and evaluated it",
                 file=sys.stderr,
             )
             break
-        losses.append(loss)
-        bar.update(1)
-        if _due(cfg.eval_every, run.iteration, cfg.iters):
-            lr = run.scheduler.get_last_lr()[0]
-            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": lr}
-            row.update(run.evaluate(cfg.eval_n, eval_seed + run.iteration))
-            losses = []
-            _append_line(log_path, json.dumps(row))
+        if row is not None:
             bar.set_postfix(elbo=f"{row['elbo']:.3f}", log_z=f"{row['log_z']:.3f}")
             run.save(ckpt)
+            best = _keep_best(run, row, best, out)
         elif _due(cfg.ckpt_every, run.iteration, cfg.iters):
             run.save(ckpt)
     bar.close()
     if diverged_at is None:
         run.save(ckpt)
-    final = run.evaluate(cfg.eval_n, eval_seed + run.iteration)
-    _append_line(log_path, json.dumps({"iteration": run.iteration, **final}))
-    result = {**final, "iterations": run.iteration, "diverged_at": diverged_at}
+    final = {"iteration": run.iteration, **run.evaluate(cfg.eval_n, eval_seed + run.iteration), **sde_state(run.model)}
+    _append_line(log_path, json.dumps(final))
+    if diverged_at is None and best is not None and elbo_collapsed(final["elbo"], best["elbo"]):
+        diverged_at, divergence = run.iteration, "elbo collapse"
+    elif final["elbo"] is not None:
+        best = _keep_best(run, final, best, out)
+    result = {k: v for k, v in final.items() if k != "iteration"}
+    result.update(iterations=run.iteration, diverged_at=diverged_at, divergence=divergence, best=best)
     write_json_atomic(out / "metrics.json", result)
     return result
+
+
+def _keep_best(run: BridgeRun, row: dict[str, Any], best: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:
+    """The better of ``best`` and the evaluation ``row`` of the current state; a better row's state goes to
+    ``out/best.safetensors``. Rows with a non-finite ELBO (None) never are the best."""
+    if row["elbo"] is None or (best is not None and row["elbo"] <= best["elbo"]):
+        return best
+    run.save(out / BEST_CHECKPOINT)
+    return row
 
 
 def _due(every: int, iteration: int, iters: int) -> bool:
@@ -121,4 +152,4 @@ def evaluate_checkpoint(run_dir: str | Path, n: int, seed: int) -> dict[str, Any
     return {**run.evaluate(n, seed), "iteration": run.iteration, "config": run.cfg.to_dict()}
 
 
-__all__ = ["CHECKPOINT", "EVAL_SEED_OFFSET", "check_device", "evaluate_checkpoint", "train_bridge"]
+__all__ = ["BEST_CHECKPOINT", "CHECKPOINT", "EVAL_SEED_OFFSET", "check_device", "evaluate_checkpoint", "train_bridge"]

@@ -51,6 +51,7 @@ PRESET_OPTIONS = {
     "init_std": "init_std",
     "init_sigma": "init_sigma",
     "score_gate": "score_gate",
+    "eval_every": "eval_every",
 }
 
 
@@ -158,7 +159,6 @@ def train_command(**o) -> None:
         hidden=_widths(o["hidden"]),
         loss=o["loss"],
         seed=o["seed"],
-        eval_every=o["eval_every"],
         eval_n=o["eval_n"],
         ckpt_every=o["ckpt_every"],
         **options,

@@ -25,10 +25,11 @@ TRAINER = {"optimizer": "radam", "grad_clip": 1.0, "lr_schedule": "cosine"}  # w
 
 
 def cell_config(cell: Cell, preset: Preset) -> BridgeConfig:
-    """The ``diffloss bridge train`` configuration of one cell: evaluated once, at the end, on ``eval_samples``.
+    """The ``diffloss bridge train`` configuration of one cell, evaluated on ``eval_samples`` trajectories.
 
     A preset with ``reference_table`` takes each cell's configuration from the reference's best runs
-    (``diffloss.bridge.presets.paper_options``), the others from the budget."""
+    (``diffloss.bridge.presets.paper_options``: evaluated every 500 iterations, the best ELBO kept), the others
+    from the budget (evaluated once, at the end)."""
     budget = preset.budget_for(cell.target)
     trainer = {k: getattr(budget, k) for k in TRAINER}
     if trainer != TRAINER:
@@ -36,13 +37,7 @@ def cell_config(cell: Cell, preset: Preset) -> BridgeConfig:
     if preset.reference_table:
         options = paper_options(cell.target, cell.sampler, cell.loss)
         return make_config(
-            cell.target,
-            cell.sampler,
-            loss=cell.loss,
-            seed=cell.seed,
-            eval_every=0,
-            eval_n=budget.eval_samples,
-            **options,
+            cell.target, cell.sampler, loss=cell.loss, seed=cell.seed, eval_n=budget.eval_samples, **options
         )
     return make_config(
         cell.target,
