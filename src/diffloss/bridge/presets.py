@@ -66,173 +66,79 @@ class PaperRow:
     source: str
 
 
-def _rows(file: str, batch: int, rows: dict[str, tuple[float, float, float, float, str]]) -> dict[str, PaperRow]:
-    """Rows of one BestRunsSweeps file; each entry is loss -> (sigma_init, beta_max, lr, Interpol_lr, section)."""
-    return {
-        loss: PaperRow(std, beta, lr, ilr, batch, loss == "rkl-r", f"{BEST_RUNS}/{file}, section '{section}'")
-        for loss, (std, beta, lr, ilr, section) in rows.items()
-    }
+# The reference's best runs, one per (target, sampler, loss), read from the commands in BestRunsSweeps/<file> under
+# the section named: --sigma_init, --beta_max, --lr, --Interpol_lr, --batch_size. rkl-r rows are the "rKL Frozen"
+# runs (--learn_SDE_params_mode prior_only), the others learn the diffusion.
+PAPER_TABLE: tuple[tuple[str, str, str, float, float, float, float, int, str, str], ...] = (
+    # target, sampler, loss, init_std, beta_max, lr, interpol_lr, batch, file, section
+    ("seeds", "cmcd", "rkl-ld", 0.5, 0.1, 0.005, 0.001, 2000, "Seeds.md", "LD"),
+    ("seeds", "cmcd", "lv", 0.5, 0.1, 0.005, 0.001, 2000, "Seeds.md", "LV"),
+    ("seeds", "cmcd", "rkl-r", 1.0, 0.1, 0.002, 0.001, 2000, "Seeds.md", "rKL Frozen"),
+    ("seeds", "dbs", "rkl-ld", 0.2, 0.1, 0.001, 0.0, 2000, "Seeds_DBS.md", "LD"),
+    ("seeds", "dbs", "lv", 0.2, 0.1, 0.0005, 0.0, 2000, "Seeds_DBS.md", "LV"),
+    ("seeds", "dbs", "rkl-r", 1.0, 0.1, 0.001, 0.0, 2000, "Seeds_DBS.md", "rKL Frozen"),
+    ("sonar", "cmcd", "rkl-ld", 0.5, 0.1, 0.005, 0.001, 2000, "Sonar.md", "LD"),
+    ("sonar", "cmcd", "lv", 0.5, 0.1, 0.005, 0.001, 2000, "Sonar.md", "LV"),
+    ("sonar", "cmcd", "rkl-r", 1.0, 0.1, 0.005, 0.001, 2000, "Sonar.md", "rKL frozen"),
+    ("sonar", "dbs", "rkl-ld", 0.2, 0.1, 0.001, 0.0, 2000, "Sonar_DBS.md", "LD"),
+    ("sonar", "dbs", "lv", 0.2, 0.1, 0.0005, 0.0, 2000, "Sonar_DBS.md", "LV"),
+    ("sonar", "dbs", "rkl-r", 1.0, 0.1, 0.001, 0.0, 2000, "Sonar_DBS.md", "rKL frozen"),
+    ("german_credit", "cmcd", "rkl-ld", 0.5, 0.01, 0.005, 0.001, 2000, "Credit.md", "LD"),
+    ("german_credit", "cmcd", "lv", 0.5, 0.01, 0.002, 0.001, 2000, "Credit.md", "LV Diverges"),
+    ("german_credit", "cmcd", "rkl-r", 0.5, 0.01, 0.005, 0.001, 2000, "Credit.md", "rKL frozen"),
+    ("german_credit", "dbs", "rkl-ld", 0.2, 0.01, 0.001, 0.0, 2000, "Credit_DBS.md", "LD"),
+    ("german_credit", "dbs", "lv", 0.2, 0.01, 0.001, 0.0, 2000, "Credit_DBS.md", "LV"),
+    ("german_credit", "dbs", "rkl-r", 1.0, 0.05, 0.001, 0.0, 2000, "Credit_DBS.md", "rKL frozen"),
+    ("brownian", "cmcd", "rkl-ld", 0.5, 0.1, 0.005, 0.001, 2000, "Brownian.md", "LD"),
+    ("brownian", "cmcd", "lv", 0.5, 0.05, 0.001, 0.001, 2000, "Brownian.md", "LV"),
+    ("brownian", "cmcd", "rkl-r", 0.5, 0.05, 0.005, 0.001, 2000, "Brownian.md", "rKL frozen"),
+    ("brownian", "dbs", "rkl-ld", 0.2, 0.05, 0.001, 0.0, 2000, "Brownian_DBS.md", "LD"),
+    ("brownian", "dbs", "lv", 0.2, 0.05, 0.001, 0.0, 2000, "Brownian_DBS.md", "LV"),
+    ("brownian", "dbs", "rkl-r", 0.2, 0.05, 0.001, 0.0, 2000, "Brownian_DBS.md", "rKL frozen"),
+    ("lgcp", "cmcd", "rkl-ld", 1.0, 0.3, 0.005, 0.001, 300, "LGCP.md", "LD"),
+    ("lgcp", "cmcd", "lv", 1.0, 0.1, 0.005, 0.001, 300, "LGCP.md", "LV"),
+    ("lgcp", "cmcd", "rkl-r", 1.0, 0.3, 0.005, 0.001, 300, "LGCP.md", "rKL Frozen"),
+    ("lgcp", "dbs", "rkl-ld", 1.0, 0.3, 0.0001, 0.0, 300, "LGCP_DBS.md", "LD"),
+    ("lgcp", "dbs", "lv", 1.0, 0.3, 0.0005, 0.0, 300, "LGCP_DBS.md", "LV"),
+    ("lgcp", "dbs", "rkl-r", 1.0, 0.1, 0.0005, 0.0, 300, "LGCP_DBS.md", "rKL Frozen"),
+    ("funnel", "cmcd", "rkl-ld", 1.0, 0.3, 0.005, 0.001, 2000, "Funnel.md", "LD"),
+    ("funnel", "cmcd", "lv", 0.5, 0.1, 0.002, 0.001, 2000, "Funnel.md", "LV"),
+    ("funnel", "cmcd", "rkl-r", 1.0, 0.3, 0.001, 0.001, 2000, "Funnel.md", "rKL Frozen"),
+    ("funnel", "dbs", "rkl-ld", 1.0, 0.3, 0.0005, 0.0, 2000, "Funnel_DBS.md", "LD"),
+    ("funnel", "dbs", "lv", 1.0, 0.1, 5e-05, 0.0, 2000, "Funnel_DBS.md", "LV"),
+    ("funnel", "dbs", "rkl-r", 1.0, 0.3, 0.0005, 0.0, 2000, "Funnel_DBS.md", "rKL Frozen"),
+    ("gmm40", "cmcd", "rkl-ld", 80.0, 1.0, 1e-05, 0.001, 2000, "GMM.md", "LD new"),
+    ("gmm40", "cmcd", "lv", 80.0, 1.0, 5e-05, 0.01, 2000, "GMM.md", "LV new"),
+    ("gmm40", "cmcd", "rkl-r", 80.0, 1.0, 1e-05, 0.01, 2000, "GMM.md", "rKL frozen"),
+    ("gmm40", "dbs", "rkl-ld", 80.0, 1.5, 1e-05, 0.0, 2000, "GMM_DBS.md", "LD"),
+    ("gmm40", "dbs", "lv", 80.0, 1.5, 1e-05, 0.0, 2000, "GMM_DBS.md", "LV"),
+    ("gmm40", "dbs", "rkl-r", 80.0, 1.5, 1e-05, 0.0, 2000, "GMM_DBS.md", "rKL frozen"),
+    ("mos", "cmcd", "rkl-ld", 15.0, 1.0, 1e-05, 0.01, 2000, "MoS.md", "LD"),
+    ("mos", "cmcd", "lv", 15.0, 1.5, 1e-05, 0.001, 2000, "MoS.md", "LV"),
+    ("mos", "cmcd", "rkl-r", 15.0, 1.0, 0.0001, 0.01, 2000, "MoS.md", "rKL frozen"),
+    ("mos", "dbs", "rkl-ld", 15.0, 1.0, 5e-06, 0.0, 2000, "MoS_DBS.md", "LD"),
+    ("mos", "dbs", "lv", 15.0, 1.0, 0.0001, 0.0, 2000, "MoS_DBS.md", "LV"),
+    ("mos", "dbs", "rkl-r", 15.0, 1.5, 1e-05, 0.0, 2000, "MoS_DBS.md", "rKL frozen"),
+)
 
-
-# (target, sampler) -> loss -> row, read from the BestRunsSweeps commands.
-PAPER: dict[tuple[str, str], dict[str, PaperRow]] = {
-    ("seeds", "cmcd"): _rows(
-        "Seeds.md",
-        2000,
-        {
-            "rkl-ld": (0.5, 0.1, 5e-3, 1e-3, "LD"),
-            "lv": (0.5, 0.1, 5e-3, 1e-3, "LV"),
-            "rkl-r": (1.0, 0.1, 2e-3, 1e-3, "rKL Frozen"),
-        },
-    ),
-    ("seeds", "dbs"): _rows(
-        "Seeds_DBS.md",
-        2000,
-        {
-            "rkl-ld": (0.2, 0.1, 1e-3, 0.0, "LD"),
-            "lv": (0.2, 0.1, 5e-4, 0.0, "LV"),
-            "rkl-r": (1.0, 0.1, 1e-3, 0.0, "rKL Frozen"),
-        },
-    ),
-    ("sonar", "cmcd"): _rows(
-        "Sonar.md",
-        2000,
-        {
-            "rkl-ld": (0.5, 0.1, 5e-3, 1e-3, "LD"),
-            "lv": (0.5, 0.1, 5e-3, 1e-3, "LV"),
-            "rkl-r": (1.0, 0.1, 5e-3, 1e-3, "rKL frozen"),
-        },
-    ),
-    ("sonar", "dbs"): _rows(
-        "Sonar_DBS.md",
-        2000,
-        {
-            "rkl-ld": (0.2, 0.1, 1e-3, 0.0, "LD"),
-            "lv": (0.2, 0.1, 5e-4, 0.0, "LV"),
-            "rkl-r": (1.0, 0.1, 1e-3, 0.0, "rKL frozen"),
-        },
-    ),
-    ("german_credit", "cmcd"): _rows(
-        "Credit.md",
-        2000,
-        {
-            "rkl-ld": (0.5, 0.01, 5e-3, 1e-3, "LD"),
-            "lv": (0.5, 0.01, 2e-3, 1e-3, "LV Diverges"),
-            "rkl-r": (0.5, 0.01, 5e-3, 1e-3, "rKL frozen"),
-        },
-    ),
-    ("german_credit", "dbs"): _rows(
-        "Credit_DBS.md",
-        2000,
-        {
-            "rkl-ld": (0.2, 0.01, 1e-3, 0.0, "LD"),
-            "lv": (0.2, 0.01, 1e-3, 0.0, "LV"),
-            "rkl-r": (1.0, 0.05, 1e-3, 0.0, "rKL frozen"),
-        },
-    ),
-    ("brownian", "cmcd"): _rows(
-        "Brownian.md",
-        2000,
-        {
-            "rkl-ld": (0.5, 0.1, 5e-3, 1e-3, "LD"),
-            "lv": (0.5, 0.05, 1e-3, 1e-3, "LV"),
-            "rkl-r": (0.5, 0.05, 5e-3, 1e-3, "rKL frozen"),
-        },
-    ),
-    ("brownian", "dbs"): _rows(
-        "Brownian_DBS.md",
-        2000,
-        {
-            "rkl-ld": (0.2, 0.05, 1e-3, 0.0, "LD"),
-            "lv": (0.2, 0.05, 1e-3, 0.0, "LV"),
-            "rkl-r": (0.2, 0.05, 1e-3, 0.0, "rKL frozen"),
-        },
-    ),
-    ("lgcp", "cmcd"): _rows(
-        "LGCP.md",
-        300,
-        {
-            "rkl-ld": (1.0, 0.3, 5e-3, 1e-3, "LD"),
-            "lv": (1.0, 0.1, 5e-3, 1e-3, "LV"),
-            "rkl-r": (1.0, 0.3, 5e-3, 1e-3, "rKL Frozen"),
-        },
-    ),
-    ("lgcp", "dbs"): _rows(
-        "LGCP_DBS.md",
-        300,
-        {
-            "rkl-ld": (1.0, 0.3, 1e-4, 0.0, "LD"),
-            "lv": (1.0, 0.3, 5e-4, 0.0, "LV"),
-            "rkl-r": (1.0, 0.1, 5e-4, 0.0, "rKL Frozen"),
-        },
-    ),
-    ("funnel", "cmcd"): _rows(
-        "Funnel.md",
-        2000,
-        {
-            "rkl-ld": (1.0, 0.3, 5e-3, 1e-3, "LD"),
-            "lv": (0.5, 0.1, 2e-3, 1e-3, "LV"),
-            "rkl-r": (1.0, 0.3, 1e-3, 1e-3, "rKL Frozen"),
-        },
-    ),
-    ("funnel", "dbs"): _rows(
-        "Funnel_DBS.md",
-        2000,
-        {
-            "rkl-ld": (1.0, 0.3, 5e-4, 0.0, "LD"),
-            "lv": (1.0, 0.1, 5e-5, 0.0, "LV"),
-            "rkl-r": (1.0, 0.3, 5e-4, 0.0, "rKL Frozen"),
-        },
-    ),
-    ("gmm40", "cmcd"): _rows(
-        "GMM.md",
-        2000,
-        {
-            "rkl-ld": (80.0, 1.0, 1e-5, 1e-3, "LD new"),
-            "lv": (80.0, 1.0, 5e-5, 1e-2, "LV new"),
-            "rkl-r": (80.0, 1.0, 1e-5, 1e-2, "rKL frozen"),
-        },
-    ),
-    ("gmm40", "dbs"): _rows(
-        "GMM_DBS.md",
-        2000,
-        {
-            "rkl-ld": (80.0, 1.5, 1e-5, 0.0, "LD"),
-            "lv": (80.0, 1.5, 1e-5, 0.0, "LV"),
-            "rkl-r": (80.0, 1.5, 1e-5, 0.0, "rKL frozen"),
-        },
-    ),
-    ("mos", "cmcd"): _rows(
-        "MoS.md",
-        2000,
-        {
-            "rkl-ld": (15.0, 1.0, 1e-5, 1e-2, "LD"),
-            "lv": (15.0, 1.5, 1e-5, 1e-3, "LV"),
-            "rkl-r": (15.0, 1.0, 1e-4, 1e-2, "rKL frozen"),
-        },
-    ),
-    ("mos", "dbs"): _rows(
-        "MoS_DBS.md",
-        2000,
-        {
-            "rkl-ld": (15.0, 1.0, 5e-6, 0.0, "LD"),
-            "lv": (15.0, 1.0, 1e-4, 0.0, "LV"),
-            "rkl-r": (15.0, 1.5, 1e-5, 0.0, "rKL frozen"),
-        },
-    ),
+PAPER: dict[tuple[str, str, str], PaperRow] = {
+    (target, sampler, loss): PaperRow(
+        std, beta, lr, ilr, batch, loss == "rkl-r", f"{BEST_RUNS}/{file}, section '{sec}'"
+    )
+    for target, sampler, loss, std, beta, lr, ilr, batch, file, sec in PAPER_TABLE
 }
 
 
 def paper_row(target: str, sampler: str, loss: str) -> PaperRow:
     """The reference's best run for (target, sampler, loss), or a one-line DifflossError naming what it has."""
-    rows = PAPER.get((target, sampler))
-    if rows is None or loss not in rows:
-        have = sorted({f"{t}/{s}" for t, s in PAPER})
+    row = PAPER.get((target, sampler, loss))
+    if row is None:
+        have = sorted({f"{t}/{s}" for t, s, _ in PAPER})
         raise DifflossError(
             f"--preset paper: the reference has no best run for target {target!r}, sampler {sampler!r}, loss "
             f"{loss!r} (it has the samplers/targets {', '.join(have)} with losses rkl-ld, lv, rkl-r); drop --preset"
         )
-    return rows[loss]
+    return row
 
 
 def diffusion_sigma(beta_max: float, init_std: float, steps: int) -> float:
@@ -282,4 +188,13 @@ def describe_paper(target: str, sampler: str, loss: str) -> list[str]:
     return lines
 
 
-__all__ = ["COMMON", "PAPER", "PaperRow", "describe_paper", "diffusion_sigma", "paper_options", "paper_row"]
+__all__ = [
+    "COMMON",
+    "PAPER",
+    "PAPER_TABLE",
+    "PaperRow",
+    "describe_paper",
+    "diffusion_sigma",
+    "paper_options",
+    "paper_row",
+]
