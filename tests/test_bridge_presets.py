@@ -122,3 +122,9 @@ def test_bench_paper_preset_takes_each_cell_from_the_table():
         cell_config(Cell("funnel", "dis", "lv", 0), get_preset("paper"))
     small = cell_config(Cell("funnel", "cmcd", "lv", 0), get_preset("small"))
     assert small.lr_floor == 0.0 and small.sampler.score_gate is False
+
+
+def test_init_std_or_steps_given_keep_the_reference_per_step_noise():
+    opts = paper_options("seeds", "cmcd", "lv", init_std=2.0, steps=32)
+    assert opts["init_sigma"] == pytest.approx(diffusion_sigma(0.1, 2.0, 32))
+    assert paper_options("seeds", "cmcd", "lv", init_sigma=3.0)["init_sigma"] == 3.0

@@ -151,23 +151,26 @@ def diffusion_sigma(beta_max: float, init_std: float, steps: int) -> float:
     return math.sqrt(-steps * init_std**2 * math.log1p(-((beta_max / init_std) ** 2)))
 
 
-def paper_options(target: str, sampler: str, loss: str) -> dict[str, Any]:
-    """The ``make_config`` options of the preset for (target, sampler, loss); what is not implemented is left out
-    (see ``COMMON``)."""
+def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dict[str, Any]:
+    """The ``make_config`` options of the preset for (target, sampler, loss), with ``overrides`` (options given
+    explicitly) on top; what is not implemented is left out (see ``COMMON``). Unless ``init_sigma`` is overridden,
+    it is derived from the reference's per-step noise std at the final ``init_std`` and ``steps``."""
     row = paper_row(target, sampler, loss)
-    steps = COMMON["steps"][0]
-    return {
-        "steps": steps,
+    options = {
+        "steps": COMMON["steps"][0],
         "iters": COMMON["iters"][0],
         "eval_every": COMMON["eval_every"][0],
         "batch": row.batch,
         "lr": row.lr,
         "lr_floor": COMMON["lr_floor"][0],
         "init_std": row.init_std,
-        "init_sigma": diffusion_sigma(row.beta_max, row.init_std, steps),
         "learn_sigma": not row.frozen,
         "score_gate": COMMON["score_gate"][0],
+        **overrides,
     }
+    if options.get("init_sigma") is None:
+        options["init_sigma"] = diffusion_sigma(row.beta_max, options["init_std"], options["steps"])
+    return options
 
 
 def describe_paper(target: str, sampler: str, loss: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from diffloss.bridge import (
     BRIDGE_SAMPLERS,
@@ -41,34 +42,22 @@ def command() -> None:
     """
 
 
-# train options that a preset may set: CLI name -> make_config option (a flag given explicitly overrides the preset)
-PRESET_OPTIONS = {
-    "steps": "steps",
-    "iters": "iters",
-    "batch": "batch",
-    "lr": "lr",
-    "lr_floor": "lr_floor",
-    "init_std": "init_std",
-    "init_sigma": "init_sigma",
-    "score_gate": "score_gate",
-    "eval_every": "eval_every",
-}
+# train options that a preset sets (make_config names); given explicitly, they override it. --fixed-sigma sets
+# learn_sigma.
+PRESET_OPTIONS = ("steps", "iters", "batch", "lr", "lr_floor", "init_std", "init_sigma", "score_gate", "eval_every")
 
 
 def _train_options(o: dict) -> dict:
-    """The make_config options of ``bridge train``: the preset's (if any), then every option given explicitly."""
-    ctx = click.get_current_context()
-
-    def given(name: str) -> bool:
-        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-
-    options = paper_options(o["target"], o["sampler"], o["loss"]) if o["preset"] else {}
-    for name, key in PRESET_OPTIONS.items():
-        if given(name) or key not in options:
-            options[key] = o[name]
-    if given("fixed_sigma") or "learn_sigma" not in options:
-        options["learn_sigma"] = not o["fixed_sigma"]
-    return options
+    """The make_config options of ``bridge train``: with a preset, the preset's under the options given
+    explicitly; without one, every option."""
+    options = {name: o[name] for name in PRESET_OPTIONS} | {"learn_sigma": not o["fixed_sigma"]}
+    if not o["preset"]:
+        return options
+    source = click.get_current_context().get_parameter_source
+    given = {n for n in PRESET_OPTIONS if source(n) is not ParameterSource.DEFAULT}
+    if source("fixed_sigma") is not ParameterSource.DEFAULT:
+        given.add("learn_sigma")
+    return paper_options(o["target"], o["sampler"], o["loss"], **{k: options[k] for k in given})
 
 
 @command.command("train")
