@@ -11,7 +11,7 @@ from diffloss.bridge import BridgeRun, make_config, train_bridge
 from diffloss.bridge.monitor import BETA_GRID, COLLAPSE_NATS, collapse_margin, elbo_collapsed
 from diffloss.bridge.targets import SAMPLING_TARGETS
 from diffloss.bridge.targets.synthetic import Gaussian
-from diffloss.bridge.train import BEST_CHECKPOINT, CHECKPOINT, EVAL_SEED_OFFSET
+from diffloss.bridge.train import BEST_CHECKPOINT, CHECKPOINT, EVAL_SEED_OFFSET, evaluate_checkpoint
 
 
 def test_collapse_threshold():
@@ -47,6 +47,7 @@ def test_detector_fires_on_a_blow_up_and_keeps_the_best(tmp_path, monkeypatch, c
     assert BridgeRun.load(tmp_path / CHECKPOINT).iteration == 2
     assert BridgeRun.load(tmp_path / BEST_CHECKPOINT).iteration == 2
     assert "the evaluated ELBO collapsed at iteration 4" in capsys.readouterr().err
+    assert evaluate_checkpoint(tmp_path, 32, 0, best=True)["iteration"] == 2
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [2, 4, 2] and rows[1]["elbo"] < -1e7
 

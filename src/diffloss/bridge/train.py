@@ -144,11 +144,12 @@ def _append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def evaluate_checkpoint(run_dir: str | Path, n: int, seed: int) -> dict[str, Any]:
-    """Re-evaluate the last good checkpoint of a run directory on n fresh trajectories (``bridge eval``)."""
+def evaluate_checkpoint(run_dir: str | Path, n: int, seed: int, best: bool = False) -> dict[str, Any]:
+    """Re-evaluate the last good checkpoint of a run directory (``best``: the best-ELBO one) on n fresh
+    trajectories (``bridge eval``)."""
     if n < 2:
         raise DifflossError(f"--n must be >= 2, got {n}")
-    run = BridgeRun.load(Path(run_dir) / CHECKPOINT)
+    run = BridgeRun.load(Path(run_dir) / (BEST_CHECKPOINT if best else CHECKPOINT))
     return {**run.evaluate(n, seed), "iteration": run.iteration, "config": run.cfg.to_dict()}
 
 

@@ -169,12 +169,14 @@ def train_command(**o) -> None:
 @click.option("--n", "n", default=2000, show_default=True, help="Fresh trajectories.")
 @click.option("--seed", default=12345, show_default=True, help="Seed of the fresh trajectories.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result here.")
-def eval_command(ckpt: str, n: int, seed: int, json_out: str | None) -> None:
-    """Re-evaluate the last good checkpoint of a run on N fresh trajectories (same metrics as train).
+@click.option("--best", is_flag=True, help="Evaluate DIR/best.safetensors, the state of the best evaluated ELBO.")
+def eval_command(ckpt: str, n: int, seed: int, json_out: str | None, best: bool) -> None:
+    """Re-evaluate the last good checkpoint of a run (--best: its best-ELBO one) on N fresh trajectories (same
+    metrics as train).
 
     Example: diffloss bridge eval --ckpt runs/funnel --n 5000
     """
-    result = evaluate_checkpoint(ckpt, n, seed)
+    result = evaluate_checkpoint(ckpt, n, seed, best)
     if json_out:
         write_json_atomic(json_out, result)
     echo_json(result)
