@@ -136,7 +136,7 @@ def paper_row(target: str, sampler: str, loss: str) -> PaperRow:
         have = sorted({f"{t}/{s}" for t, s, _ in PAPER})
         raise DifflossError(
             f"--preset paper: the reference has no best run for target {target!r}, sampler {sampler!r}, loss "
-            f"{loss!r} (it has the samplers/targets {', '.join(have)} with losses rkl-ld, lv, rkl-r); drop --preset"
+            f"{loss!r}; it has target/sampler {', '.join(have)}, each with losses rkl-ld, lv, rkl-r"
         )
     return row
 
