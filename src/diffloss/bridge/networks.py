@@ -1,9 +1,15 @@
-"""The control network: a sinusoidal time embedding and an MLP on (x, embedding), zero at initialisation.
+"""The control network ``ControlNet`` (``network="mlp"``): a sinusoidal time embedding and an MLP on (x, embedding),
+zero at initialisation; and what every control network shares (``mlp``, ``gated_score``).
 
 With ``score_gate`` the network also gets a score s(x) (the target's, or for CMCD the annealed density's) as an input
 and adds c(t) * clip(s(x)), with c(t) a per-output-coordinate MLP of time alone: the "gradient-gated" network of PIS
 and of the DIS/CMCD reference implementations. It lets the control rescale the score per time step, a learned
 time-dependent step size, which a plain MLP on x has to learn point by point.
+
+A control network has two calls: ``time_table(t)``, the (K+1, F) rows of everything it computes from the time alone
+for the K+1 times of a simulation (computed once per ``diffloss.bridge.samplers.simulate`` call), and
+``forward(x, row, score)`` with the (1, F) row of the current time. The reference-shaped network is
+``diffloss.bridge.pisnet.PisNet`` (``network="pis"``).
 """
 
 from __future__ import annotations
@@ -25,15 +31,40 @@ def time_embedding(t: torch.Tensor, features: int) -> torch.Tensor:
     return sinusoidal_features(t, freqs, sin_first=True)
 
 
-def _mlp(widths: list[int], out: int) -> nn.Sequential:
-    """Linear + GELU through ``widths``, then a zero-initialised Linear to ``out`` (so the MLP starts at 0)."""
+def mlp(widths: list[int], out: int, activation: nn.Module | None = None) -> nn.Sequential:
+    """Linear + activation (default GELU) through ``widths``, then a zero-initialised Linear to ``out`` (so the MLP
+    starts at 0)."""
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.GELU()]
-    last = nn.Linear(widths[-1], out)
+        layers += [nn.Linear(a, b), activation or nn.GELU()]
+    return nn.Sequential(*layers, zero_linear(widths[-1], out))
+
+
+def zero_linear(inp: int, out: int) -> nn.Linear:
+    """A Linear layer with zero weight and bias: the last layer of a control network that starts at 0."""
+    last = nn.Linear(inp, out)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
+    return last
+
+
+def gated_score(x: torch.Tensor, score: torch.Tensor | None, gated: bool, out: int) -> torch.Tensor | None:
+    """The gated input clip(s) of a network with ``out`` outputs, the score repeated so that each output coordinate
+    gets its own coordinate of s; None for a network without a gate. Checks that a score (B, dim) of the shape of x
+    is given exactly when the network has a gate."""
+    if gated != (score is not None):
+        raise ValueError("pass a score (B, dim) exactly when the control network has a score gate")
+    if score is None:
+        return None
+    if score.shape != x.shape:
+        raise ValueError(f"the score must have the shape of x {tuple(x.shape)}, got {tuple(score.shape)}")
+    return score.clamp(-SCORE_CLIP, SCORE_CLIP).repeat(1, out // x.shape[1])
+
+
+def check_out(dim: int, out: int, score_gate: bool) -> None:
+    """A score-gated network repeats the score to its ``out`` outputs, so ``out`` must be a multiple of ``dim``."""
+    if score_gate and out % dim:
+        raise ValueError(f"a score-gated control network needs out to be a multiple of dim, got out={out}, dim={dim}")
 
 
 class ControlNet(nn.Module):
@@ -47,22 +78,18 @@ class ControlNet(nn.Module):
         self, dim: int, out: int, hidden: tuple[int, ...] = (64, 64), time_features: int = 32, score_gate: bool = False
     ):
         super().__init__()
-        if score_gate and out % dim:
-            raise ValueError(f"a score-gated ControlNet needs out to be a multiple of dim, got out={out}, dim={dim}")
+        check_out(dim, out, score_gate)
         self.dim, self.time_features = dim, time_features
-        self.mlp = _mlp([dim + time_features, *hidden], out)
-        self.gate = _mlp([time_features, *hidden], out) if score_gate else None
+        self.mlp = mlp([dim + time_features, *hidden], out)
+        self.gate = mlp([time_features, *hidden], out) if score_gate else None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, dim), t a 0-dim tensor (a tensor, not a float, so that torch.compile does not specialize on it);
-        ``score`` (B, dim), given exactly when the network has a score gate."""
-        emb = time_embedding(t.reshape(1), self.time_features)  # one row, shared by the batch
+    def time_table(self, t: torch.Tensor) -> torch.Tensor:
+        """The sinusoidal embeddings of the times t (T,), (T, time_features); no parameters."""
+        return time_embedding(t, self.time_features)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, dim), ``emb`` the (1, time_features) row of ``time_table`` at the current time; ``score`` (B, dim),
+        given exactly when the network has a score gate."""
         u = self.mlp(torch.cat([x, emb.expand(x.shape[0], -1)], 1))
-        if (self.gate is None) != (score is None):
-            raise ValueError("pass a score (B, dim) exactly when the ControlNet has a score gate")
-        if self.gate is None:
-            return u
-        if score.shape != x.shape:
-            raise ValueError(f"the score must have the shape of x {tuple(x.shape)}, got {tuple(score.shape)}")
-        s = score.clamp(-SCORE_CLIP, SCORE_CLIP).repeat(1, u.shape[1] // self.dim)
-        return u + self.gate(emb) * s
+        s = gated_score(x, score, self.gate is not None, u.shape[1])
+        return u if s is None else u + self.gate(emb) * s

@@ -30,11 +30,13 @@ import torch
 from torch import nn
 
 from diffloss.bridge.networks import ControlNet
+from diffloss.bridge.pisnet import PisNet
 from diffloss.bridge.targets.base import SamplingTarget
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.gaussian import gaussian_log_pdf
 
 BRIDGE_SAMPLERS = ("dis", "dbs", "cmcd")
+CONTROL_NETWORKS = ("mlp", "pis")  # diffloss.bridge.networks.ControlNet, diffloss.bridge.pisnet.PisNet
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class SamplerConfig:
     grad log p~ for DIS/DBS, the annealed grad log pi_beta for CMCD, zero-gated at initialisation. It is
     differentiated like any other function of the state, so rKL-R's reparameterized gradient stays exact (the
     reference implementations stop its gradient, which biases that estimator).
+
+    ``network`` is the control network: "mlp" (``ControlNet``: ``hidden`` widths, ``time_features`` sinusoidal
+    features) or "pis" (``PisNet``, the reference's shape: ``hidden`` = L equal widths w, its n_hidden and
+    num_layers; ``time_features`` unused, it has 2w Fourier features). Configs written before it load as "mlp".
     """
 
     sampler: str
@@ -60,6 +66,7 @@ class SamplerConfig:
     learn_sigma: bool = True
     learn_prior: bool = True
     score_gate: bool = False
+    network: str = "mlp"
 
     def __post_init__(self) -> None:
         if self.sampler not in BRIDGE_SAMPLERS:
@@ -74,6 +81,10 @@ class SamplerConfig:
             raise DifflossError(f"--init-sigma must be a positive number, got {self.init_sigma}")
         if not self.hidden or min(self.hidden) < 1:
             raise DifflossError(f"--hidden must be positive layer widths like 64,64, got {self.hidden}")
+        if self.network not in CONTROL_NETWORKS:
+            raise unknown_name("network", self.network, CONTROL_NETWORKS)
+        if self.network == "pis" and len(set(self.hidden)) > 1:
+            raise DifflossError(f"--network pis needs equal --hidden widths (n_hidden x num_layers), got {self.hidden}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,13 +107,21 @@ class BridgeSampler(nn.Module):
         self.prior_log_std = nn.Parameter(torch.full((d,), math.log(cfg.init_std)), requires_grad=cfg.learn_prior)
         self.log_sigma = nn.Parameter(torch.full((d,), math.log(cfg.init_sigma)), requires_grad=cfg.learn_sigma)
         out = 2 * d if cfg.sampler == "dbs" else d
-        self.net = ControlNet(d, out, cfg.hidden, cfg.time_features, cfg.score_gate)
+        if cfg.network == "pis":
+            self.net = PisNet(d, out, cfg.hidden[0], len(cfg.hidden), cfg.steps, cfg.score_gate)
+        else:
+            self.net = ControlNet(d, out, cfg.hidden, cfg.time_features, cfg.score_gate)
         if cfg.sampler == "cmcd":
             self.beta_logits = nn.Parameter(torch.zeros(cfg.steps))
 
     @property
     def steps(self) -> int:
         return self.cfg.steps
+
+    def time_grid(self) -> torch.Tensor:
+        """The times t_k = k / K, k = 0..K, (K+1,), each the float k / K rounded once to the parameters' dtype."""
+        p = self.prior_mean
+        return torch.tensor([k / self.steps for k in range(self.steps + 1)], dtype=p.dtype, device=p.device)
 
     def betas(self) -> torch.Tensor:
         """Annealing schedule beta_0..beta_K, (K+1,), from 0 to 1 (CMCD); starts linear."""
@@ -129,21 +148,21 @@ class BridgeSampler(nn.Module):
     def drifts(
         self,
         x: torch.Tensor,
-        k: int,
+        row: torch.Tensor,
         g: torch.Tensor | None = None,
         beta: torch.Tensor | None = None,
         score: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fwd_k(x), bwd_k(x)) at state x of time index k. CMCD only: ``g`` = grad log p~ - grad log p_0 at x and
-        ``beta`` = beta_k; with ``score_gate`` only: ``score``, the network's gated score input."""
-        t = torch.tensor(k / self.steps, dtype=x.dtype, device=x.device)
+        """(fwd_k(x), bwd_k(x)) at state x of time index k, ``row`` the (1, F) row k of the network's ``time_table``.
+        CMCD only: ``g`` = grad log p~ - grad log p_0 at x and ``beta`` = beta_k; with ``score_gate`` only: ``score``,
+        the network's gated score input."""
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
-            return diff * self.net(x, t, score), torch.zeros_like(x)
+            return diff * self.net(x, row, score), torch.zeros_like(x)
         if self.cfg.sampler == "dbs":
-            u, v = self.net(x, t, score).chunk(2, dim=1)
+            u, v = self.net(x, row, score).chunk(2, dim=1)
             return diff * u, diff * v
-        u = self.net(x, t, score)
+        u = self.net(x, row, score)
         langevin = 0.5 * beta * g
         return diff * (langevin + u), diff * (langevin - u)
 
@@ -173,6 +192,9 @@ def simulate(
 
     ``detach_path=False`` keeps gradients through the states (reparameterization: rKL-R). ``detach_path=True`` stops
     them at every state, so gradients flow only through the kernels' parameters at fixed states (LV, rKL-LD, TB).
+
+    What depends on time alone is computed once, before the loop: the time grid and the network's ``time_table``
+    (for ``ControlNet`` its parameter-free embeddings, the values it computed per step before, bit for bit).
     """
     K = model.steps
     grad_path = not detach_path and torch.is_grad_enabled()
@@ -183,17 +205,19 @@ def simulate(
     cmcd = model.cfg.sampler == "cmcd"
     gate = model.cfg.score_gate
     betas = model.betas() if cmcd else None
+    table = model.net.time_table(model.time_grid())
 
     def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = table[k : k + 1]
         if not (cmcd or gate):
-            return model.drifts(x, k)
+            return model.drifts(x, row)
         target_score = target.score(x, grad_path)
         if not cmcd:
-            return model.drifts(x, k, score=target_score)
+            return model.drifts(x, row, score=target_score)
         prior_score = -(x - mu) * inv_prior_var
         g = target_score - prior_score
         annealed = prior_score + betas[k] * g if gate else None  # grad log pi_beta
-        return model.drifts(x, k, g, betas[k], annealed)
+        return model.drifts(x, row, g, betas[k], annealed)
 
     x = model.sample_prior(n, generator)
     if detach_path:
