@@ -11,14 +11,16 @@ from diffloss.bridge import BridgeRun, make_config
 from diffloss.bridge import metrics as M
 from diffloss.bridge.losses import BRIDGE_LOSSES, DETACHED, loss_terms
 from diffloss.bridge.networks import time_embedding
-from diffloss.bridge.samplers import BRIDGE_SAMPLERS, BridgeSampler, SamplerConfig, simulate
+from diffloss.bridge.samplers import BRIDGE_SAMPLERS, CONTROL_NETWORKS, BridgeSampler, SamplerConfig, simulate
 from diffloss.bridge.targets.synthetic import Gaussian
 from diffloss.gaussian import gaussian_log_pdf
 
 
-def _model(sampler: str, dim: int, steps: int, init_std: float = 1.0, gate: bool = False) -> BridgeSampler:
+def _model(
+    sampler: str, dim: int, steps: int, init_std: float = 1.0, gate: bool = False, network: str = "mlp"
+) -> BridgeSampler:
     torch.manual_seed(0)
-    cfg = SamplerConfig(sampler, dim, steps, hidden=(16,), init_std=init_std, score_gate=gate)
+    cfg = SamplerConfig(sampler, dim, steps, hidden=(16,), init_std=init_std, score_gate=gate, network=network)
     return BridgeSampler(cfg).double()
 
 
@@ -35,12 +37,13 @@ def _randomize_control(model: BridgeSampler, scale: float = 0.3) -> None:
         model.log_sigma.fill_(math.log(1.3))
 
 
+@pytest.mark.parametrize("network", CONTROL_NETWORKS)
 @pytest.mark.parametrize("gate", [False, True])
 @pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
-def test_target_equal_to_prior_gives_constant_R(sampler, gate):
+def test_target_equal_to_prior_gives_constant_R(sampler, gate, network):
     """Zero control and target = Z * prior: R = -log Z for every trajectory, ESS = 1, log Z_hat exact. (With the gate
     this shows that the zero-initialised gate adds exactly nothing; its maths is checked by the closed-form test.)"""
-    model = _model(sampler, 3, 16, init_std=1.7, gate=gate)
+    model = _model(sampler, 3, 16, init_std=1.7, gate=gate, network=network)
     with torch.no_grad():
         model.prior_mean.copy_(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
         model.prior_log_std.copy_(torch.log(torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)))
@@ -94,12 +97,13 @@ def test_elbo_below_log_z_and_log_z_hat_consistent(sampler):
     assert float(hats_t.mean()) == pytest.approx(1.5, abs=0.15)
 
 
+@pytest.mark.parametrize("network", CONTROL_NETWORKS)
 @pytest.mark.parametrize("gate", [False, True])
 @pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
-def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler, gate):
+def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler, gate, network):
     """Both estimate grad E_q[R]; average over many batches and compare within standard errors. With the score
     gate this also checks that the score input is differentiated through the path (a stopped gradient biases rKL-R)."""
-    model = _model(sampler, 1, 4, gate=gate)
+    model = _model(sampler, 1, 4, gate=gate, network=network)
     _randomize_control(model)
     target = Gaussian(1, mean=1.0, std=0.6)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,13 +126,14 @@ def test_rkl_ld_and_rkl_r_gradients_agree_in_expectation(sampler, gate):
     assert bool((diff.abs() < 5 * se + 1e-6).all()), (diff / (se + 1e-12)).abs().max()
 
 
+@pytest.mark.parametrize("network", CONTROL_NETWORKS)
 @pytest.mark.parametrize("sampler", BRIDGE_SAMPLERS)
-def test_score_gate_adds_gated_closed_form_score(sampler):
+def test_score_gate_adds_gated_closed_form_score(sampler, network):
     """A gated network with a zero MLP and constant gates c is the drift c * score, with the score in closed form:
     grad log p~ for DIS/DBS and grad log p_0 + beta_k (grad log p~ - grad log p_0) for CMCD. Re-simulated by hand
     with the same noise, x and R agree to rounding."""
     dim, K, n = 2, 3, 5
-    model = _model(sampler, dim, K, gate=True)
+    model = _model(sampler, dim, K, gate=True, network=network)
     c = torch.tensor([0.3, -0.2, 0.15, 0.4], dtype=torch.float64)[: model.net.gate[-1].out_features]
     with torch.no_grad():
         model.net.gate[-1].bias.copy_(c)

@@ -65,7 +65,7 @@ class PisNet(nn.Module):
         self.register_buffer("freqs", torch.linspace(*FREQ_RANGE, width), persistent=False)
         self.phase = nn.Parameter(torch.zeros(width))
         self.time_net = nn.Sequential(nn.Linear(2 * width, width), _gelu(), nn.Linear(width, width))
-        self.state_net = mlp([dim + width] + [width] * layers, out, _gelu())
+        self.mlp = mlp([dim + width] + [width] * layers, out, _gelu())
         hidden = [nn.Linear(2 * width, width)] + [m for _ in range(layers) for m in (_gelu(), nn.Linear(width, width))]
         self.gate = nn.Sequential(*hidden, zero_linear(width, out)) if score_gate else None
         for layer in self.modules():
@@ -83,6 +83,6 @@ class PisNet(nn.Module):
         """x (B, dim), ``row`` the (1, F) row of ``time_table`` at the current time; ``score`` (B, dim), given exactly
         when the network has a score gate."""
         emb, c = row[:, : self.width], row[:, self.width :]
-        u = self.state_net(torch.cat([x, emb.expand(x.shape[0], -1)], 1)).clamp(-OUTER_CLIP, OUTER_CLIP)
+        u = self.mlp(torch.cat([x, emb.expand(x.shape[0], -1)], 1)).clamp(-OUTER_CLIP, OUTER_CLIP)
         s = gated_score(x, score, self.gate is not None, u.shape[1])
         return u if s is None else u + c * s

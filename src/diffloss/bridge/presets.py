@@ -35,6 +35,11 @@ COMMON: dict[str, tuple[Any, str]] = {
     "optimizer": ("radam", f"{OPTIMIZER}: optax.scale_by_radam (optimizer 'ADAM')"),
     "lr_floor": (0.1, f"{OPTIMIZER}: initialize_optimizer, lr_min = l_max / 10; {MAIN}: --lr_schedule cosine"),
     "score_gate": (True, f"{MAIN}: --use_interpol_gradient default True"),
+    "network": (
+        "pis",
+        f"{BEST_RUNS}/*.md: --base_net PISgradnet --n_hidden 64 (Networks/Pisgradnet.py, num_layers 2); "
+        "diffloss.bridge.pisnet",
+    ),
     "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run (one chain here: same values)"),
     "separate_chains": (
         NOT_IMPLEMENTED,
@@ -166,6 +171,7 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
         "init_std": row.init_std,
         "learn_sigma": not row.frozen,
         "score_gate": COMMON["score_gate"][0],
+        "network": COMMON["network"][0],
         **overrides,
     }
     if options.get("init_sigma") is None:

@@ -44,7 +44,18 @@ def command() -> None:
 
 # train options that a preset sets (make_config names); given explicitly, they override it. --fixed-sigma sets
 # learn_sigma.
-PRESET_OPTIONS = ("steps", "iters", "batch", "lr", "lr_floor", "init_std", "init_sigma", "score_gate", "eval_every")
+PRESET_OPTIONS = (
+    "steps",
+    "iters",
+    "batch",
+    "lr",
+    "lr_floor",
+    "init_std",
+    "init_sigma",
+    "score_gate",
+    "network",
+    "eval_every",
+)
 
 
 def _train_options(o: dict) -> dict:
@@ -89,6 +100,14 @@ def _train_options(o: dict) -> dict:
     "--lr-floor", default=0.0, show_default=True, help="The cosine decay ends at lr-floor * lr (paper preset: 0.1)."
 )
 @click.option("--hidden", default="64,64", show_default=True, help="Hidden widths of the control MLP.")
+@click.option(
+    "--network",
+    type=click.Choice(["mlp", "pis"]),
+    default="mlp",
+    show_default=True,
+    help="Control network: mlp (sinusoidal time features + MLP) or pis (the reference's PISgradnet shape: Fourier "
+    "time embedding, state MLP, time gate; --hidden = n_hidden x num_layers, equal widths; paper preset: pis).",
+)
 @click.option("--init-std", type=float, default=None, help="Initial prior std. [default: the target's suggestion]")
 @click.option(
     "--init-sigma",
