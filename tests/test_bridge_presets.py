@@ -76,19 +76,21 @@ def test_dry_run_prints_the_preset_and_its_sources():
     assert cfg["sampler"]["sampler"] == "cmcd" and cfg["lr"] == 0.002 and cfg["batch"] == 2000
     assert cfg["iters"] == 40_000 and cfg["lr_floor"] == 0.1 and cfg["sampler"]["steps"] == 128
     assert cfg["sampler"]["init_std"] == 1.0 and cfg["sampler"]["learn_sigma"] is False
-    assert cfg["sampler"]["score_gate"] is True
+    assert cfg["sampler"]["score_gate"] is True and cfg["sampler"]["network"] == "pis"
     assert cfg["sampler"]["init_sigma"] == pytest.approx(diffusion_sigma(0.1, 1.0, 128))
+    assert "network = pis" in r.output and "--base_net PISgradnet" in r.output
     assert "--preset" in invoke("bridge", "train", "--help").output
 
 
 def test_flags_override_the_preset():
     r = invoke(
         "bridge", "train", "--preset", "paper", "--target", "gmm40", "--sampler", "dbs", "--loss", "lv",
-        "--lr", "0.1", "--batch", "64", "--no-score-gate", "--fixed-sigma", "--dry-run",
+        "--lr", "0.1", "--batch", "64", "--no-score-gate", "--fixed-sigma", "--network", "mlp", "--dry-run",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.output[r.output.index("{") :])
     assert cfg["lr"] == 0.1 and cfg["batch"] == 64 and cfg["sampler"]["score_gate"] is False
+    assert cfg["sampler"]["network"] == "mlp"
     assert cfg["sampler"]["learn_sigma"] is False and cfg["sampler"]["init_std"] == 80.0 and cfg["iters"] == 40_000
 
 
@@ -97,6 +99,7 @@ def test_without_preset_the_defaults_are_unchanged():
     cfg = json.loads(r.output)
     assert (cfg["lr"], cfg["lr_floor"], cfg["batch"], cfg["iters"]) == (1e-3, 0.0, 256, 1000)
     assert cfg["sampler"]["score_gate"] is False and cfg["sampler"]["learn_sigma"] is True
+    assert cfg["sampler"]["network"] == "mlp"
 
 
 @pytest.mark.parametrize(
@@ -117,11 +120,11 @@ def test_bench_paper_preset_takes_each_cell_from_the_table():
     assert cfg.eval_every == 500
     opts = paper_options("funnel", "cmcd", "lv")
     assert (cfg.lr, cfg.batch, cfg.iters, cfg.seed, cfg.sampler.init_std) == (0.002, 2000, 40_000, 1, 0.5)
-    assert cfg.sampler.init_sigma == opts["init_sigma"]
+    assert cfg.sampler.init_sigma == opts["init_sigma"] and cfg.sampler.network == "pis"
     with pytest.raises(DifflossError, match="no best run"):
         cell_config(Cell("funnel", "dis", "lv", 0), get_preset("paper"))
     small = cell_config(Cell("funnel", "cmcd", "lv", 0), get_preset("small"))
-    assert small.lr_floor == 0.0 and small.sampler.score_gate is False
+    assert small.lr_floor == 0.0 and small.sampler.score_gate is False and small.sampler.network == "mlp"
 
 
 def test_init_std_or_steps_given_keep_the_reference_per_step_noise():
