@@ -39,8 +39,8 @@ def test_control_is_zero_at_initialisation(gate, out_factor):
     x = 10 * torch.randn(5, dim)
     u = net(x, table[3:4], torch.randn(5, dim) if gate else None)
     assert u.shape == (5, out_factor * dim) and torch.equal(u, torch.zeros_like(u))
-    hidden = net.time_net[0]
-    assert float(hidden.weight.detach().std()) == pytest.approx(32**-0.5, rel=0.2) and not hidden.bias.any()  # flax's LeCun normal
+    hidden = net.time_net[0]  # flax's default init: LeCun normal, zero bias
+    assert float(hidden.weight.detach().std()) == pytest.approx(32**-0.5, rel=0.2) and not hidden.bias.any()
     with pytest.raises(ValueError, match="score"):
         net(x, table[3:4], None if gate else x)
 

@@ -15,7 +15,8 @@ from diffloss.bridge.samplers import SamplerConfig
 from diffloss.bridge.targets import SamplingTarget, get_sampling_target
 from diffloss.errors import DifflossError, unknown_name
 
-ARCHITECTURE = ("hidden", "time_features", "learn_sigma", "learn_prior", "score_gate", "network")  # SamplerConfig options
+# the SamplerConfig options
+ARCHITECTURE = ("hidden", "time_features", "learn_sigma", "learn_prior", "score_gate", "network")
 
 
 @dataclass(frozen=True)
