@@ -67,6 +67,9 @@ def command(
     The JSON records every convention, the sample counts and the feature space.
 
     Example: diffloss eval --samples samples.npy --ref mnist:test --json eval.json
+
+    Example (class-conditional samples): diffloss eval --samples s.npy --labels s.labels.npy --ref mnist:test
+    --json eval.json
     """
     from diffloss.metrics.evaluate import evaluate_samples
 
