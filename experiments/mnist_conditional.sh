@@ -4,12 +4,12 @@
 #   ROOT  run directory root (the run goes to ROOT/run; resumable: rerun the same command after a stop)
 #   STEP  evaluate the checkpoint as it stands now, copied to ROOT/eval-STEP (the learning rate does not depend on
 #         --steps, so checkpoint k is what a run with --steps k gives); default: train to the end first.
-# Environment: W (guidance weights, default "1 2"), N (samples per evaluation, default 2000), SAMPLER (heun),
+# Environment: W (guidance weights, default "1 1.5 2"), N (samples per evaluation, default 2000), SAMPLER (heun),
 # STEPS (sampler steps, 20), SEED (sampling seed, 1), THREADS (torch threads, 1).
 set -euo pipefail
 ROOT=${1:?usage: $0 ROOT [STEP]}
 STEP=${2:-}
-W=${W:-"1 2"}; N=${N:-2000}; SAMPLER=${SAMPLER:-heun}; STEPS=${STEPS:-20}; SEED=${SEED:-1}; THREADS=${THREADS:-1}
+W=${W:-"1 1.5 2"}; N=${N:-2000}; SAMPLER=${SAMPLER:-heun}; STEPS=${STEPS:-20}; SEED=${SEED:-1}; THREADS=${THREADS:-1}
 RUN="$ROOT/run"
 if [[ -z "$STEP" ]]; then
   RESUME=(); [[ -f "$RUN/checkpoint.safetensors" ]] && RESUME=(--resume)
