@@ -469,6 +469,8 @@ def train(
     metrics = out / METRICS_FILE
     write_text_atomic(metrics, "".join(line + "\n" for line in _read_metrics(metrics, run.step)))
 
+    # a fixed density's floor never changes: computed once; an adaptive one's follows its state, at every log line
+    fixed_floor = run.loss_floor(jstar) if jstar is not None and not run.objective["density"].adaptive else None
     start = time.perf_counter()
     losses, lams, last_t, last_step = [], [], start, run.step
     with open(metrics, "a", encoding="utf-8") as log:
@@ -487,7 +489,7 @@ def train(
                 now = time.perf_counter()
                 record = window_record(torch.cat(losses), torch.cat(lams))
                 if jstar is not None:
-                    floor = run.loss_floor(jstar)
+                    floor = fixed_floor if fixed_floor is not None else run.loss_floor(jstar)
                     record.update(loss_floor=floor, reducible_loss=record["loss"] - floor)
                 emit(
                     {
