@@ -57,6 +57,11 @@ class Dataset:
             h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
+    @cached_property
+    def variance(self) -> np.ndarray:
+        """The per-dimension variance (D,) of the rows, float64, computed once."""
+        return self.x.astype(np.float64).var(axis=0)
+
     def with_labels(self, labels: np.ndarray) -> Dataset:
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -72,7 +77,7 @@ class Dataset:
 
     def info(self) -> dict:
         """Summary statistics (plain JSON types)."""
-        var = self.x.astype(np.float64).var(axis=0)
+        var = self.variance
         out = {
             "name": self.name,
             "n": self.n,

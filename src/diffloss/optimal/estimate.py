@@ -109,8 +109,7 @@ def optimal_loss(
         result = _compute(ds, s, settings, max_memory, workers, threads, progress and is_main_process())
         if cache and is_main_process():  # rank 0 may still store it for later single-process runs
             store_cached(key, result)
-    info = ds.info()
-    result.data = {k: info[k] for k in ("name", "fingerprint", "variance_per_dim")}
+    result.data = {"name": ds.name, "fingerprint": ds.fingerprint, "variance_per_dim": float(ds.variance.mean())}
     return result
 
 
