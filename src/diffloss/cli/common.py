@@ -1,4 +1,4 @@
-"""Option parsing shared by subcommands: number lists, output paths, JSON echo."""
+"""Option parsing shared by subcommands: number lists, output paths, JSON echo, the device options."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from diffloss.device import PRECISIONS
 from diffloss.errors import DifflossError
 from diffloss.runs import parse_seeds  # noqa: F401  (the CLI's --seeds)
 
@@ -34,3 +35,31 @@ def parse_floats(text: str, option: str, *, positive: bool = False) -> list[floa
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2))
+
+
+def device_option(f):
+    """``--device``: see ``diffloss.device.resolve_device``."""
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA when present), cpu, cuda or cuda:N (under torchrun, cuda is the rank's own GPU).",
+    )(f)
+
+
+def precision_option(f):
+    """``--precision``: see ``diffloss.device``."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="fp32",
+        show_default=True,
+        help="fp32; tf32 (CUDA matmuls in TensorFloat-32); bf16 (network under bfloat16 autocast, weights fp32).",
+    )(f)
+
+
+def threads_option(f):
+    """``--threads``: see ``diffloss.device.set_threads``."""
+    return click.option(
+        "--threads", type=int, default=0, show_default=True, help="torch CPU threads; 0 = every core of this machine."
+    )(f)
