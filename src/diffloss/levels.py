@@ -72,8 +72,9 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
 
 
 def model_condition(levels: Levels, process: Process, kind: str, like: torch.Tensor) -> torch.Tensor:
-    """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64)."""
-    c = condition(levels, process, kind).to(like.device)
+    """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64); the host does not wait
+    for the copy (the levels are host tensors the caller does not change)."""
+    c = condition(levels, process, kind).to(like.device, non_blocking=True)
     return c.to(like.dtype) if c.is_floating_point() else c
 
 

@@ -12,17 +12,21 @@ sample -> x0). The UNet is called with x_t = alpha * x0 + sigma * eps (the DDPM 
 
 Either way the result serves sampling (``diffloss.sample.sample_model``) and diagnosis
 (``diffloss.diagnose.diagnose``); wrap a network of your own in a ``DiffusionModel`` to use it the same way.
+
+Both load onto the CPU (checkpoint tensors are checked there); ``DiffusionModel.for_inference`` moves the network to
+a device and sets its precision and compilation, so a model trained on a GPU samples on a CPU and vice versa.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from diffloss.checkpoint import load_checkpoint
+from diffloss.device import autocast, check_precision, set_matmul_precision
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.levels import TargetPredictor
 from diffloss.models import Denoiser
@@ -47,6 +51,54 @@ class DiffusionModel:
     shape: tuple[int, ...]
     cond: str = "t"
     num_classes: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters are (the CPU for a network without any, or one that is no module)."""
+        params = self.network.parameters() if isinstance(self.network, torch.nn.Module) else iter(())
+        return next(params, torch.empty(0)).device
+
+    def for_inference(
+        self, device: torch.device | str | None = None, precision: str = "fp32", compile: bool = False
+    ) -> DiffusionModel:
+        """This model with its network moved to ``device`` (default: where it is; an ``nn.Module`` moves in place,
+        a plain callable must already run there), called under ``precision`` (``diffloss.device``: bf16 autocast
+        with float32 outputs, or TensorFloat-32 matmuls, a process-wide setting) and, with ``compile``, compiled by
+        ``torch.compile``. Raises ``DifflossError`` for a precision the device cannot run."""
+        device = self.device if device is None else torch.device(device)
+        check_precision(precision, device)
+        set_matmul_precision(precision)
+        net = self.network.to(device) if isinstance(self.network, torch.nn.Module) else self.network
+        if compile:
+            net = torch.compile(net)
+        if precision == "bf16":
+            net = Autocast(net, precision, device)
+        return replace(self, network=net)
+
+
+class Autocast(torch.nn.Module):
+    """A network called under ``diffloss.device.autocast(precision, device)``, its output cast back to float32, so
+    that only the network computes in the lower precision and the sampler's state stays float32."""
+
+    def __init__(self, network: TargetPredictor, precision: str, device: torch.device) -> None:
+        super().__init__()
+        self.network, self.precision, self.autocast_device = network, precision, device
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        with autocast(self.precision, self.autocast_device):
+            return self.network(*args).float()
+
+
+class DiffusersNetwork(torch.nn.Module):
+    """A diffusers ``UNet2DModel`` as a ``TargetPredictor``: x_t of any shape with ``shape``'s numel per sample in,
+    the UNet's ``sample`` in x_t's shape out, the 0-based training step as its timestep."""
+
+    def __init__(self, unet: torch.nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.unet, self.shape = unet, shape
+
+    def forward(self, x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return self.unet(x_t.reshape(-1, *self.shape), n).sample.reshape(x_t.shape)
 
 
 def load_trained(path: str | Path, *, ema: bool = True) -> DiffusionModel:
@@ -119,8 +171,4 @@ def load_diffusers(path: str | Path) -> DiffusionModel:
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     shape = (int(unet.config.in_channels), int(h), int(w))
-
-    def network(x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        return unet(x_t.reshape(-1, *shape), n).sample.reshape(x_t.shape)
-
-    return DiffusionModel(network, process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")
+    return DiffusionModel(DiffusersNetwork(unet, shape), process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")
