@@ -31,8 +31,10 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
     "--s-tmax", type=float, default=float("inf"), show_default=True, help="edm only: churn only where s <= S_tmax."
 )
 @click.option("--s-noise", type=float, default=1.0, show_default=True, help="edm only: noise inflation S_noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
-@click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once (per process under torchrun).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random number (see below).")
+@click.option(
+    "--batch", type=int, default=256, show_default=True, help="Samples integrated at once (per process under torchrun)."
+)
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option(
     "--clip-x0",
