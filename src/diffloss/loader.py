@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from diffloss.checkpoint import load_checkpoint
-from diffloss.device import autocast, check_precision, set_matmul_precision
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.inference import network_device, prepare_network
 from diffloss.levels import TargetPredictor
 from diffloss.models import Denoiser
 from diffloss.process import Process, VPCosine, VPLinear
@@ -54,39 +54,16 @@ class DiffusionModel:
 
     @property
     def device(self) -> torch.device:
-        """Where the network's parameters are (the CPU for a network without any, or one that is no module)."""
-        params = self.network.parameters() if isinstance(self.network, torch.nn.Module) else iter(())
-        return next(params, torch.empty(0)).device
+        """Where the network's parameters are (``diffloss.inference.network_device``)."""
+        return network_device(self.network)
 
     def for_inference(
         self, device: torch.device | str | None = None, precision: str = "fp32", compile: bool = False
     ) -> DiffusionModel:
-        """This model with its network moved to ``device`` (default: where it is; an ``nn.Module`` moves in place,
-        a plain callable must already run there), called under ``precision`` (``diffloss.device``: bf16 autocast
-        with float32 outputs, or TensorFloat-32 matmuls, a process-wide setting) and, with ``compile``, compiled by
-        ``torch.compile``. Raises ``DifflossError`` for a precision the device cannot run."""
+        """This model with its network on ``device`` (default: where it is), compiled with ``compile``, under
+        ``precision`` (``diffloss.inference.prepare_network``)."""
         device = self.device if device is None else torch.device(device)
-        check_precision(precision, device)
-        set_matmul_precision(precision)
-        net = self.network.to(device) if isinstance(self.network, torch.nn.Module) else self.network
-        if compile:
-            net = torch.compile(net)
-        if precision == "bf16":
-            net = Autocast(net, precision, device)
-        return replace(self, network=net)
-
-
-class Autocast(torch.nn.Module):
-    """A network called under ``diffloss.device.autocast(precision, device)``, its output cast back to float32, so
-    that only the network computes in the lower precision and the sampler's state stays float32."""
-
-    def __init__(self, network: TargetPredictor, precision: str, device: torch.device) -> None:
-        super().__init__()
-        self.network, self.precision, self.autocast_device = network, precision, device
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        with autocast(self.precision, self.autocast_device):
-            return self.network(*args).float()
+        return replace(self, network=prepare_network(self.network, device, precision, compile))
 
 
 class DiffusersNetwork(torch.nn.Module):
