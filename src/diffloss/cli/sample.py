@@ -16,7 +16,9 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
 
 @click.command("sample")
 @click.option("--ckpt", required=True, type=click.Path(), help="Run directory of `diffloss train` (or its checkpoint).")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
+@click.option(
+    "-n", "--n", "n", type=int, default=64, show_default=True, help="Number of samples (write -n N under torchrun)."
+)
 @click.option("--steps", type=int, default=40, show_default=True, help="Sampler steps (heun/dpm2/edm: ~2 calls each).")
 @click.option("--sampler", default="heun", show_default=True, help=f"One of: {', '.join(SAMPLERS)}.")
 @click.option(
@@ -100,7 +102,8 @@ def command(
     i]) for sample i). So a seed gives the same samples on a CPU, on a GPU, with any --batch and on any number of
     processes, up to floating-point rounding. Under torchrun (torchrun --nproc-per-node K -m diffloss sample ...)
     each of the K processes integrates a contiguous 1/K of the N samples (on its own GPU with CUDA; gloo on CPUs),
-    and process 0 gathers them and writes OUT.
+    and process 0 gathers them and writes OUT. Write the number of samples as -n N there: torchrun's own argument
+    parser takes --n for an abbreviation of its options and stops.
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
 
@@ -111,7 +114,7 @@ def command(
 
     Example: diffloss sample --ckpt runs/mnist-cond --class all --n 100 --guidance 2 --out mnist-classes.npy
 
-    Example (4 GPUs, bf16): torchrun --nproc-per-node 4 -m diffloss sample --ckpt runs/cifar --n 50000 --batch 500
+    Example (4 GPUs, bf16): torchrun --nproc-per-node 4 -m diffloss sample --ckpt runs/cifar -n 50000 --batch 500
     --precision bf16 --out cifar.npy
     """
     from diffloss.data.images import image_grid
