@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffloss.device import autocast, check_precision, set_matmul_precision
+from diffloss.device import World, autocast, check_precision, set_matmul_precision
 
 Network = Callable[..., torch.Tensor]
 
@@ -45,3 +45,9 @@ def network_device(network: Network) -> torch.device:
     """Where a network's parameters are: the CPU for one without any, or for a callable that is no module."""
     params = network.parameters() if isinstance(network, torch.nn.Module) else iter(())
     return next(params, torch.empty(0)).device
+
+
+def execution_record(device: torch.device | str, precision: str, compile: bool, world: World | None) -> dict:
+    """Where and how a report's numbers were computed, for its JSON: ``{"device", "precision", "compile",
+    "world_size"}``."""
+    return {"device": str(device), "precision": precision, "compile": compile, "world_size": (world or World()).size}

@@ -26,6 +26,7 @@ from diffloss.diagnose_output import (
     rows_csv,
 )
 from diffloss.errors import DifflossError
+from diffloss.inference import execution_record
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.loader import load_diffusers, load_trained
 from diffloss.train import train_data
@@ -121,7 +122,8 @@ def command(
         "path": ckpt or diffusers_dir,
         "ema": not raw if ckpt is not None else None,
     }
-    doc = diagnosis_report(d, model, ds, source=source, queries=queries, seed=seed)
+    doc = diagnosis_report(d, model, ds, source=source, queries=queries, seed=seed,
+                           execution=execution_record(where, precision, compile_net, world))  # fmt: skip
     write_json_atomic(json_out, doc)
     if csv_out:
         write_text_atomic(csv_out, rows_csv(doc["levels"]))

@@ -14,6 +14,7 @@ from diffloss.data import Dataset, load_dataset
 from diffloss.data.arrays import notice
 from diffloss.device import World
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.inference import execution_record
 from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
 from diffloss.metrics.fid import classifier_features, classify, fid, kid
@@ -113,8 +114,7 @@ def evaluate_samples(
         fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)
         space, unit = f"data coordinates (D = {samples.dim})", "data units"
     out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "seed": seed}
-    out["execution"] = {"device": str(device), "precision": precision, "compile": compile,
-                        "world_size": (world or World()).size}  # fmt: skip
+    out["execution"] = execution_record(device, precision, compile, world)
     out["metrics"] = {}
     if labels is not None:
         out["metrics"]["class_accuracy"] = class_accuracy(samples.x, labels, classifier, **execution)
