@@ -164,7 +164,8 @@ def _predict(
     batch: int,
 ):  # fmt: skip
     """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input, as float64), all
-    on the device of ``x0`` (the model's); a conditional model gets the class labels ``y`` (q,) of the queries."""
+    on the device of ``x0`` (the model's); a conditional model gets the class labels ``y`` (q,) of the queries, on
+    the host like the level condition."""
     a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))  # host levels: no wait for the device
     x_t = (a * x0 + s * eps).float()
     one = Levels(
@@ -174,7 +175,7 @@ def _predict(
     with torch.no_grad():
         for lo in range(0, len(x_t), batch):
             xb = x_t[lo : lo + batch].reshape(-1, *model.shape)
-            c = model_condition(one, model.process, model.cond, xb).expand(xb.shape[0])
+            c = model_condition(one, model.process, model.cond, xb, host=True).expand(xb.shape[0])
             pred = model.network(xb, c) if y is None else model.network(xb, c, y[lo : lo + batch])
             out.append(pred.reshape(xb.shape[0], -1).double())
     return torch.cat(out), a, s, x_t.double()
@@ -210,7 +211,7 @@ def _block_terms(
     to_dev = lambda v: v.to(dev, non_blocking=True)  # noqa: E731
     sig = levels.nsr.numpy()
     mc = to_dev(class_posterior_mean(x0c, eps, groups, y, sig, chunk_rows))  # centered: m = mc + mean
-    labels = None if y is None else to_dev(torch.from_numpy(y))
+    labels = None if y is None else torch.from_numpy(y)  # host labels: the network moves them (DiffusionModel)
     x0, e64, x0c, mean = (to_dev(v.double()) for v in (x0, eps, x0c, mean))
     sq = lambda v: v.pow(2).sum(1)  # noqa: E731
     out = []

@@ -43,7 +43,10 @@ class DiffusionModel:
     """A network ``(x_t, c) -> prediction of target`` with the conventions needed to use it: its process,
     target, per-sample ``shape``, the level condition ``cond`` it takes (see ``diffloss.levels``) and its number
     of classes: 0 for an unconditional network, K for a class-conditional one, which is also called
-    ``network(x_t, c, labels)`` with labels in 0 .. K, K the null label (``diffloss.classes``)."""
+    ``network(x_t, c, labels)`` with labels in 0 .. K, K the null label (``diffloss.classes``). Sampling and
+    diagnosis pass x_t on the network's device and c (and labels) on the host (``model_condition(...,
+    host=True)``): the network moves them to the device itself, without blocking, as ``Denoiser`` and the
+    diffusers wrapper do."""
 
     network: TargetPredictor
     process: Process
@@ -75,6 +78,7 @@ class DiffusersNetwork(torch.nn.Module):
         self.unet, self.shape = unet, shape
 
     def forward(self, x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        n = n.to(x_t.device, non_blocking=True)  # the samplers pass host steps
         return self.unet(x_t.reshape(-1, *self.shape), n).sample.reshape(x_t.shape)
 
 

@@ -236,7 +236,7 @@ def x0_predictor(
         levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the levels' ends
         a, sg = (expand_like(v.to(x.device, non_blocking=True), x) for v in process.alpha_sigma(levels.t))
         x_t = a * x
-        x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
+        x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x, host=True)), x_t, a, sg)[0]
         return x0 if clip is None else x0.clamp(-clip, clip)
 
     return predict_x0
@@ -301,7 +301,7 @@ def sample(
     if churn != NO_CHURN and sampler != "edm":
         raise DifflossError(f"S_churn, S_tmin, S_tmax and S_noise apply to the edm sampler only, not {sampler!r}")
     if generator is None and (eta != 0 or churn.s_churn > 0 or sampler in DDPM_SAMPLERS):
-        raise DifflossError(f"{sampler} with these settings draws noise: pass a torch.Generator")
+        raise DifflossError(f"{sampler} with these settings draws noise: pass a torch.Generator or a RowNoise")
     sig = [float(v) for v in sigmas]
     if sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])):
         raise DifflossError("sigmas must decrease strictly and end in 0")
@@ -386,7 +386,7 @@ def generate(
     def rows_predictor(part: range) -> X0Predictor:
         if labels is None:
             return predictor
-        part_labels = labels[part.start : part.stop].to(device, non_blocking=True)
+        part_labels = labels[part.start : part.stop]  # host labels: the network moves them (DiffusionModel)
         return lambda x, s: predictor(x, s, part_labels)
 
     chunks = []
