@@ -171,3 +171,36 @@ def test_diagnose_and_eval_on_cuda_equal_the_cpu(run, tmp_path):
             for a, b in zip(docs[0]["levels"], docs[1]["levels"], strict=True):
                 assert b["model_x0_mse"] == pytest.approx(a["model_x0_mse"], rel=1e-4)
                 assert b["optimal_x0_mse"] == pytest.approx(a["optimal_x0_mse"], rel=1e-9)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("sampler", ["heun", "edm"])
+def test_the_sampling_loop_never_waits_for_the_gpu(run, sampler):
+    """CUDA's sync debug mode raises on any host-device synchronization inside the step loop."""
+    from diffloss.sample import Churn, RowNoise, sample, step_levels
+
+    model = load_trained(run).for_inference("cuda")
+    D = x0_predictor(model.network, model.process, model.target, model.cond)
+    sigmas = step_levels(model.process, 6)
+    x = (sigmas[0].item() * torch.randn(8, *model.shape)).cuda()
+    churn = Churn(s_churn=5) if sampler == "edm" else Churn()
+    draw = lambda: sample(D, x, sigmas, sampler=sampler, churn=churn, generator=RowNoise(0, range(8)))  # noqa: E731
+    draw()  # warm-up: library initialization may synchronize once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = draw()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.cuda
+def test_a_diffusers_model_samples_on_cuda_as_on_the_cpu(tmp_path, tiny_diffusers):
+    from diffloss.loader import load_diffusers
+
+    tiny_diffusers(tmp_path)
+    kw = dict(steps=4, sampler="ddpm", seed=1, clip=1.0)
+    cpu = sample_model(load_diffusers(tmp_path), 6, **kw, device="cpu")
+    gpu = sample_model(load_diffusers(tmp_path), 6, **kw, device="cuda")
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
