@@ -65,6 +65,13 @@ def test_bf16_sampling_on_the_cpu_runs_near_fp32(run):
     assert (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()
 
 
+@pytest.mark.slow
+def test_compiled_sampling_equals_eager(run):
+    """--compile on the CPU (inductor: a C++ compiler, a minute or so): the same samples to rounding."""
+    model, kw = load_trained(run), dict(steps=3, sampler="heun", seed=0)
+    torch.testing.assert_close(sample_model(model, 8, **kw, compile=True), sample_model(model, 8, **kw))
+
+
 def test_torchrun_sample_equals_one_process(run, tmp_path):
     one, two = tmp_path / "one.npy", tmp_path / "two.npy"
     assert invoke("sample", "--ckpt", str(run), *SAMPLE, "--out", str(one), "--quiet").exit_code == 0
