@@ -12,6 +12,16 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip on a machine without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """Run ``python -m diffloss ARGS`` in a subprocess (as a user would), capturing output."""
     env = dict(os.environ)
