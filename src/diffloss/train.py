@@ -63,7 +63,7 @@ from diffloss.checkpoint import load_checkpoint, save_checkpoint
 from diffloss.classes import drop_labels, num_classes_of
 from diffloss.data import Dataset, load_dataset, load_labels_file
 from diffloss.density import density_from_dict
-from diffloss.device import World, autocast, check_precision
+from diffloss.device import World, autocast, barrier, check_precision
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.levels import Levels
@@ -575,7 +575,8 @@ def train(
         run.load(*saved)
         if saved[1]["data"]["fingerprint"] != run.data.fingerprint:
             raise DifflossError(f"--resume: the data behind {cfg.data!r} changed since the checkpoint was made")
-    elif overwrite and main:
+    barrier(run.execution.world)  # every rank has checked OUT before rank 0 writes there
+    if saved is None and overwrite and main:
         for name in OUTPUTS:
             (out / name).unlink(missing_ok=True)
     metrics = out / METRICS_FILE
