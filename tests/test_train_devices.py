@@ -142,5 +142,6 @@ def test_cuda_run_resumes_on_the_cpu_and_resumes_bit_exact_on_cuda(tmp_path):
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
 def test_cuda_precisions_train(tmp_path, precision):
     out = tmp_path / precision
-    assert invoke(*MOONS, "--steps", "5", "--out", str(out), "--device", "cuda", "--precision", precision).exit_code == 0
+    result = invoke(*MOONS, "--steps", "5", "--out", str(out), "--device", "cuda", "--precision", precision)
+    assert result.exit_code == 0
     assert load_checkpoint(out / CHECKPOINT_FILE)[1]["execution"]["precision"] == precision

@@ -142,8 +142,10 @@ class Denoiser(nn.Module):
 
     def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(c_in, label, a_x, a_F) for times t (B,), float32 tensors of shape (B,): the backbone F sees c_in * x_t
-        and the label, and the output is a_x * x_t + a_F * F."""
-        alpha, sigma = self.process.alpha_sigma(t.detach().cpu())
+        and the label, and the output is a_x * x_t + a_F * F. Computed in float64 on t's device (on the CPU for a
+        process whose ``alpha_sigma`` is CPU-only), so a GPU forward does not wait for the device."""
+        t = t.detach() if self.process.any_device else t.detach().cpu()
+        alpha, sigma = self.process.alpha_sigma(t)
         _, _, c_in, c_noise = edm_precond(sigma / alpha, self.sigma_data)
         label = (1000 * c_noise).clamp(-250 * LOG_NSR_CLAMP, 250 * LOG_NSR_CLAMP)
         a_x, a_f = output_coefficients(self.precond, self.target, alpha, sigma, self.sigma_data)
@@ -159,8 +161,15 @@ class Denoiser(nn.Module):
         if labels is None:
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         labels = torch.as_tensor(labels, device=device).reshape(-1).expand(batch)
-        if labels.is_floating_point() or not bool(((labels >= 0) & (labels <= self.num_classes)).all()):
-            raise DifflossError(f"class labels must be integers in 0 .. {self.num_classes} (the null label)")
+        message = f"class labels must be integers in 0 .. {self.num_classes} (the null label)"
+        if labels.is_floating_point():
+            raise DifflossError(message)
+        inside = ((labels >= 0) & (labels <= self.num_classes)).all()
+        if labels.device.type == "cpu":
+            if not inside:
+                raise DifflossError(message)
+        else:  # checked on the device, without waiting for it
+            torch._assert_async(inside, message)
         return labels.long()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
