@@ -3,6 +3,7 @@ device, precision and world-size errors are one line; bf16 autocast trains on th
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -145,3 +146,12 @@ def test_cuda_precisions_train(tmp_path, precision):
     result = invoke(*MOONS, "--steps", "5", "--out", str(out), "--device", "cuda", "--precision", precision)
     assert result.exit_code == 0
     assert load_checkpoint(out / CHECKPOINT_FILE)[1]["execution"]["precision"] == precision
+
+
+def test_compiled_network_trains_like_the_eager_one(tmp_path):
+    """--compile (torch.compile of the network) changes speed, not the updates (to float tolerance)."""
+    assert invoke(*MOONS, "--steps", "5", "--out", str(tmp_path / "compiled"), "--compile").exit_code == 0
+    assert invoke(*MOONS, "--steps", "5", "--out", str(tmp_path / "eager")).exit_code == 0
+    assert max_rel_diff(weights(tmp_path / "compiled"), weights(tmp_path / "eager")) < 1e-4
+    config = json.loads((tmp_path / "compiled" / "config.json").read_text())
+    assert config["execution"] == {"device": "cpu", "precision": "fp32", "compile": True, "world_size": 1}
