@@ -98,7 +98,7 @@ def _model(name: str):
 
 def classifier_features(images: np.ndarray, classifier: str = "mnist") -> np.ndarray:
     """Penultimate features (N, 128) of a committed classifier (``mnist``: (N, 1, 28, 28) or (N, 784) images;
-    ``digits``: (N, 1, 8, 8) or (N, 64)), for images in [-1, 1]."""
+    ``mnist14``: (N, 1, 14, 14) or (N, 196); ``digits``: (N, 1, 8, 8) or (N, 64)), for images in [-1, 1]."""
     return apply(_model(classifier), images, what="features")
 
 
