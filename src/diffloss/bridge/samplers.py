@@ -180,10 +180,12 @@ def simulate(
     What depends on time alone is computed once, before the loop: the time grid and the network's ``time_table``
     (for ``ControlNet`` its parameter-free embeddings, the values it computed per step before, bit for bit).
 
-    With ``detach_path`` and gradients enabled (training on a detached loss) the states are simulated without a
-    graph, then the path densities computed for all K+1 states at once (``_path_densities``): one network call on
-    (K+1) n rows instead of K+1 calls on n rows, and one small graph to differentiate. The states are the same bit
-    for bit; log q and log p differ from the step-by-step sums by rounding.
+    With ``detach_path`` and gradients enabled (training on a detached loss) at n <= ``TWO_PASS_MAX_BATCH``, the
+    states are simulated without a graph, then the path densities computed for many states per network call
+    (``_path_densities``: up to ``CHUNK_ROWS`` rows, at n = 64 all K+1 times in one call) instead of K+1 calls on n
+    rows, with a graph of a few large operations instead of K+1 times many small ones: what small batches spend their
+    time on. The states are the same bit for bit; log q and log p differ from the step-by-step sums by rounding.
+    Larger batches stay step by step, which is faster there (their per-step tensors stay in cache).
     """
     if detach_path and torch.is_grad_enabled() and n <= TWO_PASS_MAX_BATCH:
         with torch.no_grad():
