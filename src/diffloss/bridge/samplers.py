@@ -150,6 +150,28 @@ class BridgeSampler(nn.Module):
         rate = h * torch.exp(2 * self.log_sigma - 2 * self.prior_log_std)  # h D / s^2
         return torch.exp(-rate / 2), 2 * self.prior_log_std + torch.log(-torch.expm1(-rate))
 
+    def drifts(
+        self,
+        x: torch.Tensor,
+        row: torch.Tensor,
+        g: torch.Tensor | None = None,
+        beta: torch.Tensor | None = None,
+        score: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fwd_k(x), bwd_k(x)) at states x (B, d) of time index k, ``row`` the (1, F) row k of the network's
+        ``time_table`` (or x (T, B, d) of T times with their rows (T, 1, F)). CMCD only: ``g`` = grad log p~ -
+        grad log p_0 at x and ``beta`` = beta_k (for T times (T, 1, 1)); with ``score_gate`` only: ``score``, the
+        network's gated score input."""
+        diff = torch.exp(2 * self.log_sigma)
+        if self.cfg.sampler == "dis":
+            return diff * self.net(x, row, score), torch.zeros_like(x)
+        if self.cfg.sampler == "dbs":
+            u, v = self.net(x, row, score).chunk(2, dim=-1)
+            return diff * u, diff * v
+        u = self.net(x, row, score)
+        langevin = 0.5 * beta * g
+        return diff * (langevin + u), diff * (langevin - u)
+
 
 @dataclass
 class Trajectory:
@@ -204,7 +226,6 @@ class _Kernels:
         self.std = torch.exp(0.5 * self.log_v)
         self.mu = model.prior_mean
         self.inv_prior_var = torch.exp(-2 * model.prior_log_std)
-        self.diff = torch.exp(2 * model.log_sigma)  # D = sigma^2
         self.cmcd = model.cfg.sampler == "cmcd"
         self.needs_score = self.cmcd or model.cfg.score_gate
         self.betas = model.betas() if self.cmcd else None
@@ -214,24 +235,20 @@ class _Kernels:
         self, x: torch.Tensor, target_score: torch.Tensor | None, k: int | slice
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(fwd_k(x), bwd_k(x)) at x (B, d) of time index k, or with k a slice of T time indices at x (T, B, d);
-        ``target_score`` is grad log p~(x) (None unless ``needs_score``). The drifts of the module docstring; the
-        network gets the score as its gated input: grad log p~ for DIS/DBS, grad log pi_beta for CMCD."""
-        net, sampler = self.model.net, self.model.cfg.sampler
+        ``target_score`` is grad log p~(x) (None unless ``needs_score``). ``BridgeSampler.drifts`` with its
+        inputs: the network's gated score is grad log p~ for DIS/DBS, grad log pi_beta for CMCD."""
+        model = self.model
         many = isinstance(k, slice)
         row = self.table[k, None] if many else self.table[k : k + 1]
-        if sampler != "cmcd":
-            u = net(x, row, target_score if self.model.cfg.score_gate else None)
-            if sampler == "dis":
-                return self.diff * u, torch.zeros_like(x)
-            u, v = u.chunk(2, dim=-1)
-            return self.diff * u, self.diff * v
+        if not self.needs_score:
+            return model.drifts(x, row)
+        if not self.cmcd:
+            return model.drifts(x, row, score=target_score)
         beta = self.betas[k, None, None] if many else self.betas[k]
         prior_score = -(x - self.mu) * self.inv_prior_var
         g = target_score - prior_score
-        annealed = prior_score + beta * g if self.model.cfg.score_gate else None  # grad log pi_beta
-        u = net(x, row, annealed)
-        langevin = 0.5 * beta * g
-        return self.diff * (langevin + u), self.diff * (langevin - u)
+        annealed = prior_score + beta * g if model.cfg.score_gate else None  # grad log pi_beta
+        return model.drifts(x, row, g, beta, annealed)
 
     def step(self, x: torch.Tensor, fwd: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean of F_k, a draw x_{k+1} from it) given x_k and fwd_k(x_k)."""
