@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
 from diffloss.optimal.inputs import as_levels, as_rows, check_options, class_groups, combine_groups
-from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
+from diffloss.optimal.posterior import MODE_MIN_MASS, PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
 REL_STDERR = 0.02  # default target of the automatic query count: stderr <= this x max(J*, floor) per level
@@ -48,7 +48,7 @@ PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
 BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, exp, temps
 # candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
-MODE_MASS = (0.5, 0.7, 0.9, 0.99, math.inf)
+MODE_MASS = (MODE_MIN_MASS, 0.7, 0.9, 0.99, math.inf)
 
 
 class RowPartition:
@@ -173,7 +173,9 @@ def query_terms(
     mass = state.mode_weight()
     use_mode = mass >= MODE_MASS[0]
     fixed[use_mode & (state.best <= 0)] = 0.0  # the source row (logit exactly 0) is a mode: c = x0
-    lv, qi = torch.nonzero(use_mode & (state.best > 0), as_tuple=True)
+    # the mode row is known where its mass reaches MODE_MIN_MASS (elsewhere, at the threshold's rounding edge,
+    # the control stays kappa * x)
+    lv, qi = torch.nonzero(use_mode & (state.best > 0) & (state.best_row >= 0), as_tuple=True)
     if len(lv):
         mode = rows[state.best_row[lv, qi].long()]
         ez = mode_sums(x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi], local, chunk_rows=chunk_rows)
