@@ -130,13 +130,29 @@ class Rows:
     def _fp32(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.offset is None else x.float() - self.offset
 
+    def view(self, lo: int, hi: int) -> Rows:
+        """Rows lo:hi, stored as these are (no copy)."""
+        return Rows(self.x[lo:hi], self.sq[lo:hi], self.offset)
+
     def block(self, lo: int, hi: int) -> Rows:
-        """Rows lo:hi as fp32 centered ``Rows``."""
+        """Rows lo:hi as fp32 centered ``Rows`` (a copy only for offset storage)."""
         return Rows(self._fp32(self.x[lo:hi]), self.sq[lo:hi])
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """fp32 centered rows ``idx``."""
         return self._fp32(self.x[idx])
+
+    def variance(self) -> float:
+        """The per-dimension variance of the rows, averaged over dimensions."""
+        if self.offset is None:
+            return float(self.x.var(0, unbiased=False).mean())
+        n, dim = self.x.shape  # centered by their own mean: the variance is the mean squared norm
+        return float(self.sq.double().sum()) / (n * dim)
+
+    def max_sq(self, chunk_rows: int = 65536) -> float:
+        """The largest squared norm of a row, in float64."""
+        blocks = (self.block(lo, lo + chunk_rows).x for lo in range(0, len(self), chunk_rows))
+        return max(float(b.double().pow(2).sum(1).max()) for b in blocks)
 
     def __len__(self) -> int:
         return self.x.shape[0]
