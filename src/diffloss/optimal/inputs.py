@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from diffloss.errors import DifflossError
 
@@ -22,9 +23,10 @@ LEVEL_RANGE = (1e-100, 1e100)  # noise-to-signal ratios s whose s^2 and 1 / s^2 
 def as_rows(x, chunk_rows: int = 65536):
     """``x`` as a non-empty, finite (N, D) floating array (integers become float64); a one-line error otherwise.
 
-    Host data (arrays, CPU tensors) become a numpy array; a tensor on a GPU stays there as it is stored (checked
-    ``chunk_rows`` rows at a time), for estimators that compute where the data live."""
-    if hasattr(x, "detach") and x.device.type != "cpu":
+    Host data (arrays, CPU tensors) become a numpy array; a tensor on a GPU, or in a dtype numpy lacks (bf16),
+    stays as it is stored (checked ``chunk_rows`` rows at a time), for estimators that compute where and as the
+    data are stored."""
+    if hasattr(x, "detach") and (x.device.type != "cpu" or x.dtype == torch.bfloat16):
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or not x.is_floating_point():
             raise DifflossError(f"data must be a non-empty (N, D) floating tensor, got {x.dtype} {tuple(x.shape)}")
         if not all(bool(x[lo : lo + chunk_rows].isfinite().all()) for lo in range(0, len(x), chunk_rows)):
