@@ -36,12 +36,16 @@ chunk by chunk (``Rows.block``): a data set in bf16 is then exactly its bf16 val
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+T = TypeVar("T")
 NEAR_TOL = 1e-3  # relative distance below which an entry is recomputed exactly in float64
 EXP_MIN = -87.0  # shifted logits below this count as weight 0 (exp(-87) ~ 1.6e-38, fp32's smallest normal)
 _EXP_MIN_VALUE = float(torch.exp(torch.tensor(EXP_MIN)))
@@ -321,12 +325,19 @@ def posterior_sums(
     module docstring), and a call whose near entries overflowed the fixed capacity is redone once with exact
     counting (one host sync per call).
     """
-    if x0.is_cuda:
-        overflow = torch.zeros((), dtype=torch.bool, device=x0.device)
-        state = _posterior_sums(Queries.of(x0, eps), rows, sigmas, chunk_rows, row_offset, overflow)
+    qs = Queries.of(x0, eps)
+    return _redone_on_overflow(functools.partial(_posterior_sums, qs, rows, sigmas, chunk_rows, row_offset), qs)
+
+
+def _redone_on_overflow(pass_: Callable[[torch.Tensor | None], T], qs: Queries) -> T:
+    """``pass_(overflow)`` over the rows: on CUDA first with a device flag (near pairs at fixed capacity, no host
+    sync), redone with exact counting if the flag was set (one host sync per call); on a CPU exact at once."""
+    if qs.x0.is_cuda:
+        overflow = torch.zeros((), dtype=torch.bool, device=qs.x0.device)
+        out = pass_(overflow)
         if not overflow.item():
-            return state
-    return _posterior_sums(Queries.of(x0, eps), rows, sigmas, chunk_rows, row_offset, None)
+            return out
+    return pass_(None)
 
 
 def _posterior_sums(
@@ -362,17 +373,31 @@ def mode_sums(
     rows: Rows,
     *,
     chunk_rows: int = 4096,
+    pair_block: int = 256,
 ) -> torch.Tensor:
     """A second pass for P (level, query) pairs: sum_i exp(delta_i - shift) <mode, y_i>, float64 (P,).
 
     Pair p has source x0[p], noise eps[p], level sigmas[p], final shift[p] (from ``posterior_sums``) and
-    mode row modes[p]; all but ``shift`` are fp32. Divided by the final z it is <mode, m>."""
-    qs = Queries.of(x0, eps)
+    mode row modes[p]; all but ``shift`` are fp32. Divided by the final z it is <mode, m>. Pairs go through
+    the rows ``pair_block`` at a time (the working memory of a query block)."""
+    parts = []
+    for p0 in range(0, len(x0), pair_block):
+        sl = slice(p0, p0 + pair_block)
+        qs = Queries.of(x0[sl], eps[sl])
+        pairs = (modes[sl], sigmas[sl], shift[sl])
+        parts.append(_redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, rows, chunk_rows), qs))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=x0.device)
+
+
+def _mode_sums(
+    qs: Queries, modes: torch.Tensor, sigmas: torch.Tensor, shift: torch.Tensor, rows: Rows, chunk_rows: int,
+    overflow: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
     a, b = (-0.5 / sigmas**2).float()[:, None], (1.0 / sigmas).float()[:, None]
-    total = torch.zeros(len(x0), dtype=torch.float64, device=x0.device)
+    total = torch.zeros(len(modes), dtype=torch.float64, device=modes.device)
     for lo in range(0, len(rows), chunk_rows):
         block = rows.block(lo, lo + chunk_rows)
-        d, g, _, _ = _chunk_terms(qs, block)
+        d, g, _, _ = _chunk_terms(qs, block, overflow)
         e = (d * a).sub_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
         total += (e * (modes @ block.x.T)).sum(1).double()
     return total
