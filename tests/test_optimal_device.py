@@ -69,9 +69,10 @@ def test_unsupported_precision_is_one_line_exit_2(tmp_path, args, message):
 
 def test_cpu_device_and_thread_settings_give_the_same_numbers():
     x = clustered()
-    ref = optimal_loss(x, SIG, queries=256, device="cpu", threads=1, cache=False)
-    for kw in ({"threads": 0}, {"threads": 2}):
-        r = optimal_loss(x, SIG, queries=256, device="cpu", cache=False, **kw)
+    kw = dict(queries=256, device="cpu", max_memory=2**20, cache=False)  # chunks of 85 rows: 8 chunks
+    ref = optimal_loss(x, SIG, threads=1, **kw)
+    for threads in ({"threads": 0}, {"threads": 2}, {"threads": 3}):
+        r = optimal_loss(x, SIG, **kw, **threads)
         np.testing.assert_allclose(r.x0_mse, ref.x0_mse, rtol=1e-6, atol=1e-12)
 
 

@@ -28,8 +28,9 @@ chunking or on how rows are sharded. The same (x0, eps) serve every level.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,14 +162,18 @@ def query_terms(
     *,
     chunk_rows: int,
     partition: RowPartition,
+    threads: int = 1,
 ) -> QueryTerms:
     """The terms of queries x0 = rows[idx] with noise ``eps`` (host arrays); ``rows`` are the centered data,
-    ``local`` the part of them this process scans (all of them unless sharded), both on the device that computes.
+    ``local`` the part of them this process scans (all of them unless sharded), both on the device that computes,
+    ``threads`` the row-shard threads of ``posterior_sums``.
     """
     device = rows.x.device
     x0, e = rows.take(torch.from_numpy(idx).to(device)), torch.from_numpy(eps).to(device)
     offset = partition.local(len(rows)).start
-    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset))
+    state = partition.combine(
+        posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset, threads=threads)
+    )
     h, g = state.inner_terms()
     sig = torch.from_numpy(sigmas).to(device)[:, None]
     a, b = h, h + sig * g
@@ -181,7 +186,8 @@ def query_terms(
     lv, qi = torch.nonzero(use_mode & (state.best > 0) & (state.best_row >= 0), as_tuple=True)
     if len(lv):
         mode = rows.take(state.best_row[lv, qi].long())
-        ez = mode_sums(x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi], local, chunk_rows=chunk_rows)
+        pairs = (x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi])
+        ez = mode_sums(*pairs, local, chunk_rows=chunk_rows, threads=threads)
         mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
         mode_x0 = (mode.double() * x0[qi].double()).sum(1)
         fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
@@ -206,6 +212,7 @@ def _curve_terms(
     all_rows: bool,
     chunk_rows: int,
     partition: RowPartition,
+    threads: int,
     bar: tqdm,
 ) -> QueryTerms:
     """Stream query blocks until the requested (or automatically chosen) number of queries is done."""
@@ -222,7 +229,9 @@ def _curve_terms(
         while done < total:
             size = min(QUERY_BLOCK, total - done)
             idx, eps = query_block(n, dim, key, block, size, order)
-            block_terms = query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
+            block_terms = query_terms(
+                rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition, threads=threads
+            )
             parts.append(block_terms)
             done, block = done + size, block + 1
             bar.update(size)
@@ -313,6 +322,17 @@ def data_rows(x: np.ndarray | torch.Tensor, device: torch.device, chunk_rows: in
     return Rows.of(x, (total / len(x)).float(), chunk_rows)
 
 
+@contextlib.contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """torch ops on one intra-op thread for the body (parallelism comes from ``posterior.on_row_shards``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def exact_optimal_loss(
     x: np.ndarray | torch.Tensor,
     sigmas: Sequence[float] | np.ndarray,
@@ -328,6 +348,7 @@ def exact_optimal_loss(
     progress: bool = False,
     partition: RowPartition | None = None,
     device: torch.device | str | None = None,
+    threads: int | None = None,
 ) -> OptimalLossResult:
     """J*(s) per dimension at each noise-to-signal ratio in ``sigmas`` for the data ``x`` (N, D).
 
@@ -340,7 +361,9 @@ def exact_optimal_loss(
     rows across processes (see ``diffloss.optimal.sharded``). ``device``: where the rows live and the work runs
     (default: where ``x`` is; a tensor on a GPU, e.g. in bf16, is computed on where it is stored, see
     ``data_rows``). The queries are drawn on the host, so the numbers do not depend on the device beyond fp32
-    rounding.
+    rounding. ``threads`` (default: torch's intra-op thread count): on a CPU the rows of each query block are
+    split over that many threads (``posterior.on_row_shards``), each running torch ops on one intra-op thread;
+    the thread count changes the numbers only by fp32 rounding (the merge order of partial sums).
     """
     x, sig = as_rows(x), as_levels(sigmas)
     check_options(queries, rel_stderr)
@@ -352,27 +375,30 @@ def exact_optimal_loss(
     n, dim = x.shape
     groups = class_groups(n, labels)
     bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
+    threads = torch.get_num_threads() if threads is None else threads
     curves, errors, bounds, controls, n_queries = {}, {}, {}, {}, 0
-    for c, rows_idx in groups.items():
-        share = len(rows_idx) / n
-        rows = data_rows(x if len(rows_idx) == n else x[rows_idx], device)
-        terms = _curve_terms(
-            rows,
-            sig,
-            [seed] if c is None else [seed, c],
-            queries=None if queries is None else max(2, round(queries * share)),
-            rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
-            max_queries=max(2, round(max_queries * share)),
-            all_rows=all_rows,
-            chunk_rows=chunk,
-            partition=partition,
-            bar=bar,
-        )
-        values, fitted = cross_fitted_values(terms)
-        mean, se = mean_and_stderr(values)
-        curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
-        bounds[c] = rare_event_bound(rows, terms, values)
-        n_queries += terms.n
+    with one_intra_op_thread():
+        for c, rows_idx in groups.items():
+            share = len(rows_idx) / n
+            rows = data_rows(x if len(rows_idx) == n else x[rows_idx], device)
+            terms = _curve_terms(
+                rows,
+                sig,
+                [seed] if c is None else [seed, c],
+                queries=None if queries is None else max(2, round(queries * share)),
+                rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
+                max_queries=max(2, round(max_queries * share)),
+                all_rows=all_rows,
+                chunk_rows=chunk,
+                partition=partition,
+                threads=threads,
+                bar=bar,
+            )
+            values, fitted = cross_fitted_values(terms)
+            mean, se = mean_and_stderr(values)
+            curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
+            bounds[c] = rare_event_bound(rows, terms, values)
+            n_queries += terms.n
     bar.close()
     x0_mse, stderr = combine_groups(groups, curves, errors)
     upper95, _ = combine_groups(groups, bounds, bounds)  # NaN unless every class is in the rare-event regime

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -316,6 +317,7 @@ def posterior_sums(
     *,
     chunk_rows: int = 4096,
     row_offset: int = 0,
+    threads: int = 1,
 ) -> PosteriorSums:
     """The posterior state of queries (x0, eps), both (q, D) fp32, over ``rows`` at every s in ``sigmas``.
 
@@ -323,10 +325,33 @@ def posterior_sums(
     shard starting at global row ``row_offset``), in which case the result merges exactly with the other
     shards' states. All tensors live on one device; on CUDA the chunk loop never waits for the GPU (see the
     module docstring), and a call whose near entries overflowed the fixed capacity is redone once with exact
-    counting (one host sync per call).
+    counting (one host sync per call). On a CPU ``threads`` > 1 splits the rows over that many threads
+    (``on_row_shards``), whose states merge exactly.
     """
     qs = Queries.of(x0, eps)
-    return _redone_on_overflow(functools.partial(_posterior_sums, qs, rows, sigmas, chunk_rows, row_offset), qs)
+
+    def shard(part: Rows, lo: int) -> PosteriorSums:
+        return _redone_on_overflow(
+            functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs
+        )
+
+    states = on_row_shards(shard, rows, chunk_rows, threads)
+    return states[0] if len(states) == 1 else functools.reduce(PosteriorSums.merge, states).renormalized()
+
+
+def on_row_shards(fn: Callable[[Rows, int], T], rows: Rows, chunk_rows: int, threads: int) -> list[T]:
+    """``fn(shard, start)`` over contiguous shards of whole chunks of ``rows``, one per thread (at most
+    ``threads``; one on CUDA, whose kernels are parallel already). Torch releases the GIL inside its ops, so with
+    one intra-op thread each (the caller's business) the shards run in parallel with no synchronisation but
+    the final join: many small array passes then scale with cores even on a busy machine, where intra-op
+    threads wait at every op for a descheduled partner."""
+    chunks = -(-len(rows) // chunk_rows)
+    shards = 1 if rows.x.is_cuda else max(1, min(threads, chunks))
+    cuts = [min(len(rows), chunk_rows * (chunks * i // shards)) for i in range(shards + 1)]
+    if shards == 1:
+        return [fn(rows, 0)]
+    with ThreadPoolExecutor(shards) as pool:
+        return list(pool.map(lambda i: fn(rows.view(cuts[i], cuts[i + 1]), cuts[i]), range(shards)))
 
 
 def _redone_on_overflow(pass_: Callable[[torch.Tensor | None], T], qs: Queries) -> T:
@@ -374,18 +399,24 @@ def mode_sums(
     *,
     chunk_rows: int = 4096,
     pair_block: int = 256,
+    threads: int = 1,
 ) -> torch.Tensor:
     """A second pass for P (level, query) pairs: sum_i exp(delta_i - shift) <mode, y_i>, float64 (P,).
 
     Pair p has source x0[p], noise eps[p], level sigmas[p], final shift[p] (from ``posterior_sums``) and
     mode row modes[p]; all but ``shift`` are fp32. Divided by the final z it is <mode, m>. Pairs go through
-    the rows ``pair_block`` at a time (the working memory of a query block)."""
+    the rows ``pair_block`` at a time (the working memory of a query block), the rows split over ``threads`` as
+    in ``posterior_sums``."""
     parts = []
     for p0 in range(0, len(x0), pair_block):
         sl = slice(p0, p0 + pair_block)
         qs = Queries.of(x0[sl], eps[sl])
         pairs = (modes[sl], sigmas[sl], shift[sl])
-        parts.append(_redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, rows, chunk_rows), qs))
+
+        def shard(part: Rows, lo: int, qs: Queries = qs, pairs: tuple = pairs) -> torch.Tensor:
+            return _redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, part, chunk_rows), qs)
+
+        parts.append(sum(on_row_shards(shard, rows, chunk_rows, threads)))
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=x0.device)
 
 
