@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from diffloss.cli import cli as diffloss_cli
 from diffloss.optimal import optimal_loss
-from diffloss.optimal.exact import exact_optimal_loss
-from diffloss.optimal.posterior import NEAR_PER_QUERY
+from diffloss.optimal.exact import centered_rows, exact_optimal_loss, query_block
+from diffloss.optimal.posterior import MODE_MIN_MASS, NEAR_PER_QUERY, Rows, mode_sums, near_pairs, posterior_sums
 from diffloss.optimal.stochastic import stochastic_optimal_loss
 
 CUDA = torch.cuda.is_available()
@@ -153,3 +153,36 @@ def test_cli_on_cuda_matches_cpu(tmp_path):
         docs[device] = json.loads(out.read_text())
     cpu, gpu = ([lv["x0_mse"] for lv in docs[d]["levels"]] for d in ("cpu", "cuda"))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
+
+
+@pytest.mark.parametrize("duplicates", [0, 3 * NEAR_PER_QUERY])
+def test_the_sync_free_cuda_code_path_matches_the_cpu_path_on_the_cpu(duplicates):
+    # posterior_sums / mode_sums with sync_free=True run what CUDA runs (no level skipping, near pairs at fixed
+    # capacity with the overflowing call redone, mode rows by argmax), here on the CPU
+    x = clustered(300)
+    x = np.concatenate([x, np.repeat(x[:1], duplicates, 0)])
+    rows = Rows.of(centered_rows(x))
+    idx, eps = query_block(len(x), x.shape[1], [7], 0, 128, None)
+    idx[:8] = 0  # sources with many duplicates (when there are)
+    x0, e = rows.take(torch.from_numpy(idx)), torch.from_numpy(eps)
+    ref = posterior_sums(x0, e, rows, SIG, chunk_rows=64)
+    new = posterior_sums(x0, e, rows, SIG, chunk_rows=64, sync_free=True)
+    for a, b in zip(ref.inner_terms(), new.inner_terms()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6 * float(a.abs().max()))
+    torch.testing.assert_close(new.mode_weight(), ref.mode_weight(), rtol=1e-5, atol=1e-9)
+    mode = ref.mode_weight() >= MODE_MIN_MASS
+    assert torch.equal(new.best_row[mode], ref.best_row[mode])
+    lv, qi = torch.nonzero(mode, as_tuple=True)
+    pairs = (x0[qi], e[qi], rows.take(ref.best_row[lv, qi].long()), torch.from_numpy(SIG)[lv], ref.shift[lv, qi])
+    torch.testing.assert_close(mode_sums(*pairs, rows, chunk_rows=64, sync_free=True),
+                               mode_sums(*pairs, rows, chunk_rows=64), rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_near_pairs_at_fixed_capacity_flag_an_overflow():
+    d = torch.zeros(2, 4 * NEAR_PER_QUERY)  # every entry near
+    overflow = torch.zeros((), dtype=torch.bool)
+    qi, ri = near_pairs(d, torch.ones(2), torch.ones(d.shape[1]), overflow)
+    assert len(qi) == 2 * NEAR_PER_QUERY and bool(overflow)
+    overflow.zero_()
+    near_pairs(d[:, :NEAR_PER_QUERY], torch.ones(2), torch.ones(NEAR_PER_QUERY), overflow)
+    assert not bool(overflow)

@@ -89,13 +89,14 @@ class PosteriorSums:
         )
 
     def renormalized(self) -> PosteriorSums:
-        """The same state with the shift moved to the log-sum-exp (keeps z near 1; z = 0 stays as is)."""
+        """The same state with the shift moved to the log-sum-exp (z = 1; z = 0 stays as is). The sums are divided
+        by z, not scaled by exp(-log z), which overflows for a subnormal z (a chunk ~740 below the shift)."""
         pos = self.z > 0
-        lz = torch.where(pos, torch.log(torch.where(pos, self.z, 1.0)), 0.0)
-        scale = torch.exp(-lz)
+        z = torch.where(pos, self.z, 1.0)
         return PosteriorSums(
-            self.shift + lz, self.z * scale, self.zh * scale, self.zg * scale, self.best, self.best_row
-        )
+            self.shift + torch.where(pos, torch.log(z), 0.0), self.z / z, self.zh / z, self.zg / z, self.best,
+            self.best_row,
+        )  # fmt: skip
 
     def stack(self) -> torch.Tensor:
         """(6, L, Q) tensor, for collective communication."""
@@ -254,19 +255,20 @@ def _near_sums(
     q = d.shape[0]
     logit = -d[near].double() * inv2s2 - g[near].double() * invs
     e = torch.exp(logit - shift[qi])
-    zeros = torch.zeros(q, dtype=torch.float64)
+    zeros = torch.zeros(q, dtype=torch.float64, device=d.device)
     sums = [zeros.index_add(0, qi, v) for v in (e, e * h[near].double(), e * g[near].double())]
-    best = torch.full((q,), -math.inf, dtype=torch.float64).scatter_reduce(0, qi, logit, "amax")
-    best_row = torch.full((q,), -1.0, dtype=torch.float64)
+    best = torch.full_like(zeros, -math.inf).scatter_reduce(0, qi, logit, "amax")
+    best_row = torch.full_like(zeros, -1.0)
     top = logit == best[qi]
     best_row[qi[top]] = ri[top].double()
     return torch.stack([shift, *sums, best, best_row])
 
 
-def _mode_rows(logit: torch.Tensor, best: torch.Tensor, located: torch.Tensor) -> torch.Tensor:
-    """(q,) float64 row (in the chunk) of each query's largest logit where ``located``, else -1. On the CPU only
-    those queries are searched (argmax is not vectorized there); on CUDA all are, without a host sync."""
-    if logit.is_cuda:
+def _mode_rows(logit: torch.Tensor, best: torch.Tensor, located: torch.Tensor, sync_free: bool) -> torch.Tensor:
+    """(q,) float64 row (in the chunk) of each query's largest logit where ``located``, else -1. Only those
+    queries are searched (argmax is not vectorized on a CPU), or (``sync_free``, for CUDA) all are, without a
+    host sync."""
+    if sync_free:
         return torch.where(located, logit.argmax(1).double(), -1.0)
     rows = torch.full_like(best, -1.0, dtype=torch.float64)
     if located.any():
@@ -275,8 +277,9 @@ def _mode_rows(logit: torch.Tensor, best: torch.Tensor, located: torch.Tensor) -
 
 
 def _level_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, inv2s2: float, invs: float, best_so_far: torch.Tensor
-) -> torch.Tensor:
+    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, inv2s2: float, invs: float, best_so_far: torch.Tensor,
+    sync_free: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """One level's chunk state (6, q) = (shift, z, zh, zg, best, best_row) with z = 1.
 
     The weights are p = softmax(logits): shift = log-sum-exp = best - log(max p) (p is 1 / sum at the largest
@@ -287,7 +290,7 @@ def _level_sums(
     best = logit.amax(1)
     p = torch.softmax(logit, 1)
     top = p.amax(1)
-    best_row = _mode_rows(logit, best, (best.double() > best_so_far) & (top >= MODE_MIN_MASS))
+    best_row = _mode_rows(logit, best, (best.double() > best_so_far) & (top >= MODE_MIN_MASS), sync_free)
     zh, zg = torch.mul(p, h, out=logit).sum(1), torch.mul(p, g, out=logit).sum(1)
     best = best.double()
     return torch.stack([best - top.double().log(), torch.ones_like(best), zh.double(), zg.double(), best, best_row])
@@ -318,6 +321,7 @@ def posterior_sums(
     chunk_rows: int = 4096,
     row_offset: int = 0,
     threads: int = 1,
+    sync_free: bool | None = None,
 ) -> PosteriorSums:
     """The posterior state of queries (x0, eps), both (q, D) fp32, over ``rows`` at every s in ``sigmas``.
 
@@ -326,13 +330,15 @@ def posterior_sums(
     shards' states. All tensors live on one device; on CUDA the chunk loop never waits for the GPU (see the
     module docstring), and a call whose near entries overflowed the fixed capacity is redone once with exact
     counting (one host sync per call). On a CPU ``threads`` > 1 splits the rows over that many threads
-    (``on_row_shards``), whose states merge exactly.
+    (``on_row_shards``), whose states merge exactly. ``sync_free`` (default: on CUDA) picks the CUDA code path
+    on any device (the tests run it on a CPU).
     """
     qs = Queries.of(x0, eps)
+    sync_free = x0.is_cuda if sync_free is None else sync_free
 
     def shard(part: Rows, lo: int) -> PosteriorSums:
         return _redone_on_overflow(
-            functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs
+            functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs, sync_free
         )
 
     states = on_row_shards(shard, rows, chunk_rows, threads)
@@ -354,10 +360,11 @@ def on_row_shards(fn: Callable[[Rows, int], T], rows: Rows, chunk_rows: int, thr
         return list(pool.map(lambda i: fn(rows.view(cuts[i], cuts[i + 1]), cuts[i]), range(shards)))
 
 
-def _redone_on_overflow(pass_: Callable[[torch.Tensor | None], T], qs: Queries) -> T:
-    """``pass_(overflow)`` over the rows: on CUDA first with a device flag (near pairs at fixed capacity, no host
-    sync), redone with exact counting if the flag was set (one host sync per call); on a CPU exact at once."""
-    if qs.x0.is_cuda:
+def _redone_on_overflow(pass_: Callable[[torch.Tensor | None], T], qs: Queries, sync_free: bool) -> T:
+    """``pass_(overflow)`` over the rows: ``sync_free`` (CUDA), first with a device flag (near pairs at fixed
+    capacity, no host sync), redone with exact counting if the flag was set (one host sync per call); else
+    exact at once."""
+    if sync_free:
         overflow = torch.zeros((), dtype=torch.bool, device=qs.x0.device)
         out = pass_(overflow)
         if not overflow.item():
@@ -369,14 +376,14 @@ def _posterior_sums(
     qs: Queries, rows: Rows, sigmas: np.ndarray, chunk_rows: int, row_offset: int, overflow: torch.Tensor | None
 ) -> PosteriorSums:
     L, q = len(sigmas), qs.x0.shape[0]
-    skip = not qs.x0.is_cuda  # the level-skipping bound needs host decisions: CPU only
+    skip = overflow is None  # the level-skipping bound needs host decisions: not on the sync-free path
     state = PosteriorSums.empty(L, q, qs.x0.device)
     inv2s2 = [0.5 / float(s) ** 2 for s in sigmas]
     invs = [1.0 / float(s) for s in sigmas]
     for lo in range(0, len(rows), chunk_rows):
         d, g, h, near = _chunk_terms(qs, rows.block(lo, lo + chunk_rows), overflow)
         if not skip:
-            parts = [_level_sums(d, g, h, inv2s2[k], invs[k], state.best[k]) for k in range(L)]
+            parts = [_level_sums(d, g, h, inv2s2[k], invs[k], state.best[k], sync_free=True) for k in range(L)]
         else:
             reach = _far_reach(d, g, near)
             parts = [
@@ -400,13 +407,15 @@ def mode_sums(
     chunk_rows: int = 4096,
     pair_block: int = 256,
     threads: int = 1,
+    sync_free: bool | None = None,
 ) -> torch.Tensor:
     """A second pass for P (level, query) pairs: sum_i exp(delta_i - shift) <mode, y_i>, float64 (P,).
 
     Pair p has source x0[p], noise eps[p], level sigmas[p], final shift[p] (from ``posterior_sums``) and
     mode row modes[p]; all but ``shift`` are fp32. Divided by the final z it is <mode, m>. Pairs go through
-    the rows ``pair_block`` at a time (the working memory of a query block), the rows split over ``threads`` as
-    in ``posterior_sums``."""
+    the rows ``pair_block`` at a time (the working memory of a query block), the rows split over ``threads`` and
+    ``sync_free`` as in ``posterior_sums``."""
+    sync_free = x0.is_cuda if sync_free is None else sync_free
     parts = []
     for p0 in range(0, len(x0), pair_block):
         sl = slice(p0, p0 + pair_block)
@@ -414,7 +423,7 @@ def mode_sums(
         pairs = (modes[sl], sigmas[sl], shift[sl])
 
         def shard(part: Rows, lo: int, qs: Queries = qs, pairs: tuple = pairs) -> torch.Tensor:
-            return _redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, part, chunk_rows), qs)
+            return _redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, part, chunk_rows), qs, sync_free)
 
         parts.append(sum(on_row_shards(shard, rows, chunk_rows, threads)))
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=x0.device)
