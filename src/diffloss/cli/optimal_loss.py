@@ -119,8 +119,9 @@ def command(
     subset of L rows per query (DOL / cDOL / SNIS), for data too large for the exact pass. Where: `--device`
     (auto = CUDA when present; under torchrun each rank uses its own GPU), `--precision tf32` for TF32 GEMMs
     on CUDA (bf16 is refused: the distances need fp32). On a CPU the default is every core as threads of one
-    process (`--threads 0`), measured faster than `--workers` row shards on this project's benchmark machine
-    (see benchmarks/results/optimal_loss.md); `--workers N` splits the cores among N processes. With labels
+    process (`--threads 0`; the rows of each query block are split over the threads), measured faster than
+    `--workers` processes on this project's benchmark machine (benchmarks/results/optimal_loss.md); `--workers N`
+    splits the cores among N processes. With labels
     (`--labels FILE` or `--conditional`) the posterior runs within each class: the conditional optimal loss,
     overall and per class. Results are cached by data fingerprint and settings under $DIFFLOSS_CACHE
     (default ~/.cache/diffloss).
