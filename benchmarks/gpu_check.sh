@@ -2,7 +2,7 @@
 # The GPU checks of diffloss in one call, under 8 minutes on one GPU. Run on the GPU machine from the repo root,
 # after benchmarks/gpu_wheels.sh has put the missing wheels in ./.whl here (carry .whl):
 #
-#   bash benchmarks/gpu_check.sh            # results to benchmarks/results/ (or to $OUT when it is set)
+#   bash benchmarks/gpu_check.sh            # results to benchmarks/results/*_cuda.*, also copied to $OUT if set
 #
 # 1. pytest -m cuda: the CUDA-marked tests (they skip on a machine without CUDA);
 # 2. benchmarks/optimal_loss.py --device cuda: the exact estimator against the device roofline (MNIST, a CIFAR-sized
@@ -19,8 +19,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-RESULTS="${OUT:-benchmarks/results}"
-mkdir -p "$RESULTS"
+RESULTS=benchmarks/results
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name(0))") || { echo "no CUDA device"; exit 1; }
 echo "GPU: $GPU; torch $(python3 -c 'import torch; print(torch.__version__)')"
 failed=0
@@ -38,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $RESULTS
 }
 
 step pytest 90 python3 -m pytest -m cuda -q -p no:cacheprovider tests
-step optimal_loss 210 python3 benchmarks/optimal_loss.py --device cuda --out "$RESULTS/optimal_loss_cuda"
+step optimal_loss 210 python3 benchmarks/optimal_loss.py --device cuda
 step train_throughput 60 python3 benchmarks/train_throughput.py --device cuda --preset small --batch 128 \
   --rounds 3 --steps 20 --out "$RESULTS/train_throughput_cuda"
 run=/tmp/gpu_check_bf16
@@ -58,5 +57,6 @@ Path(sys.argv[2]).write_text(
 )
 PY
 fi
+[ -n "${OUT:-}" ] && cp "$RESULTS"/*_cuda.* "$OUT"/
 echo "GPU checks on $GPU: $failed step(s) failed"
 exit "$failed"
