@@ -79,7 +79,7 @@ def main() -> None:
     n, dim = y.shape
     sigmas = np.asarray(log_spaced(args.levels))
     idx, eps = query_block(n, dim, [args.seed], 0, args.queries, None)
-    terms = query_terms(y, Rows.of(y), sigmas, idx, eps, chunk_rows=4096, partition=RowPartition())
+    terms = query_terms(Rows.of(y), Rows.of(y), sigmas, idx, eps, chunk_rows=4096, partition=RowPartition())
     controlled, fitted = cross_fitted_values(terms)
     a = terms.a
     ref = reference_terms(y, idx, eps, sigmas)

@@ -12,13 +12,13 @@ import torch
 torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip the tests marked ``cuda`` on a machine without CUDA."""
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip on a machine without CUDA."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if item.get_closest_marker("cuda"):
+        if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
 
 

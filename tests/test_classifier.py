@@ -1,4 +1,5 @@
-"""The committed feature classifiers (MNIST, digits): accuracy, provenance record, input convention."""
+"""The committed feature classifiers (MNIST at 28x28 and 14x14, digits): accuracy, provenance record, input
+convention, which data each one serves."""
 
 import json
 
@@ -12,6 +13,7 @@ from diffloss.metrics.classifier import (
     FEATURE_DIM,
     accuracy,
     apply,
+    classifier_for,
     digits_splits,
     get_spec,
     load_classifier,
@@ -26,6 +28,21 @@ def record(name):
 def test_mnist_accuracy_on_a_slice_of_mnist_test():
     te = load_mnist("test").subset(slice(0, 3000))
     assert accuracy(load_classifier("mnist"), te.x, te.labels) >= 0.985
+
+
+def test_mnist14_accuracy_on_a_slice_of_mnist14_test():
+    te = load_mnist("test", 14).subset(slice(0, 3000))
+    assert accuracy(load_classifier("mnist14"), te.x, te.labels) >= 0.985
+    assert record("mnist14")["train_data"] == "mnist14:train (50000 images)"
+
+
+@pytest.mark.parametrize(
+    "shape, name",
+    [((1, 28, 28), "mnist"), ((784,), "mnist"), ((1, 14, 14), "mnist14"), ((196,), "mnist14"),
+     ((1, 8, 8), "digits"), ((64,), None), ((2,), None), ((3, 14, 14), None)],
+)  # fmt: skip
+def test_classifier_for_a_data_shape(shape, name):
+    assert classifier_for(shape) == name
 
 
 def test_digits_accuracy_on_held_out_digits():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffloss.data import BUILTINS, array_to_dataset, load_array_file, load_dataset, load_labels_file
+from diffloss.data import BUILTINS, array_to_dataset, load_array_file, load_dataset, load_labels_file, load_mnist
 from diffloss.data.builtin import restricted_load
 from diffloss.errors import DifflossError
 
@@ -18,6 +18,28 @@ def test_mnist_splits_shapes_and_scaling():
     assert tr.x.min() == -1.0 and tr.x.max() < 1.0
     assert set(np.unique(tr.labels)) == set(range(10))
     assert load_dataset("mnist").fingerprint == tr.fingerprint
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_mnist14_is_the_2x2_mean_of_mnist(split):
+    full, small = load_dataset(f"mnist:{split}"), load_dataset(f"mnist14:{split}")
+    assert small.shape == (1, 14, 14) and small.dim == 196 and small.x.dtype == np.float32
+    assert small.name == f"mnist14:{split}" and small.n == full.n
+    im = full.images()[:, 0].astype(np.float64)
+    quarters = im[:, 0::2, 0::2] + im[:, 1::2, 0::2] + im[:, 0::2, 1::2] + im[:, 1::2, 1::2]
+    np.testing.assert_allclose(small.images()[:, 0], quarters / 4, rtol=0, atol=1e-6)
+    assert small.x.min() == -1.0 and small.x.max() < 1.0
+    np.testing.assert_array_equal(small.labels, full.labels)
+    assert small.fingerprint != full.fingerprint
+
+
+def test_mnist14_names_and_errors():
+    assert load_dataset("mnist14").fingerprint == BUILTINS["mnist14:train"]().fingerprint
+    with pytest.raises(DifflossError, match="unknown dataset 'mnist14:nope'") as e:
+        load_dataset("mnist14:nope")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DifflossError, match="must divide 28"):
+        load_mnist("test", 5)
 
 
 def test_restricted_unpickler_admits_arrays_and_refuses_other_globals():

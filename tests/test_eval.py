@@ -135,6 +135,23 @@ def test_eval_digits_uses_the_digits_classifier(tmp_path):
     assert set(res["metrics"]) == {"fid", "kid", "sinkhorn", "mmd"} and res["metrics"]["mmd"]["n_points"] == [200, 200]
 
 
+def test_eval_mnist14_uses_the_mnist14_classifier(tmp_path):
+    from diffloss.data import load_dataset
+    from diffloss.metrics.classifier import get_spec, sha256_file
+
+    path, out = tmp_path / "s.npy", tmp_path / "s.json"
+    np.save(path, load_mnist("valid", 14).images()[:500])
+    r = invoke("eval", "--samples", str(path), "--ref", "mnist14:test", "--metrics", "fid,kid", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    sha = sha256_file(get_spec("mnist14").asset)
+    assert res["feature_space"].startswith("mnist14 classifier") and sha in res["feature_space"]
+    assert res["dim"] == 196 and res["n_ref"] == 10_000 and 0 < res["metrics"]["fid"]["value"] < 10
+    ref = load_dataset("mnist14:test")
+    fx = classifier_features(load_mnist("valid", 14).x[:500], "mnist14")
+    assert res["metrics"]["fid"]["value"] == pytest.approx(fid(fx, classifier_features(ref.x, "mnist14")))
+
+
 def _save(tmp_path, name, arr):
     np.save(tmp_path / name, arr)
     return str(tmp_path / name)
@@ -146,6 +163,8 @@ def _save(tmp_path, name, arr):
         (lambda p: str(p / "missing.npy"), ["--ref", "mnist:test"], "does not exist"),
         (lambda p: _save(p, "w.npy", np.zeros((10, 1, 27, 27), np.float32)), ["--ref", "mnist:test"], "D = 729"),
         (lambda p: _save(p, "n.npy", np.full((10, 784), np.nan, np.float32)), ["--ref", "mnist:test"], "NaN"),
+        (lambda p: _save(p, "f.npy", np.zeros((10, 784), np.float32)), ["--ref", "mnist14:nope"], "unknown dataset"),
+        (lambda p: _save(p, "g.npy", np.zeros((10, 784), np.float32)), ["--ref", "mnist14:test"], "D = 196"),
         (
             lambda p: _save(p, "t.npy", np.zeros((10, 2), np.float32)),
             ["--ref", "gmm", "--metrics", "fid"],

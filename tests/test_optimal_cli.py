@@ -126,7 +126,10 @@ def test_cache_hit_returns_the_same_numbers(tmp_path, data_file, monkeypatch):
         (["--logsnr", "1e5"], "--logsnr"),
         (["--t", "2", "--process", "ve"], "outside the time range"),
         (["--sigmas", "1", "--max-memory", "lots"], "not a size"),
-        (["--sigmas", "1", "--workers", "0"], "--workers and --threads must be >= 1"),
+        (["--sigmas", "1", "--workers", "0"], "--workers must be >= 1"),
+        (["--sigmas", "1", "--threads", "-1"], "--threads >= 0"),
+        (["--sigmas", "1", "--device", "tpu"], "not one of auto, cpu, cuda"),
+        (["--sigmas", "1", "--precision", "bf16"], "needs fp32 Gram products"),
     ],
 )
 def test_bad_input_one_line_nonzero_exit_no_output(tmp_path, data_file, args, message):

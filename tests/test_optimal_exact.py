@@ -89,7 +89,8 @@ def test_huge_s_gives_the_per_dimension_data_variance():
     # with every row once, the uncontrolled term A = <x0, x0 - m> averages to the data variance exactly
     idx, eps = query_block(300, 6, [0], 0, 300, np.arange(300))
     rows = centered_rows(x)
-    a = query_terms(rows, Rows.of(rows), np.array([1e6]), idx, eps, chunk_rows=64, partition=RowPartition()).a
+    data = Rows.of(rows)
+    a = query_terms(data, data, np.array([1e6]), idx, eps, chunk_rows=64, partition=RowPartition()).a
     assert a.mean() / 6 == pytest.approx(var, rel=1e-5)
 
 
@@ -121,7 +122,7 @@ def test_posterior_terms_match_float64_brute_force(dim):
     sig = np.array([0.05, 0.4, 2.0, 20.0])
     idx, eps = query_block(len(x), dim, [11], 0, 128, None)
     rows = centered_rows(x)
-    terms = query_terms(rows, Rows.of(rows), sig, idx, eps, chunk_rows=32, partition=RowPartition())
+    terms = query_terms(Rows.of(rows), Rows.of(rows), sig, idx, eps, chunk_rows=32, partition=RowPartition())
     a, b = terms.a, terms.b
     n_mode_rows = 0
     for k, s in enumerate(sig):

@@ -133,6 +133,14 @@ def set_threads(threads: int) -> int:
     return threads
 
 
+def barrier(world: World) -> None:
+    """Wait until every rank of the group gets here (nothing for a single process)."""
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 @contextlib.contextmanager
 def process_group(world: World, device: torch.device) -> Iterator[None]:
     """Join torchrun's process group for the body (gloo on CPU, NCCL on CUDA) and leave it after; nothing for a

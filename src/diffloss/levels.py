@@ -42,6 +42,10 @@ class Levels:
         """s = sigma / alpha = exp(-lambda / 2)."""
         return torch.exp(-self.logsnr / 2)
 
+    def select(self, index: slice | torch.Tensor) -> Levels:
+        """The levels of the batch entries ``index`` (a slice or an index tensor)."""
+        return Levels(self.t[index], self.logsnr[index], None if self.timestep is None else self.timestep[index])
+
     @classmethod
     def from_t(cls, process: Process, t: torch.Tensor, timestep: torch.Tensor | None = None) -> Levels:
         return cls(t, process.logsnr(t), timestep)

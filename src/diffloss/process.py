@@ -63,7 +63,12 @@ class Process(ABC):
 
     @abstractmethod
     def alpha_sigma(self, t: Tensorish) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha(t), sigma(t)) as float64 tensors."""
+        """(alpha(t), sigma(t)) as float64 tensors, on t's device when ``any_device``, else t must be on the CPU."""
+
+    @property
+    def any_device(self) -> bool:
+        """Whether ``alpha_sigma`` computes on any device (True) or on the CPU only (a table lookup in NumPy)."""
+        return True
 
     @abstractmethod
     def _t_of_logsnr(self, lam: torch.Tensor) -> torch.Tensor: ...
@@ -233,6 +238,10 @@ class _VP(Process, ABC):
     def timestep_t(self, n: Tensorish) -> torch.Tensor:
         """Continuous time of 0-based discrete step ``n``: t = (n + 1) / T."""
         return (as_f64(n) + 1) / self.T
+
+    @property
+    def any_device(self) -> bool:
+        return not self.discrete
 
     def alpha_sigma(self, t):
         # log alpha_bar <= 0; clamping stops a last-ulp positive value at t = 0 (libm-dependent) from giving sigma = nan

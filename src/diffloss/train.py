@@ -29,16 +29,31 @@ Files in the output directory:
   the loss of the EMA model on a fixed batch with fixed noise (levels from the density: for an adaptive one,
   its current state, so eval losses of different steps use different levels);
 - ``checkpoint.safetensors``: the latest checkpoint (every ``ckpt_every`` steps and at the end).
+
+Devices, precision, data parallelism (``Execution``; none of it is part of the ``TrainConfig``). The data, the model,
+its EMA and the optimizer live on ``device``. Data order, label dropout and noise levels are drawn on the CPU; the
+noise eps is drawn from the noise generator on the CPU, or, on a CUDA device, from its own CUDA generator (seeded
+``seed + 4``), so a CPU run's numbers do not depend on whether CUDA exists. ``precision="bf16"`` runs the loss (the
+network's forward, hence its backward) under bfloat16 autocast; parameters, AdamW state and EMA stay float32. Inside
+the update loop nothing waits for the device: losses, levels and gradient norms stay tensors until a metrics line.
+
+Under ``torchrun`` (``world.size`` = N processes) every rank draws the same global batch of ``batch`` rows, labels,
+levels and noise (the same generators, the same order), keeps its contiguous share ``batch / N`` (rank r the r-th),
+and DistributedDataParallel averages the gradients: so N processes make the same updates as one process with the
+same ``batch`` (up to the order of floating-point sums). Rank 0 alone writes files. A checkpoint records the world
+size; ``--resume`` needs the same one. A checkpoint loads onto any device; the bit-exact resume holds on the device
+(and thread count) it was written on.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import json
 import math
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +63,10 @@ from diffloss.checkpoint import load_checkpoint, save_checkpoint
 from diffloss.classes import drop_labels, num_classes_of
 from diffloss.data import Dataset, load_dataset, load_labels_file
 from diffloss.density import density_from_dict
+from diffloss.device import World, autocast, barrier, check_precision
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
+from diffloss.levels import Levels
 from diffloss.losses import diffusion_loss
 from diffloss.models import Denoiser
 from diffloss.optimal.reference import Table
@@ -203,58 +220,124 @@ def train_data(data: str, labels: str | None = None) -> Dataset:
     return ds if labels is None else ds.with_labels(load_labels_file(labels))
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a run computes (``diffloss.device``): the torch device, the precision (``fp32``, ``tf32`` or
+    ``bf16``), whether the network is ``torch.compile``d, and the torchrun ``world``. None of it changes the config;
+    it is recorded in ``config.json`` under ``execution``."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    compile: bool = False
+    world: World = field(default_factory=World)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "compile": self.compile,
+            "world_size": self.world.size,
+        }
+
+
 @dataclass
 class Run:
     """The resolved pieces of a run (everything validated) and its mutable training state."""
 
     cfg: TrainConfig
     data: Dataset
-    x: torch.Tensor  # (N, *shape) float32
-    y: torch.Tensor | None  # (N,) int64 class labels of a conditional run, else None
+    x: torch.Tensor  # (N, *shape) float32, on the device
+    y: torch.Tensor | None  # (N,) int64 class labels of a conditional run (on the device), else None
     objective: dict[str, Any]  # process, target, weighting, density: the keyword arguments of diffusion_loss
     model: Denoiser
     ema: Denoiser
     opt: torch.optim.AdamW
     order: DataOrder
-    noise: torch.Generator
+    noise: torch.Generator  # CPU: labels, levels, and eps on a CPU device
+    execution: Execution = field(default_factory=Execution)
+    noise_device: torch.Generator | None = None  # eps on a CUDA device
+    net: torch.nn.Module | None = None  # what the update calls: the model, compiled and/or DDP-wrapped
     step: int = 0
 
     @classmethod
-    def create(cls, cfg: TrainConfig, data: Dataset | None = None) -> Run:
+    def create(cls, cfg: TrainConfig, data: Dataset | None = None, execution: Execution | None = None) -> Run:
         """Build every object of ``cfg``; raises ``DifflossError`` on any bad setting. ``data`` is ``cfg.data``
         already loaded (by a caller that needed it first); by default it is loaded here."""
+        ex = execution or Execution()
         data = train_data(cfg.data, cfg.labels) if data is None else data
         if cfg.batch > data.n:
             raise DifflossError(f"--batch {cfg.batch} exceeds the {data.n} samples of {cfg.data!r}; lower --batch")
+        if cfg.batch % ex.world.size:
+            raise DifflossError(
+                f"--batch {cfg.batch} does not split over {ex.world.size} processes; give a multiple of {ex.world.size}"
+            )
         y = None
         if cfg.conditional:
             if num_classes_of(data.labels, repr(cfg.data)) > cfg.num_classes:
                 raise DifflossError(f"the labels of {cfg.data!r} exceed num_classes = {cfg.num_classes}")
-            y = torch.from_numpy(data.labels).long()
+            y = torch.from_numpy(data.labels).long().to(ex.device)
         process = process_from_dict(cfg.process)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = Denoiser(
                 cfg.backbone, data.shape, process, cfg.sigma_data, cfg.precond, get_target(cfg.target), cfg.num_classes
             )
+        model.to(ex.device)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        x = torch.from_numpy(data.images()).float()
+        x = torch.from_numpy(data.images()).float().to(ex.device)
         objective = objective_of(cfg.to_dict()) | {"process": process}
         order = DataOrder(data.n, cfg.batch, cfg.seed + 1)
-        run = cls(cfg, data, x, y, objective, model, ema, opt, order, torch.Generator())
+        noise_device = torch.Generator(ex.device).manual_seed(cfg.seed + 4) if ex.device.type != "cpu" else None
+        run = cls(cfg, data, x, y, objective, model, ema, opt, order, torch.Generator(), ex, noise_device, model)
         run.noise.manual_seed(cfg.seed + 2)
         run.preflight()
+        if ex.compile:
+            model.compile()
+        if ex.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            run.net = DistributedDataParallel(model, device_ids=[ex.device.index] if ex.device.type == "cuda" else None)
         return run
 
     # ---- the loss ---------------------------------------------------------------------------------------
-    def loss(self, model: Denoiser, rows: torch.Tensor, generator: torch.Generator, dropout: float = 0.0):
-        """(per-sample losses (B,), levels) of ``model`` on data ``rows`` (B,) with noise from ``generator``; a
-        conditional run's labels are dropped with probability ``dropout`` first (from ``generator`` too)."""
+    def loss(
+        self,
+        model: torch.nn.Module,
+        rows: torch.Tensor,
+        generator: torch.Generator,
+        dropout: float = 0.0,
+        noise_generator: torch.Generator | None = None,
+        part: slice = slice(None),
+    ) -> tuple[torch.Tensor, Levels]:
+        """(per-sample losses, levels) of ``model`` on the batch ``rows`` (B,), entries ``part`` of it.
+
+        The whole batch's random numbers are drawn, in this order: a conditional run's label-dropout uniforms (B, from
+        ``generator``; labels dropped with probability ``dropout``), B levels (``generator``), and the (B, *shape)
+        noise (``noise_generator``, by default ``generator``). Only the entries ``part`` are then evaluated, so a
+        rank's share of a batch sees exactly the numbers it would in the whole batch. The losses are (len(part),)
+        and the levels those of the whole batch."""
         labels = None
         if self.y is not None:
-            labels = drop_labels(self.y[rows], dropout, self.cfg.num_classes, generator)
-        return diffusion_loss(model, self.x[rows], generator=generator, labels=labels, **self.objective)
+            labels = drop_labels(self.y[rows], dropout, self.cfg.num_classes, generator)[part]
+        o = self.objective
+        levels = o["density"].sample(len(rows), generator, o["process"])
+        g = generator if noise_generator is None else noise_generator
+        noise = torch.randn((len(rows), *self.x.shape[1:]), generator=g, device=g.device)[part].to(self.x.device)
+        with autocast(self.execution.precision, self.execution.device):
+            per_sample, _ = diffusion_loss(
+                model,
+                self.x[rows[part]],
+                generator=generator,
+                noise=noise,
+                labels=labels,
+                levels=levels.select(part),
+                **o,
+            )
+        return per_sample.float(), levels
 
     def loss_floor(self, jstar: Table) -> float:
         """The floor of this run's objective (its density's current state) from the J* table ``jstar``."""
@@ -279,7 +362,8 @@ class Run:
             )
 
     def eval_loss(self) -> float:
-        """Mean loss of the EMA model on a fixed batch (rows and noise fixed by the seed; labels not dropped)."""
+        """Mean loss of the EMA model on a fixed batch (rows and noise fixed by the seed, drawn on the CPU; labels not
+        dropped)."""
         g = torch.Generator().manual_seed(self.cfg.seed + 3)
         rows = torch.randperm(self.data.n, generator=g)[: min(EVAL_BATCH, self.data.n)]
         with torch.no_grad():
@@ -287,37 +371,40 @@ class Run:
         return per_sample.mean().item()
 
     # ---- one update -------------------------------------------------------------------------------------
-    def update(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One AdamW step; returns (per-sample losses, log-SNRs of the batch, gradient norm before clipping)."""
-        cfg = self.cfg
+    def update(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One AdamW step; returns (the global batch's per-sample losses (B,), its log-SNRs (B,), the gradient norm
+        before clipping (a 0-d tensor)), without waiting for the device."""
+        cfg, world = self.cfg, self.execution.world
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
-        per_sample, levels = self.loss(self.model, self.order.next(), self.noise, cfg.label_dropout)
-        if not torch.isfinite(per_sample).all():
-            raise DifflossError(f"the loss became non-finite at step {self.step}; lower --lr or raise --grad-clip")
-        self.observe(per_sample.detach(), levels.logsnr)
+        share = cfg.batch // world.size
+        part = slice(world.rank * share, (world.rank + 1) * share)
+        local, levels = self.loss(self.net, self.order.next(), self.noise, cfg.label_dropout, self.noise_device, part)
         self.opt.zero_grad(set_to_none=True)
-        per_sample.mean().backward()
+        local.mean().backward()
+        per_sample = gather_batch(local.detach(), world)
+        self.observe(per_sample, levels.logsnr)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         self.opt.step()
         with torch.no_grad():
             d = ema_decay_at(cfg, self.step)
-            for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
-                pe.lerp_(pm, 1 - d)
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - d)
             for be, bm in zip(self.ema.buffers(), self.model.buffers()):
                 be.copy_(bm)
         self.step += 1
-        return per_sample.detach(), levels.logsnr, float(norm)
+        return per_sample, levels.logsnr, norm
 
     def observe(self, per_sample: torch.Tensor, logsnr: torch.Tensor) -> None:
         """Tell an adaptive density the batch's per-sample x0 MSE: the weighted loss divided by w_x0(lambda)."""
         density, weighting, process = (self.objective[k] for k in ("density", "weighting", "process"))
         if density.adaptive:
-            density.observe(logsnr, per_sample.double() / weighting.x0_weight(logsnr, process), process)
+            x0_mse = per_sample.double().cpu() / weighting.x0_weight(logsnr, process)
+            density.observe(logsnr, x0_mse, process)
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything a checkpoint holds, on the CPU."""
         out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         out |= {f"ema/{k}": v for k, v in self.ema.state_dict().items()}
         for i, state in self.opt.state_dict()["state"].items():
@@ -325,7 +412,9 @@ class Run:
         out |= {f"order/{k}": v for k, v in self.order.state().items()}
         out |= {f"density/{k}": v for k, v in self.objective["density"].state().items()}
         out["rng/noise"] = self.noise.get_state()
-        return out
+        if self.noise_device is not None:
+            out["rng/noise_device"] = self.noise_device.get_state()
+        return {k: v.detach().cpu() for k, v in out.items()}
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -334,17 +423,25 @@ class Run:
             "model": self.model.config(),
             "data": data_info(self.data),
             "optim_groups": self.opt.state_dict()["param_groups"],
+            "execution": self.execution.to_dict(),
         }
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.tensors(), self.meta())
 
     def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore the state saved by ``save`` (the config must already match)."""
+        """Restore the state saved by ``save`` (the config must already match) onto this run's device. The CUDA noise
+        generator's state is restored when both runs have one (else it keeps its seed)."""
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return checkpoint_part(tensors, prefix)
 
+        saved_world = meta.get("execution", {}).get("world_size", 1)
+        if saved_world != self.execution.world.size:
+            raise DifflossError(
+                f"--resume: the checkpoint was written by {saved_world} process(es), this run has "
+                f"{self.execution.world.size}; resume with the same number (torchrun --nproc-per-node)"
+            )
         try:
             self.model.load_state_dict(part("model/"))
             self.ema.load_state_dict(part("ema/"))
@@ -356,9 +453,22 @@ class Run:
             self.order.load(part("order/"))
             self.objective["density"].load_state(part("density/"))
             self.noise.set_state(tensors["rng/noise"])
+            if self.noise_device is not None and "rng/noise_device" in tensors:
+                self.noise_device.set_state(tensors["rng/noise_device"])
             self.step = int(meta["step"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise DifflossError(f"the checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
+
+
+def gather_batch(local: torch.Tensor, world: World) -> torch.Tensor:
+    """The whole batch's values from each rank's contiguous share (rank order); ``local`` itself for one process."""
+    if not world.distributed:
+        return local
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(local) for _ in range(world.size)]
+    dist.all_gather(parts, local)
+    return torch.cat(parts)
 
 
 def checkpoint_part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -443,51 +553,60 @@ def train(
     progress=None,
     data: Dataset | None = None,
     jstar: Table | None = None,
+    execution: Execution | None = None,
 ) -> Run:
     """Train per ``cfg`` into directory ``out``; returns the finished ``Run``.
 
-    ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar);
-    ``data`` is ``cfg.data`` if the caller has loaded it already (it is loaded otherwise). ``jstar`` is the J*
-    table of the data (``diffloss.optimal.reference``), when known: each metrics line then also holds
-    ``loss_floor``, the floor of the objective (``diffloss.optimal.floor``, from the table, at the density's
-    current state) and ``reducible_loss`` = ``loss`` - ``loss_floor``.
+    ``progress`` is an optional callable ``(run, loss) -> None`` called after every update (the CLI's bar), ``loss``
+    being the mean loss of the latest metrics line (None before the first: reading the current loss would make every
+    update wait for the device). ``data`` is ``cfg.data`` if the caller has loaded it already (it is loaded
+    otherwise). ``jstar`` is the J* table of the data (``diffloss.optimal.reference``), when known: each metrics line
+    then also holds ``loss_floor``, the floor of the objective (``diffloss.optimal.floor``, from the table, at the
+    density's current state) and ``reducible_loss`` = ``loss`` - ``loss_floor``. ``execution`` says where the run
+    computes (device, precision, compile, torchrun world; default: one CPU process, fp32); only rank 0 writes.
     Everything is validated (names, sizes, the output directory, a resumed checkpoint's config) before the
-    first file is written.
+    first file is written. A non-finite loss stops the run at the next metrics line, before that window's checkpoint.
     """
     out = Path(out)
-    run = Run.create(cfg, data)
+    run = Run.create(cfg, data, execution)
+    main = run.execution.world.is_main
     saved = prepare_output(cfg, out, resume=resume, overwrite=overwrite)
     if saved is not None:
         run.load(*saved)
         if saved[1]["data"]["fingerprint"] != run.data.fingerprint:
             raise DifflossError(f"--resume: the data behind {cfg.data!r} changed since the checkpoint was made")
-    elif overwrite:
+    barrier(run.execution.world)  # every rank has checked OUT before rank 0 writes there
+    if saved is None and overwrite and main:
         for name in OUTPUTS:
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / CONFIG_FILE, {**cfg.to_dict(), "data_info": data_info(run.data)})
     metrics = out / METRICS_FILE
-    write_text_atomic(metrics, "".join(line + "\n" for line in _read_metrics(metrics, run.step)))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**cfg.to_dict(), "data_info": data_info(run.data), "execution": run.execution.to_dict()}
+        write_json_atomic(out / CONFIG_FILE, config)
+        write_text_atomic(metrics, "".join(line + "\n" for line in _read_metrics(metrics, run.step)))
 
     # a fixed density's floor never changes: computed once; an adaptive one's follows its state, at every log line
     fixed_floor = run.loss_floor(jstar) if jstar is not None and not run.objective["density"].adaptive else None
     start = time.perf_counter()
-    losses, lams, last_t, last_step = [], [], start, run.step
-    with open(metrics, "a", encoding="utf-8") as log:
+    losses, lams, last_t, last_step, last_loss = [], [], start, run.step, None
+    with open(metrics, "a", encoding="utf-8") if main else contextlib.nullcontext() as log:
 
         def emit(record: dict[str, Any]) -> None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
 
         while run.step < cfg.steps:
             per_sample, lam, norm = run.update()
             losses.append(per_sample)
             lams.append(lam)
-            if progress is not None:
-                progress(run, per_sample.mean().item())
             if run.step % cfg.log_every == 0 or run.step == cfg.steps:
                 now = time.perf_counter()
-                record = window_record(torch.cat(losses), torch.cat(lams))
+                window = torch.cat(losses)
+                check_finite(window, last_step, run.step)
+                record = window_record(window.cpu(), torch.cat(lams))
+                last_loss = record["loss"]
                 if jstar is not None:
                     floor = fixed_floor if fixed_floor is not None else run.loss_floor(jstar)
                     record.update(loss_floor=floor, reducible_loss=record["loss"] - floor)
@@ -496,17 +615,29 @@ def train(
                         "step": run.step,
                         **record,
                         "lr": lr_at(cfg, run.step - 1),
-                        "grad_norm": norm,
+                        "grad_norm": norm.item(),
                         "time": now - start,
                         "samples_per_sec": cfg.batch * (run.step - last_step) / max(now - last_t, 1e-9),
                     }
                 )
                 losses, lams, last_t, last_step = [], [], now, run.step
+            if progress is not None and main:
+                progress(run, last_loss)
             if cfg.eval_every and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
                 emit({"step": run.step, "eval_loss": run.eval_loss()})
-            if run.step % cfg.ckpt_every == 0 or run.step == cfg.steps:
+            if main and (run.step % cfg.ckpt_every == 0 or run.step == cfg.steps):
+                if losses:
+                    check_finite(torch.cat(losses), last_step, run.step)
                 run.save(out / CHECKPOINT_FILE)
     return run
+
+
+def check_finite(losses: torch.Tensor, first: int, last: int) -> None:
+    """Stop the run if any per-sample loss of updates ``first`` + 1 .. ``last`` is not finite."""
+    if not torch.isfinite(losses).all():
+        raise DifflossError(
+            f"the loss became non-finite between steps {first} and {last}; lower --lr or raise --grad-clip"
+        )
 
 
 def window_record(losses: torch.Tensor, logsnr: torch.Tensor) -> dict[str, Any]:

@@ -8,7 +8,8 @@ time-dependent step size, which a plain MLP on x has to learn point by point.
 
 A control network has two calls: ``time_table(t)``, the (K+1, F) rows of everything it computes from the time alone
 for the K+1 times of a simulation (computed once per ``diffloss.bridge.samplers.simulate`` call), and
-``forward(x, row, score)`` with the (1, F) row of the current time. The reference-shaped network is
+``forward(x, row, score)`` with the (1, F) row of the current time, or for states of several times at once, x
+(T, B, dim) with rows (T, 1, F). The reference-shaped network is
 ``diffloss.bridge.pisnet.PisNet`` (``network="pis"``).
 """
 
@@ -49,16 +50,17 @@ def zero_linear(inp: int, out: int) -> nn.Linear:
 
 
 def gated_score(x: torch.Tensor, score: torch.Tensor | None, gated: bool, out: int) -> torch.Tensor | None:
-    """The gated input clip(s) of a network with ``out`` outputs, the score repeated so that each output coordinate
-    gets its own coordinate of s; None for a network without a gate. Checks that a score (B, dim) of the shape of x
-    is given exactly when the network has a gate."""
+    """The gated input clip(s) of a network with ``out`` outputs, the score repeated along the last dimension so that
+    each output coordinate gets its own coordinate of s; None for a network without a gate. Checks that a score of
+    the shape of x (..., dim) is given exactly when the network has a gate."""
     if gated != (score is not None):
         raise ValueError("pass a score (B, dim) exactly when the control network has a score gate")
     if score is None:
         return None
     if score.shape != x.shape:
         raise ValueError(f"the score must have the shape of x {tuple(x.shape)}, got {tuple(score.shape)}")
-    return score.clamp(-SCORE_CLIP, SCORE_CLIP).repeat(1, out // x.shape[1])
+    s = score.clamp(-SCORE_CLIP, SCORE_CLIP)
+    return s if out == x.shape[-1] else s.repeat(*[1] * (x.dim() - 1), out // x.shape[-1])
 
 
 def check_out(dim: int, out: int, score_gate: bool) -> None:
@@ -88,8 +90,8 @@ class ControlNet(nn.Module):
         return time_embedding(t, self.time_features)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, dim), ``emb`` the (1, time_features) row of ``time_table`` at the current time; ``score`` (B, dim),
-        given exactly when the network has a score gate."""
-        u = self.mlp(torch.cat([x, emb.expand(x.shape[0], -1)], 1))
-        s = gated_score(x, score, self.gate is not None, u.shape[1])
+        """x (..., B, dim), ``emb`` the (..., 1, time_features) rows of ``time_table`` at the states' times; ``score``
+        of the shape of x, given exactly when the network has a score gate."""
+        u = self.mlp(torch.cat([x, emb.expand(*x.shape[:-1], -1)], -1))
+        s = gated_score(x, score, self.gate is not None, u.shape[-1])
         return u if s is None else u + self.gate(emb) * s

@@ -25,13 +25,18 @@ Differences from the reference: the last layers of the state network and of the 
 weights 1e-8), so u = 0 at initialisation like ``ControlNet``; the score input is differentiated (the reference stops
 its gradient), so rKL-R's gradient stays exact; DBS's two drifts are one network with 2d outputs (the reference: two
 networks). The other layers are initialised as flax's default Dense: LeCun-normal weights (truncated at two
-standard deviations), zero biases. Everything that depends on time alone (phi, e, c) is computed once per simulation
-for its K+1 times (``time_table``).
+standard deviations), zero biases. Everything that depends on time alone is computed once per simulation for its
+K+1 times (``time_table``): c(tau), and e(tau) already through the state network's first layer, whose input
+[x, e] splits as W [x, e] + b = W_x x + (W_e e + b), so a call adds the time's row to W_x x instead of
+concatenating e to every state (same values up to rounding).
 """
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffloss.bridge.networks import check_out, gated_score, mlp, zero_linear
@@ -61,7 +66,7 @@ class PisNet(nn.Module):
     def __init__(self, dim: int, out: int, width: int = 64, layers: int = 2, steps: int = 128, score_gate: bool = True):
         super().__init__()
         check_out(dim, out, score_gate)
-        self.width, self.steps = width, steps
+        self.dim, self.width, self.steps = dim, width, steps
         self.register_buffer("freqs", torch.linspace(*FREQ_RANGE, width), persistent=False)
         self.phase = nn.Parameter(torch.zeros(width))
         self.time_net = nn.Sequential(nn.Linear(2 * width, width), _gelu(), nn.Linear(width, width))
@@ -73,16 +78,21 @@ class PisNet(nn.Module):
                 _lecun_normal_(layer)
 
     def time_table(self, t: torch.Tensor) -> torch.Tensor:
-        """[e(tau), c(tau)] at the times t (T,) in [0, 1], (T, width + out) (without a gate (T, width))."""
+        """[W_e e(tau) + b, c(tau)] at the times t (T,) in [0, 1], (T, width + out) (without a gate (T, width)): the
+        time's contribution to the state network's first layer (module docstring) and the gate."""
         arg = (self.steps * (1 - t))[:, None] * self.freqs + self.phase
         phi = torch.cat([torch.sin(arg), torch.cos(arg)], 1)
-        parts = [self.time_net(phi)] + ([self.gate(phi)] if self.gate is not None else [])
-        return torch.cat(parts, 1)
+        first = self.mlp[0]
+        parts = [F.linear(self.time_net(phi), first.weight[:, self.dim :], first.bias)]
+        return torch.cat(parts + ([self.gate(phi)] if self.gate is not None else []), 1)
 
     def forward(self, x: torch.Tensor, row: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, dim), ``row`` the (1, F) row of ``time_table`` at the current time; ``score`` (B, dim), given exactly
-        when the network has a score gate."""
-        emb, c = row[:, : self.width], row[:, self.width :]
-        u = self.mlp(torch.cat([x, emb.expand(x.shape[0], -1)], 1)).clamp(-OUTER_CLIP, OUTER_CLIP)
-        s = gated_score(x, score, self.gate is not None, u.shape[1])
+        """x (..., B, dim), ``row`` the (..., 1, F) rows of ``time_table`` at the states' times; ``score`` of the
+        shape of x, given exactly when the network has a score gate."""
+        time_part, c = row[..., : self.width], row[..., self.width :]
+        h = F.linear(x, self.mlp[0].weight[:, : self.dim]) + time_part
+        for layer in islice(self.mlp, 1, None):
+            h = layer(h)
+        u = h.clamp(-OUTER_CLIP, OUTER_CLIP)
+        s = gated_score(x, score, self.gate is not None, u.shape[-1])
         return u if s is None else u + c * s

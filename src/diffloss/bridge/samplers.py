@@ -37,6 +37,11 @@ from diffloss.gaussian import gaussian_log_pdf
 
 BRIDGE_SAMPLERS = ("dis", "dbs", "cmcd")
 CONTROL_NETWORKS = ("mlp", "pis")  # diffloss.bridge.networks.ControlNet, diffloss.bridge.pisnet.PisNet
+# Detached-path training simulates first and computes the path densities afterwards, CHUNK_ROWS states per network
+# call, for batches up to TWO_PASS_MAX_BATCH (``simulate``). Measured on GMM40, CMCD, K = 128, pis network, 1 thread,
+# steps per CPU-second (two-pass vs step by step): batch 64 11-12 vs 5.5, 256 4.2 vs 3.6, 2000 0.70 vs 0.77.
+TWO_PASS_MAX_BATCH = 512
+CHUNK_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -153,14 +158,15 @@ class BridgeSampler(nn.Module):
         beta: torch.Tensor | None = None,
         score: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fwd_k(x), bwd_k(x)) at state x of time index k, ``row`` the (1, F) row k of the network's ``time_table``.
-        CMCD only: ``g`` = grad log p~ - grad log p_0 at x and ``beta`` = beta_k; with ``score_gate`` only: ``score``,
-        the network's gated score input."""
+        """(fwd_k(x), bwd_k(x)) at states x (B, d) of time index k, ``row`` the (1, F) row k of the network's
+        ``time_table`` (or x (T, B, d) of T times with their rows (T, 1, F)). CMCD only: ``g`` = grad log p~ -
+        grad log p_0 at x and ``beta`` = beta_k (for T times (T, 1, 1)); with ``score_gate`` only: ``score``, the
+        network's gated score input."""
         diff = torch.exp(2 * self.log_sigma)
         if self.cfg.sampler == "dis":
             return diff * self.net(x, row, score), torch.zeros_like(x)
         if self.cfg.sampler == "dbs":
-            u, v = self.net(x, row, score).chunk(2, dim=1)
+            u, v = self.net(x, row, score).chunk(2, dim=-1)
             return diff * u, diff * v
         u = self.net(x, row, score)
         langevin = 0.5 * beta * g
@@ -195,44 +201,125 @@ def simulate(
 
     What depends on time alone is computed once, before the loop: the time grid and the network's ``time_table``
     (for ``ControlNet`` its parameter-free embeddings, the values it computed per step before, bit for bit).
-    """
-    K = model.steps
-    grad_path = not detach_path and torch.is_grad_enabled()
-    rho, log_v = model.reference_kernel()
-    std = torch.exp(0.5 * log_v)
-    mu = model.prior_mean
-    inv_prior_var = torch.exp(-2 * model.prior_log_std)
-    cmcd = model.cfg.sampler == "cmcd"
-    gate = model.cfg.score_gate
-    betas = model.betas() if cmcd else None
-    table = model.net.time_table(model.time_grid())
 
-    def at(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = table[k : k + 1]
-        if not (cmcd or gate):
+    With ``detach_path`` and gradients enabled (training on a detached loss) at n <= ``TWO_PASS_MAX_BATCH``, the
+    states are simulated without a graph, then the path densities computed for many states per network call
+    (``_path_densities``: up to ``CHUNK_ROWS`` rows, at n = 64 all K+1 times in one call) instead of K+1 calls on n
+    rows, with a graph of a few large operations instead of K+1 times many small ones: what small batches spend their
+    time on. The states are the same bit for bit; log q and log p differ from the step-by-step sums by rounding.
+    Larger batches stay step by step, which is faster there (their per-step tensors stay in cache).
+    """
+    if detach_path and torch.is_grad_enabled() and n <= TWO_PASS_MAX_BATCH:
+        with torch.no_grad():
+            states, scores = _simulate_states(model, target, n, generator)
+        return _path_densities(model, target, states, scores)
+    return _simulate_stepwise(model, target, n, generator, detach_path)
+
+
+class _Kernels:
+    """What one simulation holds fixed: the kernels' (rho, log V, std), the prior, the schedule and the network's
+    time table; ``drifts`` evaluates (fwd, bwd) at states of one time index k, or of all of them at once."""
+
+    def __init__(self, model: BridgeSampler):
+        self.model = model
+        self.rho, self.log_v = model.reference_kernel()
+        self.std = torch.exp(0.5 * self.log_v)
+        self.mu = model.prior_mean
+        self.inv_prior_var = torch.exp(-2 * model.prior_log_std)
+        self.cmcd = model.cfg.sampler == "cmcd"
+        self.needs_score = self.cmcd or model.cfg.score_gate
+        self.betas = model.betas() if self.cmcd else None
+        self.table = model.net.time_table(model.time_grid())
+
+    def drifts(
+        self, x: torch.Tensor, target_score: torch.Tensor | None, k: int | slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fwd_k(x), bwd_k(x)) at x (B, d) of time index k, or with k a slice of T time indices at x (T, B, d);
+        ``target_score`` is grad log p~(x) (None unless ``needs_score``). ``BridgeSampler.drifts`` with its
+        inputs: the network's gated score is grad log p~ for DIS/DBS, grad log pi_beta for CMCD."""
+        model = self.model
+        many = isinstance(k, slice)
+        row = self.table[k, None] if many else self.table[k : k + 1]
+        if not self.needs_score:
             return model.drifts(x, row)
-        target_score = target.score(x, grad_path)
-        if not cmcd:
+        if not self.cmcd:
             return model.drifts(x, row, score=target_score)
-        prior_score = -(x - mu) * inv_prior_var
+        beta = self.betas[k, None, None] if many else self.betas[k]
+        prior_score = -(x - self.mu) * self.inv_prior_var
         g = target_score - prior_score
-        annealed = prior_score + betas[k] * g if gate else None  # grad log pi_beta
-        return model.drifts(x, row, g, betas[k], annealed)
+        annealed = prior_score + beta * g if model.cfg.score_gate else None  # grad log pi_beta
+        return model.drifts(x, row, g, beta, annealed)
+
+    def step(self, x: torch.Tensor, fwd: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean of F_k, a draw x_{k+1} from it) given x_k and fwd_k(x_k)."""
+        mean_f = self.mu + self.rho * (x - self.mu) + fwd / self.model.steps
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return mean_f, mean_f + self.std * noise
+
+
+def _simulate_stepwise(
+    model: BridgeSampler, target: SamplingTarget, n: int, generator: torch.Generator, detach_path: bool
+) -> Trajectory:
+    """``simulate`` with the path densities summed step by step, as the states are drawn."""
+    kern = _Kernels(model)
+    grad_path = not detach_path and torch.is_grad_enabled()
+
+    def score(x: torch.Tensor) -> torch.Tensor | None:
+        return target.score(x, grad_path) if kern.needs_score else None
 
     x = model.sample_prior(n, generator)
     if detach_path:
         x = x.detach()
     log_q = model.prior_log_prob(x)
     log_p = torch.zeros_like(log_q)
-    fwd, _ = at(x, 0)
-    for k in range(K):
-        mean_f = mu + rho * (x - mu) + fwd / K
-        x_new = mean_f + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    fwd, _ = kern.drifts(x, score(x), 0)
+    for k in range(model.steps):
+        mean_f, x_new = kern.step(x, fwd, generator)
         if detach_path:
             x_new = x_new.detach()
-        fwd, bwd = at(x_new, k + 1)
-        mean_b = mu + rho * (x_new - mu) + bwd / K
-        log_q = log_q + gaussian_log_pdf(x_new, mean_f, log_v, sum_last=True)
-        log_p = log_p + gaussian_log_pdf(x, mean_b, log_v, sum_last=True)
+        fwd, bwd = kern.drifts(x_new, score(x_new), k + 1)
+        mean_b = kern.mu + kern.rho * (x_new - kern.mu) + bwd / model.steps
+        log_q = log_q + gaussian_log_pdf(x_new, mean_f, kern.log_v, sum_last=True)
+        log_p = log_p + gaussian_log_pdf(x, mean_b, kern.log_v, sum_last=True)
         x = x_new
     return Trajectory(x, log_q, log_p + target.log_prob(x))
+
+
+def _simulate_states(
+    model: BridgeSampler, target: SamplingTarget, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The states x_0..x_K (K+1, n, d) of a simulation and the target scores at them (None unless the drifts need
+    them), drawn exactly as ``_simulate_stepwise`` draws them."""
+    kern = _Kernels(model)
+    x = model.sample_prior(n, generator)
+    states, scores = [x], [target.score(x)] if kern.needs_score else None
+    fwd, _ = kern.drifts(x, scores[0] if scores else None, 0)
+    for k in range(model.steps):
+        x = kern.step(x, fwd, generator)[1]
+        states.append(x)
+        s = None
+        if scores is not None:
+            s = target.score(x)
+            scores.append(s)
+        if k + 1 < model.steps:
+            fwd, _ = kern.drifts(x, s, k + 1)
+    return torch.stack(states), torch.stack(scores) if scores is not None else None
+
+
+def _path_densities(
+    model: BridgeSampler, target: SamplingTarget, states: torch.Tensor, scores: torch.Tensor | None
+) -> Trajectory:
+    """The trajectory of the (detached) states (K+1, n, d) with target scores ``scores``: log q and log p with the
+    drifts of ``chunk`` consecutive time indices per network call (``_Kernels.drifts`` with k a slice)."""
+    kern, K, n = _Kernels(model), model.steps, states.shape[1]
+    chunk = max(1, CHUNK_ROWS // n)
+    log_q, log_p = model.prior_log_prob(states[0]), target.log_prob(states[-1])
+    for a in range(0, K + 1, chunk):
+        b = min(a + chunk, K + 1)
+        fwd, bwd = kern.drifts(states[a:b], scores[a:b] if scores is not None else None, slice(a, b))
+        end, lo = min(b, K), max(a, 1)  # log q terms a..end-1 (fwd at x_k), log p terms lo-1..b-2 (bwd at x_k+1)
+        mean_f = kern.mu + kern.rho * (states[a:end] - kern.mu) + fwd[: end - a] / K
+        log_q = log_q + gaussian_log_pdf(states[a + 1 : end + 1], mean_f, kern.log_v, sum_last=True).sum(0)
+        mean_b = kern.mu + kern.rho * (states[lo:b] - kern.mu) + bwd[lo - a :] / K
+        log_p = log_p + gaussian_log_pdf(states[lo - 1 : b - 1], mean_b, kern.log_v, sum_last=True).sum(0)
+    return Trajectory(states[-1], log_q, log_p)

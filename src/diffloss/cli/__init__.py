@@ -32,8 +32,9 @@ def cli() -> None:
     Conventions used by every subcommand: the forward process is x_t = alpha*x0 + sigma*eps; a noise
     level is given as the noise-to-signal ratio s = sigma/alpha (EDM's and VE's "sigma") or as the
     log-SNR lambda = -2 log s. Losses are per-dimension means (like F.mse_loss) unless a flag says
-    otherwise. Built-in datasets: mnist (train 50k; also mnist:valid, mnist:test), digits, gmm, moons,
-    rings; any .npy/.npz array of shape (N, ...) or an image folder works too.
+    otherwise. Built-in datasets: mnist (train 50k; also mnist:valid, mnist:test), mnist14 (the same 2x2
+    mean-pooled to 14x14; mnist14:valid, mnist14:test), digits, gmm, moons, rings; any .npy/.npz array of shape
+    (N, ...) or an image folder works too.
 
     Run `diffloss COMMAND --help` for the manual of each command.
     """

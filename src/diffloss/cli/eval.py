@@ -15,9 +15,9 @@ from diffloss.io import write_json_atomic
     "--samples",
     "samples_path",
     required=True,
-    help="Samples: .npy/.npz of the reference's shape, (N, 784) or (N, 64) rows allowed.",
+    help="Samples: .npy/.npz of the reference's shape, (N, 784), (N, 196) or (N, 64) rows allowed.",
 )
-@click.option("--ref", required=True, help="Reference data: mnist, mnist:test, digits, gmm, ... or a .npy/.npz file.")
+@click.option("--ref", required=True, help="Reference data: mnist:test, mnist14:test, digits, gmm, ... or a .npy/.npz.")
 @click.option(
     "--metrics", default=None, help="Comma-separated subset of fid,kid,sinkhorn,mmd. [default: all that apply]"
 )
@@ -64,9 +64,10 @@ def command(
     """Measure how close SAMPLES are to REF, with no downloaded network.
 
     Samples are floats in [-1, 1] (uint8 files are mapped to [-1, 1]). Against an MNIST-like reference (28x28,
-    D = 784) or the 8x8 digits (REF digits or an 8x8 image folder), all metrics are computed in the 128-d
-    penultimate feature space of the project's own classifier for that data (committed weights; test accuracy
-    99.3% on MNIST test, 99.2% on 360 held-out digits): FID (Frechet distance of fitted Gaussians, squared
+    D = 784; or 14x14, D = 196, such as mnist14:test) or the 8x8 digits (REF digits or an 8x8 image folder),
+    all metrics are computed in the 128-d penultimate feature space of the project's own classifier for that
+    data (committed weights; test accuracy 99.3% on MNIST test, 99.1% on MNIST test at 14x14, 99.2% on 360
+    held-out digits): FID (Frechet distance of fitted Gaussians, squared
     feature units), KID (unbiased MMD^2, cubic polynomial kernel, mean and std over 100 subsets; not scaled by
     1000), Sinkhorn and MMD. For other data (toy sets, any (N, D) array) only Sinkhorn and MMD apply, in the
     data's own coordinates.

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 
 import click
-import torch
 
-from diffloss.cli.common import parse_floats
+from diffloss.cli.common import device_option, parse_floats, precision_option, threads_option
 from diffloss.data import load_dataset, load_labels_file
+from diffloss.device import resolve_device, world_from_env
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.levels import nsr_levels
 from diffloss.objective import build_objective
 from diffloss.optimal import ESTIMATORS, data_jstar, objective_floor, optimal_loss
+from diffloss.optimal.estimate import check_estimator_precision
 from diffloss.optimal.exact import MAX_QUERIES, REL_STDERR
 from diffloss.optimal.report import csv_text, table_text
 from diffloss.optimal.sharded import is_main_process
@@ -82,9 +83,11 @@ def parse_correction(text: str | None) -> float | None:
 @click.option("--conditional", is_flag=True, help="Use the data's own labels (mnist, digits): conditional loss.")
 @click.option("--subset-size", type=int, default=None, help="Stochastic: subset size L [default min(N, 1000)].")
 @click.option("--correction", default=None, help="Stochastic: cDOL coefficient C [default 4N/L; inf = SNIS].")
-@click.option("--max-memory", default=None, help="Exact: working-memory bound per chunk, e.g. 512M.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Exact: split rows over N local processes.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process (see above).")
+@click.option("--max-memory", default=None, help="Exact: memory bound per chunk, e.g. 512M (GPU memory on CUDA).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Exact: split rows over N local CPU processes.")
+@threads_option
+@device_option
+@precision_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a log-log PNG here.")
@@ -93,7 +96,7 @@ def parse_correction(text: str | None) -> float | None:
 def command(
     data, sigmas, times, logsnr, levels, process, target, estimator, weighting, density, queries, rel_stderr,
     max_queries, all_rows, seed, labels_file, conditional, subset_size, correction, max_memory, workers, threads,
-    json_out, csv_out, plot_out, no_cache, quiet,
+    device, precision, json_out, csv_out, plot_out, no_cache, quiet,
 ) -> None:  # fmt: skip
     """Compute the optimal loss J*(s): the smallest expected denoising MSE any model can reach on DATA.
 
@@ -113,9 +116,12 @@ def command(
 
     The exact estimator uses the full posterior over all rows, Monte Carlo only over (x0, ε); `--workers N`
     or torchrun split the rows over processes with identical results. `--estimator stochastic` uses a random
-    subset of L rows per query (DOL / cDOL / SNIS), for data too large for the exact pass. Parallelism: prefer
-    `--workers N` (row shards in N processes) over `--threads` (one thread per process by default: the
-    per-level work is many small array passes, which scale poorly with intra-op threads on a busy machine). With labels
+    subset of L rows per query (DOL / cDOL / SNIS), for data too large for the exact pass. Where: `--device`
+    (auto = CUDA when present; under torchrun each rank uses its own GPU), `--precision tf32` for TF32 GEMMs
+    on CUDA (bf16 is refused: the distances need fp32). On a CPU the default is every core as threads of one
+    process (`--threads 0`; the rows of each query block are split over the threads), measured faster than
+    `--workers` processes on this project's benchmark machine (benchmarks/results/optimal_loss.md); `--workers N`
+    splits the cores among N processes. With labels
     (`--labels FILE` or `--conditional`) the posterior runs within each class: the conditional optimal loss,
     overall and per class. Results are cached by data fingerprint and settings under $DIFFLOSS_CACHE
     (default ~/.cache/diffloss).
@@ -125,9 +131,9 @@ def command(
     proc, tgt = process_from_spec(process), get_target(target)
     if estimator not in ESTIMATORS:
         raise DifflossError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
-    if workers < 1 or threads < 1:
-        raise DifflossError(f"--workers and --threads must be >= 1, got {workers} and {threads}")
-    torch.set_num_threads(threads)
+    if workers < 1 or threads < 0:
+        raise DifflossError(f"--workers must be >= 1 and --threads >= 0 (0 = every core), got {workers} and {threads}")
+    check_estimator_precision(precision, resolve_device(device, world_from_env()))  # fail before loading data
     s = nsr_levels(
         proc,
         sigmas=parse_floats(sigmas, "--sigmas", positive=True) if sigmas is not None else None,
@@ -151,6 +157,8 @@ def command(
         max_memory=parse_bytes(max_memory) if max_memory else None,
         workers=workers,
         threads=threads,
+        device=device,
+        precision=precision,
         cache=not no_cache,
     )
     objective = None  # built before any J* is computed, so a bad --weighting/--density fails at once

@@ -7,11 +7,12 @@ import sys
 import click
 
 from diffloss.classes import num_classes_of
+from diffloss.cli.common import device_option, precision_option, threads_option
 from diffloss.models import PRESETS, backbone_config
 from diffloss.objective import build_objective
 from diffloss.precond import check_precond, default_recipe
 from diffloss.process import PROCESSES, process_from_spec
-from diffloss.train import TrainConfig, train, train_data
+from diffloss.train import Execution, TrainConfig, train, train_data
 
 
 @click.command("train")
@@ -86,8 +87,14 @@ from diffloss.train import TrainConfig, train, train_data
 @click.option("--ckpt-every", type=int, default=500, show_default=True, help="Checkpoint interval (updates).")
 @click.option("--log-every", type=int, default=25, show_default=True, help="metrics.jsonl interval (updates).")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="EMA eval-loss interval (0 = off).")
+@threads_option
+@device_option
+@precision_option
 @click.option(
-    "--threads", type=int, default=1, show_default=True, help="torch CPU threads (resume with the same number)."
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the network (a one-off compile time per process; see benchmarks/train_throughput.py).",
 )
 @click.option(
     "--conditional",
@@ -108,7 +115,7 @@ from diffloss.train import TrainConfig, train, train_data
 def command(
     data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite,
     backbone, preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every,
-    log_every, eval_every, conditional, labels_file, label_dropout, threads, quiet,
+    log_every, eval_every, conditional, labels_file, label_dropout, threads, device, precision, compile_, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
 
@@ -145,6 +152,15 @@ def command(
     network learns the conditional and the unconditional denoiser that `diffloss sample --class C --guidance W`
     combines.
 
+    Devices (--device, --precision, --threads, --compile): see diffloss.device. A bit-exact --resume needs the same
+    device and thread count as the interrupted run; a checkpoint still loads on any device (GPU-trained runs resume
+    or sample on a CPU).
+
+    Data-parallel training: torchrun --nproc-per-node N -m diffloss train ... runs N processes (gloo on CPU, NCCL
+    on CUDA, each rank on its own GPU); --batch is the global batch, split evenly over the ranks (it must divide),
+    and the N processes make the same updates as one process with the same --batch. Rank 0 writes OUT. --resume
+    needs the same N. Multi-node: torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT --nproc-per-node N.
+
     Example: diffloss train --data digits --process vp-cosine --target eps --steps 3000 --batch 64 --seed 0
     --out runs/digits
 
@@ -159,9 +175,12 @@ def command(
     Example (class-conditional, for guidance): diffloss train --data mnist --conditional --label-dropout 0.1
     --steps 6000 --out runs/mnist-cond
     """
-    import torch
+    from diffloss.device import process_group, resolve_device, set_matmul_precision, set_threads, world_from_env
 
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
+    world = world_from_env()
+    execution = Execution(resolve_device(device, world), precision, compile_, world)
+    set_matmul_precision(precision)
     proc = process_from_spec(process)
     recipe = default_recipe(proc.name, sigma_data)
     target = recipe["target"] if target is None else target
@@ -198,14 +217,20 @@ def command(
     )
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, file=sys.stderr, disable=quiet or not world.is_main, unit="step", dynamic_ncols=True)
 
-    def progress(run, loss: float) -> None:
-        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    def progress(run, loss: float | None) -> None:
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         bar.update(run.step - bar.n)
 
     try:
-        run = train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds, jstar=objective.jstar)
+        with process_group(world, execution.device):
+            run = train(
+                cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds, jstar=objective.jstar,
+                execution=execution,
+            )  # fmt: skip
     finally:
         bar.close()
-    click.echo(f"trained {run.step} steps; checkpoint in {out}/checkpoint.safetensors")
+    if world.is_main:
+        click.echo(f"trained {run.step} steps; checkpoint in {out}/checkpoint.safetensors")

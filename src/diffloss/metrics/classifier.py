@@ -1,11 +1,13 @@
-"""Small CNN classifiers that the project trains itself, for MNIST (28x28) and scikit-learn's digits (8x8);
-their penultimate layer is the feature space of FID and KID (no downloads, no Inception network).
+"""Small CNN classifiers that the project trains itself, for MNIST (28x28), MNIST 2x2 mean-pooled to 14x14
+(``mnist14``) and scikit-learn's digits (8x8); their penultimate layer is the feature space of FID and KID (no
+downloads, no Inception network).
 
-Input convention: images in [-1, 1], shape (N, 1, S, S) with S = 28 (MNIST) or 8 (digits); rows of S*S values
-are reshaped. Features: the 128-dimensional ReLU output before the last linear layer. Retrain deterministically
-(one CPU thread) with
+Input convention: images in [-1, 1], shape (N, 1, S, S) with S = 28 (mnist), 14 (mnist14) or 8 (digits); rows
+of S*S values are reshaped. Features: the 128-dimensional ReLU output before the last linear layer. Retrain
+deterministically (one CPU thread) with
 
     python -m diffloss.metrics.classifier --data mnist --out src/diffloss/assets
+    python -m diffloss.metrics.classifier --data mnist14 --out src/diffloss/assets
     python -m diffloss.metrics.classifier --data digits --out src/diffloss/assets
 
 which write ``{data}_classifier.safetensors`` and ``{data}_classifier.json`` (command, seed, test accuracy,
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -39,10 +42,11 @@ FEATURE_DIM = 128
 DIGITS_TEST = 360  # digits: a seeded random 360 of the 1797 images are held out for the test accuracy
 
 
-def mnist_splits() -> tuple[Dataset, Dataset]:
+def mnist_splits(size: int = 28) -> tuple[Dataset, Dataset]:
+    """MNIST train (50k) and test (10k) at ``size`` x ``size`` (see ``load_mnist``)."""
     from diffloss.data import load_mnist
 
-    return load_mnist("train"), load_mnist("test")
+    return load_mnist("train", size), load_mnist("test", size)
 
 
 def digits_splits() -> tuple[Dataset, Dataset]:
@@ -56,7 +60,8 @@ def digits_splits() -> tuple[Dataset, Dataset]:
 
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """What differs between the classifiers: image side, data splits and training length."""
+    """What differs between the classifiers: image side, data splits, training length, and whether data of
+    D = size^2 in any shape (a flat (N, 784) file for mnist) counts as its images (``flat``)."""
 
     name: str
     size: int
@@ -64,6 +69,7 @@ class ClassifierSpec:
     epochs: int
     batch: int
     max_shift: int
+    flat: bool
 
     @property
     def asset(self) -> Path:
@@ -71,8 +77,9 @@ class ClassifierSpec:
 
 
 CLASSIFIERS = {
-    "mnist": ClassifierSpec("mnist", 28, mnist_splits, epochs=4, batch=128, max_shift=2),
-    "digits": ClassifierSpec("digits", 8, digits_splits, epochs=60, batch=64, max_shift=1),
+    "mnist": ClassifierSpec("mnist", 28, mnist_splits, epochs=4, batch=128, max_shift=2, flat=True),
+    "mnist14": ClassifierSpec("mnist14", 14, partial(mnist_splits, 14), epochs=12, batch=128, max_shift=1, flat=True),
+    "digits": ClassifierSpec("digits", 8, digits_splits, epochs=60, batch=64, max_shift=1, flat=False),
 }
 
 
@@ -82,9 +89,19 @@ def get_spec(name: str) -> ClassifierSpec:
     return CLASSIFIERS[name]
 
 
+def classifier_for(shape: tuple[int, ...]) -> str | None:
+    """The classifier for data of per-sample ``shape``: the one whose images are (1, S, S), or whose S^2 equals
+    prod(shape) if it takes any shape of that size (``flat``); None if none does."""
+    dim = int(np.prod(shape))
+    for spec in CLASSIFIERS.values():
+        if tuple(shape) == (1, spec.size, spec.size) or (spec.flat and dim == spec.size**2):
+            return spec.name
+    return None
+
+
 class ConvNet(nn.Module):
-    """conv5(16)-pool-conv5(32)-pool-fc(128)-fc(10) for (N, 1, size, size) images (size divisible by 4);
-    ``features`` is the 128-d ReLU layer."""
+    """conv5(16)-pool-conv5(32)-pool-fc(128)-fc(10) for (N, 1, size, size) images; the 2x2 max-poolings floor
+    (14 -> 7 -> 3), so fc1 sees 32 (size // 4)^2 values. ``features`` is the 128-d ReLU layer."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -208,13 +225,14 @@ def load_classifier(name: str = "mnist", path: str | Path | None = None) -> Conv
     "--epochs",
     default=None,
     type=click.IntRange(min=1),
-    help="Passes over the training images. [default: 4 mnist, 60 digits]",
+    help="Passes over the training images. [default: 4 mnist, 12 mnist14, 60 digits]",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of initialization, shuffling and shifts.")
 def main(data: str, out: str, epochs: int | None, seed: int) -> None:
     """Retrain a feature classifier on one CPU thread and report its test accuracy: mnist trains on MNIST train
-    (50k) and tests on MNIST test (10k); digits trains on 1437 of scikit-learn's 1797 digits and tests on the
-    other 360 (a fixed seeded split). Writes OUT/DATA_classifier.safetensors and OUT/DATA_classifier.json.
+    (50k) and tests on MNIST test (10k), mnist14 the same at 14x14 (2x2 mean pooling); digits trains on 1437
+    of scikit-learn's 1797 digits and tests on the other 360 (a fixed seeded split). Writes
+    OUT/DATA_classifier.safetensors and OUT/DATA_classifier.json.
 
     Example: python -m diffloss.metrics.classifier --data mnist --out src/diffloss/assets
     """

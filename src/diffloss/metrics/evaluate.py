@@ -1,5 +1,5 @@
 """Sample quality of a sample set against reference data, with every convention recorded: FID and KID in a
-project classifier's feature space for MNIST (28x28) and digits (8x8), Sinkhorn and MMD for any data
+project classifier's feature space for MNIST (28x28 and 14x14) and digits (8x8), Sinkhorn and MMD for any data
 (``diffloss eval``)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from diffloss.data.arrays import notice
 from diffloss.device import World
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.inference import execution_record
-from diffloss.metrics.classifier import FEATURE_DIM, get_spec, sha256_file
+from diffloss.metrics.classifier import FEATURE_DIM, classifier_for, get_spec, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
 from diffloss.metrics.fid import classifier_features, classify, fid, kid
 
@@ -27,14 +27,10 @@ EPSILON_FRACTION = 0.05
 
 
 def feature_classifier(ref: Dataset) -> str | None:
-    """The classifier whose features compare samples with ``ref``: ``mnist`` for D = 784 (28x28), ``digits`` for
-    8x8 images (the built-in digits or an 8x8 image folder; a flat (N, 64) file is not taken for images); None:
-    compare in the data's own coordinates."""
-    if ref.dim == 28 * 28:
-        return "mnist"
-    if tuple(ref.shape) == (1, 8, 8):
-        return "digits"
-    return None
+    """The classifier whose features compare samples with ``ref`` (``classifier_for`` its shape): ``mnist`` for
+    D = 784 (28x28), ``mnist14`` for D = 196 (14x14), ``digits`` for 8x8 images (the built-in digits or an 8x8
+    image folder; a flat (N, 64) file is not taken for images); None: compare in the data's own coordinates."""
+    return classifier_for(ref.shape)
 
 
 def _subsample(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,7 +49,7 @@ def choose_metrics(names: Sequence[str] | None, image: bool) -> list[str]:
         raise DifflossError("give at least one metric of fid,kid,sinkhorn,mmd")
     if not image and {"fid", "kid"} & set(names):
         raise DifflossError(
-            "fid and kid need classifier features: a 28x28 (MNIST, D = 784) or 8x8 digits reference; "
+            "fid and kid need classifier features: a 28x28 or 14x14 MNIST (D = 784, 196) or 8x8 digits reference; "
             "use --metrics sinkhorn,mmd"
         )
     return names

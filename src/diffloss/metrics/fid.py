@@ -113,7 +113,8 @@ def classifier_outputs(
     world: World | None = None,
 ) -> np.ndarray:
     """A committed classifier's penultimate features (N, 128) or logits (N, 10), float32, for images in [-1, 1]
-    (``mnist``: (N, 1, 28, 28) or (N, 784); ``digits``: (N, 1, 8, 8) or (N, 64)), computed on ``device`` under
+    (``mnist``: (N, 1, 28, 28) or (N, 784); ``mnist14``: (N, 1, 14, 14) or (N, 196); ``digits``: (N, 1, 8, 8) or
+    (N, 64)), computed on ``device`` under
     ``precision`` (``diffloss.inference``). ``world``: a torchrun group (every rank calls this); each rank computes
     its ``rank_rows`` and every rank returns all N."""
     world, device = world or World(), torch.device(device)

@@ -142,8 +142,10 @@ class Denoiser(nn.Module):
 
     def conditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(c_in, label, a_x, a_F) for times t (B,), float32 tensors of shape (B,): the backbone F sees c_in * x_t
-        and the label, and the output is a_x * x_t + a_F * F."""
-        alpha, sigma = self.process.alpha_sigma(t.detach().cpu())
+        and the label, and the output is a_x * x_t + a_F * F. Computed in float64 on t's device (on the CPU for a
+        process whose ``alpha_sigma`` is CPU-only), so a GPU forward does not wait for the device."""
+        t = t.detach() if self.process.any_device else t.detach().cpu()
+        alpha, sigma = self.process.alpha_sigma(t)
         _, _, c_in, c_noise = edm_precond(sigma / alpha, self.sigma_data)
         label = (1000 * c_noise).clamp(-250 * LOG_NSR_CLAMP, 250 * LOG_NSR_CLAMP)
         a_x, a_f = output_coefficients(self.precond, self.target, alpha, sigma, self.sigma_data)
@@ -152,7 +154,7 @@ class Denoiser(nn.Module):
     def class_labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
         """The (B,) int64 labels the backbone gets, on ``device``: None for an unconditional model, the null label K
         where ``labels`` is None; labels outside 0 .. K (or any labels for an unconditional model) are refused.
-        The check runs where the labels are: host labels (as the samplers pass them) cost the device no wait."""
+        The check runs where the labels are, at once on the host, asynchronously on a device: the host never waits."""
         if not self.num_classes:
             if labels is not None:
                 raise DifflossError("this denoiser is unconditional (num_classes = 0): call it without labels")
@@ -160,14 +162,22 @@ class Denoiser(nn.Module):
         if labels is None:
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         labels = torch.as_tensor(labels).reshape(-1).expand(batch)
-        if labels.is_floating_point() or not bool(((labels >= 0) & (labels <= self.num_classes)).all()):
-            raise DifflossError(f"class labels must be integers in 0 .. {self.num_classes} (the null label)")
+        message = f"class labels must be integers in 0 .. {self.num_classes} (the null label)"
+        if labels.is_floating_point():
+            raise DifflossError(message)
+        inside = ((labels >= 0) & (labels <= self.num_classes)).all()
+        if labels.device.type == "cpu":
+            if not inside:
+                raise DifflossError(message)
+        else:  # checked on the device, without waiting for it
+            torch._assert_async(inside, message)
         return labels.long().to(device, non_blocking=True)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The prediction for x_t (B, ...) at times t (B,) (or one time), with class ``labels`` (B,) of a
-        conditional model. The conditioning is computed on the host from t; with t (and labels) on the host, as the
-        samplers and diagnosis pass them, the host never waits for the device."""
+        conditional model. t and labels may be on x_t's device (as training passes them) or on the host (as the
+        samplers and diagnosis do); the conditioning is computed where t is (``conditioning``) and moved to x_t's
+        device without blocking, so in neither case does the host wait for the device."""
         t = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0])
         c_in, label, a_x, a_f = (v.to(x_t.device, non_blocking=True) for v in self.conditioning(t))
         x = expand_like(c_in, x_t) * x_t

@@ -28,8 +28,9 @@ chunking or on how rows are sharded. The same (x0, eps) serve every level.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
 from diffloss.optimal.inputs import as_levels, as_rows, check_options, class_groups, combine_groups
-from diffloss.optimal.posterior import PosteriorSums, Rows, mode_sums, posterior_sums
+from diffloss.optimal.posterior import MODE_MIN_MASS, PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
 REL_STDERR = 0.02  # default target of the automatic query count: stderr <= this x max(J*, floor) per level
@@ -46,9 +47,10 @@ MAX_QUERIES = 20_000  # default cap on the automatic query count
 QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
-BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, exp, temps
+BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, weights, temps
+CPU_CHUNK_ROWS = 2048  # rows per chunk on a CPU: (256 queries x 2048 rows) fp32 = 2 MB per pass, cache-resident
 # candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
-MODE_MASS = (0.5, 0.7, 0.9, 0.99, math.inf)
+MODE_MASS = (MODE_MIN_MASS, 0.7, 0.9, 0.99, math.inf)
 
 
 class RowPartition:
@@ -152,7 +154,7 @@ def query_block(
 
 
 def query_terms(
-    rows: torch.Tensor,
+    rows: Rows,
     local: Rows,
     sigmas: np.ndarray,
     idx: np.ndarray,
@@ -160,27 +162,36 @@ def query_terms(
     *,
     chunk_rows: int,
     partition: RowPartition,
+    threads: int = 1,
 ) -> QueryTerms:
-    """The terms of queries x0 = rows[idx] with noise ``eps``; ``rows`` is the centered fp32 data, ``local``
-    the part of it this process scans (all of it unless sharded)."""
-    x0, e = rows[torch.from_numpy(idx)], torch.from_numpy(eps)
-    offset = partition.local(rows.shape[0]).start
-    state = partition.combine(posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset))
+    """The terms of queries x0 = rows[idx] with noise ``eps`` (host arrays); ``rows`` are the centered data,
+    ``local`` the part of them this process scans (all of them unless sharded), both on the device that computes,
+    ``threads`` the row-shard threads of ``posterior_sums``.
+    """
+    device = rows.x.device
+    x0, e = rows.take(torch.from_numpy(idx).to(device)), torch.from_numpy(eps).to(device)
+    offset = partition.local(len(rows)).start
+    state = partition.combine(
+        posterior_sums(x0, e, local, sigmas, chunk_rows=chunk_rows, row_offset=offset, threads=threads)
+    )
     h, g = state.inner_terms()
-    sig = torch.from_numpy(sigmas)[:, None]
+    sig = torch.from_numpy(sigmas).to(device)[:, None]
     a, b = h, h + sig * g
-    fixed = torch.full_like(a, math.nan)
     mass = state.mode_weight()
     use_mode = mass >= MODE_MASS[0]
-    fixed[use_mode & (state.best <= 0)] = 0.0  # the source row (logit exactly 0) is a mode: c = x0
-    lv, qi = torch.nonzero(use_mode & (state.best > 0), as_tuple=True)
+    # the source row (logit exactly 0) is a mode: c = x0
+    fixed = torch.where(use_mode & (state.best <= 0), 0.0, torch.full_like(a, math.nan))
+    # the mode row is known where its mass reaches MODE_MIN_MASS (elsewhere, at the threshold's rounding edge,
+    # the control stays kappa * x)
+    lv, qi = torch.nonzero(use_mode & (state.best > 0) & (state.best_row >= 0), as_tuple=True)
     if len(lv):
-        mode = rows[state.best_row[lv, qi].long()]
-        ez = mode_sums(x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi], local, chunk_rows=chunk_rows)
+        mode = rows.take(state.best_row[lv, qi].long())
+        pairs = (x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi])
+        ez = mode_sums(*pairs, local, chunk_rows=chunk_rows, threads=threads)
         mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
         mode_x0 = (mode.double() * x0[qi].double()).sum(1)
         fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
-    return QueryTerms(a.numpy(), b.numpy(), mass.numpy(), fixed.numpy())
+    return QueryTerms(*(t.cpu().numpy() for t in (a, b, mass, fixed)))
 
 
 def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: int) -> int:
@@ -191,7 +202,7 @@ def _needed_queries(values: np.ndarray, floor: float, rel_stderr: float, dim: in
 
 
 def _curve_terms(
-    rows: torch.Tensor,
+    rows: Rows,
     sigmas: np.ndarray,
     key: Sequence[int],
     *,
@@ -201,14 +212,16 @@ def _curve_terms(
     all_rows: bool,
     chunk_rows: int,
     partition: RowPartition,
+    threads: int,
     bar: tqdm,
 ) -> QueryTerms:
     """Stream query blocks until the requested (or automatically chosen) number of queries is done."""
-    n, dim = rows.shape
+    n, dim = rows.x.shape
     order = np.random.default_rng([*key, 2**32 - 1]).permutation(n) if all_rows else None
     total = n if all_rows else (queries if queries is not None else min(PILOT_QUERIES, max_queries))
-    floor = FLOOR_FRACTION * float(rows.var(0, unbiased=False).mean()) if n > 1 else 0.0
-    local = Rows.of(rows[partition.local(n)])
+    floor = FLOOR_FRACTION * rows.variance() if n > 1 else 0.0
+    part = partition.local(n)
+    local = rows.view(part.start, part.stop)
     parts: list[QueryTerms] = []
     done, block = 0, 0
     bar.total += total
@@ -216,7 +229,9 @@ def _curve_terms(
         while done < total:
             size = min(QUERY_BLOCK, total - done)
             idx, eps = query_block(n, dim, key, block, size, order)
-            block_terms = query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition)
+            block_terms = query_terms(
+                rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition, threads=threads
+            )
             parts.append(block_terms)
             done, block = done + size, block + 1
             bar.update(size)
@@ -232,7 +247,7 @@ def _curve_terms(
         total = grow
 
 
-def rare_event_bound(rows: torch.Tensor, terms: QueryTerms, values: np.ndarray) -> np.ndarray:
+def rare_event_bound(rows: Rows, terms: QueryTerms, values: np.ndarray) -> np.ndarray:
     """Per level, an approximate 97.5% upper bound on J* where every query's value is exactly 0 (NaN elsewhere).
 
     A value is exactly 0 when the query's posterior mode is its source row x0 and the control is that row; the
@@ -243,8 +258,8 @@ def rare_event_bound(rows: torch.Tensor, terms: QueryTerms, values: np.ndarray) 
     J* <= 4 R^2 / D * (mean over queries of (1 - w)^2 + ln(40) / Q). Loose (it charges every unseen event the
     whole diameter) but honest; ``monotone_bound`` tightens it. Where all rows are equal J* = 0 exactly and no
     bound is reported."""
-    q, dim = values.shape[1], rows.shape[1]
-    radius_sq = float(rows.double().pow(2).sum(1).max())
+    q, dim = values.shape[1], rows.x.shape[1]
+    radius_sq = rows.max_sq()
     off_source = np.mean((1.0 - np.minimum(terms.mass, 1.0)) ** 2, axis=1)
     bound = 4.0 * radius_sq / dim * (off_source + math.log(40.0) / q)
     return np.where((values == 0).all(1) & (radius_sq > 0), bound, math.nan)
@@ -267,26 +282,55 @@ def monotone_bound(sigmas: np.ndarray, x0_mse: np.ndarray, stderr: np.ndarray, b
     return out
 
 
-def chunk_rows_for(max_memory: int | None, chunk_rows: int | None = None) -> int:
-    """Rows per chunk: ``chunk_rows`` if given, else 4096 capped so a chunk needs at most ``max_memory`` bytes."""
+def chunk_rows_for(
+    max_memory: int | None, chunk_rows: int | None = None, dim: int = 0, device: torch.device | None = None
+) -> int:
+    """Rows per chunk: ``chunk_rows`` if given, else as many as fit in ``max_memory`` bytes (a chunk of D-dim rows
+    takes QUERY_BLOCK x BYTES_PER_ENTRY + 4 D bytes per row), at most ``CPU_CHUNK_ROWS`` on a CPU (cache-sized:
+    the per-level passes then run from cache). On CUDA ``max_memory`` bounds device memory and defaults to a
+    quarter of what is free."""
     if chunk_rows is not None:
         if chunk_rows < 1:
             raise DifflossError(f"chunk_rows must be >= 1, got {chunk_rows}")
         return chunk_rows
+    cuda = device is not None and device.type == "cuda"
     if max_memory is None:
-        return 4096
-    rows = max_memory // (QUERY_BLOCK * BYTES_PER_ENTRY)
+        if not cuda:
+            return CPU_CHUNK_ROWS
+        max_memory = torch.cuda.mem_get_info(device)[0] // 4
+    per_row = QUERY_BLOCK * BYTES_PER_ENTRY + 4 * dim
+    rows = max_memory // per_row
     if rows < 16:
-        raise DifflossError(
-            f"max_memory {max_memory} bytes is too small; give at least {16 * QUERY_BLOCK * BYTES_PER_ENTRY}"
-        )
-    return int(min(rows, 4096))
+        raise DifflossError(f"max_memory {max_memory} bytes is too small; give at least {16 * per_row}")
+    return int(rows if cuda else min(rows, CPU_CHUNK_ROWS))
 
 
 def centered_rows(x: np.ndarray) -> torch.Tensor:
     """fp32 rows minus their float64 mean (J* is translation invariant; centering limits cancellation)."""
     x64 = np.asarray(x, dtype=np.float64)
     return torch.from_numpy(np.ascontiguousarray(x64 - x64.mean(0), dtype=np.float32))
+
+
+def data_rows(x: np.ndarray | torch.Tensor, device: torch.device, chunk_rows: int = 65536) -> Rows:
+    """The centered ``Rows`` of ``x`` on ``device``. Host data are centered in float64 (``centered_rows``) and
+    copied over in fp32; a tensor already on a GPU stays as it is stored (e.g. bf16: the data are then exactly
+    its bf16 values), centered chunk by chunk by its float64 mean."""
+    if isinstance(x, np.ndarray):
+        return Rows.of(centered_rows(x).to(device))
+    x = x.to(device)
+    total = sum(x[lo : lo + chunk_rows].double().sum(0) for lo in range(0, len(x), chunk_rows))
+    return Rows.of(x, (total / len(x)).float(), chunk_rows)
+
+
+@contextlib.contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """torch ops on one intra-op thread for the body (parallelism comes from ``posterior.on_row_shards``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def exact_optimal_loss(
@@ -303,6 +347,8 @@ def exact_optimal_loss(
     max_memory: int | None = None,
     progress: bool = False,
     partition: RowPartition | None = None,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
 ) -> OptimalLossResult:
     """J*(s) per dimension at each noise-to-signal ratio in ``sigmas`` for the data ``x`` (N, D).
 
@@ -311,37 +357,48 @@ def exact_optimal_loss(
     per-dimension data variance). ``all_rows``: every row is a source row exactly once (Q = N).
     ``labels`` (N,) gives the *conditional* optimal loss: the posterior runs within each class; the result
     holds J* overall (classes weighted by frequency) and ``per_class`` curves. ``chunk_rows`` /
-    ``max_memory`` (bytes) bound the working memory of a chunk. ``partition`` splits rows across
-    processes (see ``diffloss.optimal.sharded``).
+    ``max_memory`` (bytes) bound the working memory of a chunk (device memory on CUDA). ``partition`` splits
+    rows across processes (see ``diffloss.optimal.sharded``). ``device``: where the rows live and the work runs
+    (default: where ``x`` is; a tensor on a GPU, e.g. in bf16, is computed on where it is stored, see
+    ``data_rows``). The queries are drawn on the host, so the numbers do not depend on the device beyond fp32
+    rounding. ``threads`` (default: torch's intra-op thread count): on a CPU the rows of each query block are
+    split over that many threads (``posterior.on_row_shards``), each running torch ops on one intra-op thread;
+    the thread count changes the numbers only by fp32 rounding (the merge order of partial sums).
     """
     x, sig = as_rows(x), as_levels(sigmas)
     check_options(queries, rel_stderr)
-    chunk = chunk_rows_for(max_memory, chunk_rows)
+    if device is None:
+        device = x.device if isinstance(x, torch.Tensor) else "cpu"
+    device = torch.device(device)
+    chunk = chunk_rows_for(max_memory, chunk_rows, x.shape[1], device)
     partition = partition or RowPartition()
     n, dim = x.shape
     groups = class_groups(n, labels)
     bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
+    threads = torch.get_num_threads() if threads is None else threads
     curves, errors, bounds, controls, n_queries = {}, {}, {}, {}, 0
-    for c, rows_idx in groups.items():
-        share = len(rows_idx) / n
-        rows = centered_rows(x[rows_idx])
-        terms = _curve_terms(
-            rows,
-            sig,
-            [seed] if c is None else [seed, c],
-            queries=None if queries is None else max(2, round(queries * share)),
-            rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
-            max_queries=max(2, round(max_queries * share)),
-            all_rows=all_rows,
-            chunk_rows=chunk,
-            partition=partition,
-            bar=bar,
-        )
-        values, fitted = cross_fitted_values(terms)
-        mean, se = mean_and_stderr(values)
-        curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
-        bounds[c] = rare_event_bound(rows, terms, values)
-        n_queries += terms.n
+    with one_intra_op_thread():
+        for c, rows_idx in groups.items():
+            share = len(rows_idx) / n
+            rows = data_rows(x if len(rows_idx) == n else x[rows_idx], device)
+            terms = _curve_terms(
+                rows,
+                sig,
+                [seed] if c is None else [seed, c],
+                queries=None if queries is None else max(2, round(queries * share)),
+                rel_stderr=rel_stderr * math.sqrt(len(groups)),  # per class, so that the overall curve meets it
+                max_queries=max(2, round(max_queries * share)),
+                all_rows=all_rows,
+                chunk_rows=chunk,
+                partition=partition,
+                threads=threads,
+                bar=bar,
+            )
+            values, fitted = cross_fitted_values(terms)
+            mean, se = mean_and_stderr(values)
+            curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
+            bounds[c] = rare_event_bound(rows, terms, values)
+            n_queries += terms.n
     bar.close()
     x0_mse, stderr = combine_groups(groups, curves, errors)
     upper95, _ = combine_groups(groups, bounds, bounds)  # NaN unless every class is in the rare-event regime

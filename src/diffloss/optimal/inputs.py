@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from diffloss.errors import DifflossError
 
@@ -19,8 +20,18 @@ Groups = dict[int | None, np.ndarray]
 LEVEL_RANGE = (1e-100, 1e100)  # noise-to-signal ratios s whose s^2 and 1 / s^2 float64 holds with room to spare
 
 
-def as_rows(x) -> np.ndarray:
-    """``x`` as a non-empty, finite (N, D) floating array (integers become float64); a one-line error otherwise."""
+def as_rows(x, chunk_rows: int = 65536):
+    """``x`` as a non-empty, finite (N, D) floating array (integers become float64); a one-line error otherwise.
+
+    Host data (arrays, CPU tensors) become a numpy array; a tensor on a GPU, or in a dtype numpy lacks (bf16),
+    stays as it is stored (checked ``chunk_rows`` rows at a time), for estimators that compute where and as the
+    data are stored."""
+    if hasattr(x, "detach") and (x.device.type != "cpu" or x.dtype == torch.bfloat16):
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or not x.is_floating_point():
+            raise DifflossError(f"data must be a non-empty (N, D) floating tensor, got {x.dtype} {tuple(x.shape)}")
+        if not all(bool(x[lo : lo + chunk_rows].isfinite().all()) for lo in range(0, len(x), chunk_rows)):
+            raise DifflossError("data contains NaN or inf; remove or impute those rows")
+        return x
     x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise DifflossError(f"data must be a non-empty (N, D) array, got shape {x.shape}")

@@ -65,6 +65,7 @@ def stochastic_optimal_loss(
     seed: int = 0,
     labels: np.ndarray | None = None,
     progress: bool = False,
+    device: torch.device | str = "cpu",
 ) -> OptimalLossResult:
     """J*(s) per dimension at every s in ``sigmas`` from subsets of ``subset_size`` rows (DOL / cDOL / SNIS).
 
@@ -86,6 +87,9 @@ def stochastic_optimal_loss(
     part of the bias due to C, e.g. DOL's over-weighted source row) plus the extrapolated bias of the latter.
     On MNIST the bias decays like h^(−0.3), far slower than the 1/h of a textbook ratio estimator, which is why
     a is estimated. The bias costs up to three more softmax passes (h, h/2, h/4 rows) per level, none at L = N.
+
+    ``device``: where the rows live and the products run; the draws (subsets, sources, noise) come from a CPU
+    generator either way, so the numbers do not depend on the device beyond rounding.
     """
     x = as_rows(x)
     sig = as_levels(sigmas)
@@ -115,7 +119,9 @@ def stochastic_optimal_loss(
     for label, rows in groups.items():
         c = default_correction(len(rows), subset_size) if correction is None else float(correction)
         q = max(2, round(queries * len(rows) / n))
-        est, se, bias, draws = _estimate(x[rows], sig, subset_size, c, q, queries_per_draw, gen, progress)
+        est, se, bias, draws = _estimate(
+            x[rows], sig, subset_size, c, q, queries_per_draw, gen, progress, torch.device(device)
+        )
         curves[label], errs[label], biases[label] = est, se, bias
         meta_c[label] = {"correction": _json_number(c), "queries": q, "draws": draws}
 
@@ -164,10 +170,11 @@ def _estimate(
     queries_per_draw: int,
     gen: torch.Generator,
     progress: bool,
+    device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(estimate, stderr, bias, draws) over one group of rows, each estimate an array over levels."""
     n, d = x.shape
-    rows = torch.from_numpy(np.ascontiguousarray(x))
+    rows = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     yc, norms, var = _center(rows)
     h = subset_size - 1
     # the requested C, and the consistent C = (N−1)/h' on nested subsets h' = h, h/2, h/4 for the bias (at L = N
@@ -177,27 +184,29 @@ def _estimate(
     stages = list(dict.fromkeys([(subset_size, c), *consistent]))
     b = min(queries_per_draw, max(1, queries // MIN_DRAWS))  # at least min(queries, MIN_DRAWS) draws
     sizes = [b] * (queries // b) + ([queries % b] if queries % b else [])
-    s = torch.from_numpy(sig)
+    s = torch.from_numpy(sig).to(device)
     g = var / (var + s**2)
 
-    sums = torch.zeros(len(sizes), len(stages), len(sig), dtype=torch.float64)  # per draw and stage: query sums
+    sums = torch.zeros(len(sizes), len(stages), len(sig), dtype=torch.float64, device=device)  # per draw and stage
     for k, size in enumerate(tqdm(sizes, desc="draws", disable=not progress, leave=False)):
         perm = torch.randperm(n, generator=gen)
         sub = perm[:subset_size]
         src = torch.randint(n, (size,), generator=gen)
         eps = torch.randn(size, d, generator=gen, dtype=torch.float32)
         pos = torch.empty(n, dtype=torch.long).scatter_(0, perm, torch.arange(n))[src]  # source's place in perm
+        perm, sub, src, eps, pos = (t.to(device) for t in (perm, sub, src, eps, pos))
         dist, proj = _pair_terms(rows, yc, norms, src, sub, eps)
         base = norms[src, None] - norms[sub][None, :]  # ‖y_j‖² − ‖y_i‖², centered
         for which, (m, cc) in enumerate(stages):
             drop = torch.where(pos < m, pos, m - 1)
             sums[k, which] = _query_values(dist[:, :m], proj[:, :m], base[:, :m], drop, s, g, cc).sum(0) / d
-    counts = torch.tensor(sizes, dtype=torch.float64)[:, None]
+    counts = torch.tensor(sizes, dtype=torch.float64, device=device)[:, None]
     est = dict(zip(stages, sums.sum(0) / queries))
     e = torch.stack([est[st] for st in consistent])
     bias = est[stages[0]] - e[0] + (_extrapolated_bias(e, nested, n) if len(nested) == 3 else 0.0)
     main = est[stages[0]]
-    return main.numpy(), _cluster_stderr(sums[:, 0], counts, main, queries).numpy(), bias.numpy(), len(sizes)
+    stderr = _cluster_stderr(sums[:, 0], counts, main, queries)
+    return main.cpu().numpy(), stderr.cpu().numpy(), bias.cpu().numpy(), len(sizes)
 
 
 def _extrapolated_bias(est: torch.Tensor, others: list[int], n: int) -> torch.Tensor:
