@@ -139,7 +139,8 @@ def as_images(x: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
 def run_batches(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
                 batch: int = 1000) -> torch.Tensor:  # fmt: skip
     """``network`` (already on ``device``) over (N, 1, S, S) ``images`` in batches, the results concatenated on the
-    device as float32; the images travel there without the host waiting. No rows give an empty result."""
+    device as float32; the images travel there without the host waiting. No images give an empty (0, F) result
+    (one empty batch runs), as a torchrun rank with no rows needs."""
     parts = [network(images[i : i + batch].to(device, non_blocking=True)) for i in range(0, max(len(images), 1), batch)]
     return torch.cat(parts).float()
 
