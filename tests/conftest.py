@@ -22,6 +22,14 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Commands invoked in-process set torch's thread count (``--threads 0`` = every core); it is put back to one
+    after every test (before the next one's fixtures), so results and timings do not depend on the order of tests."""
+    yield
+    torch.set_num_threads(1)
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """Run ``python -m diffloss ARGS`` in a subprocess (as a user would), capturing output."""
     env = dict(os.environ)

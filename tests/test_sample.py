@@ -69,8 +69,7 @@ def test_single_point_data_lands_on_the_point(sampler, target):
         return {"x0": point.expand_as(x_t), "eps": eps, "v": a * eps - s * point, "flow": eps - point}[target]
 
     D = x0_predictor(model, proc, get_target(target))
-    g = torch.Generator().manual_seed(0)
-    out = generate(D, (64, 2), process=proc, steps=6, generator=g, sampler=sampler, dtype=torch.float64)
+    out = generate(D, (64, 2), process=proc, steps=6, seed=0, sampler=sampler, dtype=torch.float64)
     assert torch.allclose(out, point.expand_as(out), atol=1e-6)
 
 
@@ -144,8 +143,8 @@ def test_step_levels_and_determinism():
         step_levels(vp, 4, "log")[:-1].log().diff(), torch.full((3,), math.log(0.002 / 80) / 3, dtype=torch.float64)
     )
     D = x0_predictor(gaussian_model(vp, "eps"), vp, get_target("eps"))
-    a = generate(D, (8, 2), process=vp, steps=5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    b = generate(D, (8, 2), process=vp, steps=5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    a = generate(D, (8, 2), process=vp, steps=5, seed=4, dtype=torch.float64)
+    b = generate(D, (8, 2), process=vp, steps=5, seed=4, dtype=torch.float64)
     assert torch.equal(a, b)
 
 
@@ -265,8 +264,7 @@ def test_new_samplers_are_deterministic_and_clip(sampler):
     churn = Churn(s_churn=10) if sampler == "edm" else NO_CHURN
 
     def draw(seed):
-        g = torch.Generator().manual_seed(seed)
-        return generate(D, (64, 2), process=vp, steps=8, generator=g, sampler=sampler, churn=churn, dtype=torch.float64)
+        return generate(D, (64, 2), process=vp, steps=8, seed=seed, sampler=sampler, churn=churn, dtype=torch.float64)
 
     a, b, c = draw(4), draw(4), draw(5)
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -277,7 +275,7 @@ CHURN = Churn(s_churn=1)
 
 
 def ddpm_samples(process, **kwargs):
-    return generate(gaussian_D, (2, 2), process=process, steps=4, sampler="ddpm", generator=torch.Generator(), **kwargs)
+    return generate(gaussian_D, (2, 2), process=process, steps=4, sampler="ddpm", seed=0, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from diffloss.device import World
 from diffloss.errors import DifflossError
 from diffloss.levels import Levels, model_condition
 from diffloss.optimal.exact import QUERY_BLOCK, centered_rows, mean_and_stderr, query_block
 from diffloss.optimal.inputs import class_groups
 from diffloss.optimal.posterior import Rows, posterior_mean
-from diffloss.target import expand_like
+from diffloss.shards import gather_rows, rank_rows
 
 if TYPE_CHECKING:
     from diffloss.loader import DiffusionModel
@@ -162,9 +163,10 @@ def _predict(
     model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None, levels: Levels, k: int,
     batch: int,
 ):  # fmt: skip
-    """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input); a conditional
-    model gets the class labels ``y`` (q,) of the queries."""
-    a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))
+    """The model's prediction (q, D) float64 at level k, its (alpha, sigma) and x_t (float32 input, as float64), all
+    on the device of ``x0`` (the model's); a conditional model gets the class labels ``y`` (q,) of the queries, on
+    the host like the level condition."""
+    a, s = (v[k].item() for v in model.process.alpha_sigma(levels.t))  # host levels: no wait for the device
     x_t = (a * x0 + s * eps).float()
     one = Levels(
         levels.t[k : k + 1], levels.logsnr[k : k + 1], None if levels.timestep is None else levels.timestep[k : k + 1]
@@ -173,7 +175,7 @@ def _predict(
     with torch.no_grad():
         for lo in range(0, len(x_t), batch):
             xb = x_t[lo : lo + batch].reshape(-1, *model.shape)
-            c = model_condition(one, model.process, model.cond, xb).expand(xb.shape[0])
+            c = model_condition(one, model.process, model.cond, xb, host=True).expand(xb.shape[0])
             pred = model.network(xb, c) if y is None else model.network(xb, c, y[lo : lo + batch])
             out.append(pred.reshape(xb.shape[0], -1).double())
     return torch.cat(out), a, s, x_t.double()
@@ -197,25 +199,28 @@ def class_posterior_mean(
 def _block_terms(
     model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: np.ndarray | None, groups: dict,
     mean: torch.Tensor, x0c: torch.Tensor, levels: Levels, batch: int, chunk_rows: int,
-) -> np.ndarray:  # fmt: skip
-    """Per-query terms (4, L, q): ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2, ||y_hat-y||^2 (sums over D).
+) -> torch.Tensor:  # fmt: skip
+    """Per-query terms (4, L, q) float64 on the model's device: ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2,
+    ||y_hat-y||^2 (sums over D).
 
     ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as the ``Rows`` of
     ``groups``, the posterior's centered data per class; ``mean`` is the float64 row mean), ``eps`` the fp32
-    noise, ``y`` the queries' classes (None: unconditional; see ``class_posterior_mean``)."""
+    noise, ``y`` the queries' classes (None: unconditional; see ``class_posterior_mean``). The posterior mean is
+    computed on the host and sent to the device without waiting; nothing here waits for the device."""
+    dev = model.device
+    to_dev = lambda v: v.to(dev, non_blocking=True)  # noqa: E731
     sig = levels.nsr.numpy()
-    mc = class_posterior_mean(x0c, eps, groups, y, sig, chunk_rows)  # centered: m = mc + mean
-    labels = None if y is None else torch.from_numpy(y)
-    x0, e64 = x0.double(), eps.double()
-    out = np.empty((4, len(sig), len(x0)))
-    sq = lambda v: v.pow(2).sum(1).numpy()  # noqa: E731
+    mc = to_dev(class_posterior_mean(x0c, eps, groups, y, sig, chunk_rows))  # centered: m = mc + mean
+    labels = None if y is None else torch.from_numpy(y)  # host labels: the network moves them (DiffusionModel)
+    x0, e64, x0c, mean = (to_dev(v.double()) for v in (x0, eps, x0c, mean))
+    sq = lambda v: v.pow(2).sum(1)  # noqa: E731
+    out = []
     for k in range(len(sig)):
         pred, a, s, x_t = _predict(model, x0, e64, labels, levels, k, batch)
-        a_t, s_t = expand_like(torch.tensor(a), x_t), expand_like(torch.tensor(s), x_t)
-        x_hat = model.target.to_x0_eps(pred, x_t, a_t, s_t)[0]
-        y = model.target.value(x0, e64, a_t, s_t)
-        out[:, k] = [sq(x_hat - x0), sq(mc[k] - x0c.double()), sq(x_hat - mean - mc[k]), sq(pred - y)]
-    return out
+        x_hat = model.target.to_x0_eps(pred, x_t, a, s)[0]  # host floats a, s: no host-to-device copy
+        y_k = model.target.value(x0, e64, a, s)
+        out.append(torch.stack([sq(x_hat - x0), sq(mc[k] - x0c), sq(x_hat - mean - mc[k]), sq(pred - y_k)]))
+    return torch.stack(out, 1)
 
 
 def diagnose(
@@ -229,6 +234,10 @@ def diagnose(
     chunk_rows: int = 4096,
     progress: bool = False,
     labels: np.ndarray | None = None,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    world: World | None = None,
 ) -> Diagnosis:
     """Diagnose ``model`` (a ``diffloss.loader.DiffusionModel``) on data ``x`` (N, D) at ``levels``; ``x`` is in
     the model's units (e.g. images in [-1, 1]).
@@ -238,7 +247,11 @@ def diagnose(
     ``exact_optimal_loss`` with the same seed and ``queries`` (J* here is their direct form ||m - x0||^2).
     ``batch`` bounds the model's batch size, ``chunk_rows`` the posterior's row chunk. ``labels`` (N,) class
     labels of ``x`` make it conditional (see the module docstring): the model, which must be class-conditional,
-    gets each query's label and the optimum is the posterior mean within that class."""
+    gets each query's label and the optimum is the posterior mean within that class. The model runs on ``device``
+    (default: where it is) under ``precision``, compiled with ``compile`` (``DiffusionModel.for_inference``); the
+    draws and the posterior means stay on the host (float64), the per-query terms are computed on the device and
+    fetched once at the end. ``world``: a torchrun group (every rank calls this); each rank takes a contiguous share
+    of the query blocks (``rank_rows``) and every rank returns the whole diagnosis, the single-process one."""
     x = np.asarray(x)
     n, dim = x.shape
     if dim != math.prod(model.shape):
@@ -250,13 +263,17 @@ def diagnose(
         raise DifflossError(f"queries must be >= 2 (a standard error needs two), got {queries}")
     if labels is not None and not model.num_classes:
         raise DifflossError("conditional diagnosis needs a class-conditional model; this one is unconditional")
+    model = model.for_inference(device, precision, compile)
     rows = centered_rows(x)
     mean = torch.from_numpy(np.asarray(x, dtype=np.float64).mean(0))
     groups = {c: Rows.of(rows[idx]) for c, idx in class_groups(n, labels).items()}
-    parts = []
-    with tqdm(total=queries, unit="query", desc="diagnose", disable=not progress, leave=False) as bar:
-        for block, lo in enumerate(range(0, queries, QUERY_BLOCK)):
-            size = min(QUERY_BLOCK, queries - lo)
+    world = world or World()
+    blocks = rank_rows(math.ceil(queries / QUERY_BLOCK), world)
+    parts = [torch.zeros((4, len(levels.t), 0), dtype=torch.float64, device=model.device)]  # a rank may get none
+    mine = sum(min(QUERY_BLOCK, queries - b * QUERY_BLOCK) for b in blocks)
+    with tqdm(total=mine, unit="query", desc="diagnose", disable=not progress, leave=False) as bar:
+        for block in blocks:
+            size = min(QUERY_BLOCK, queries - block * QUERY_BLOCK)
             idx, eps = query_block(n, dim, [seed], block, size, None)
             i = torch.from_numpy(idx)
             x0 = torch.from_numpy(x[idx])
@@ -264,7 +281,8 @@ def diagnose(
             e = torch.from_numpy(eps)
             parts.append(_block_terms(model, x0, e, y, groups, mean, rows[i], levels, batch, chunk_rows))
             bar.update(size)
-    model_sq, opt_sq, gap_sq, target_sq = np.concatenate(parts, 2) / dim
+    terms = gather_rows(torch.cat(parts, 2).permute(2, 0, 1).contiguous(), world).permute(1, 2, 0)  # queries last
+    model_sq, opt_sq, gap_sq, target_sq = terms.cpu().numpy() / dim
     a, s = model.process.alpha_sigma(levels.t)
     factor = model.target.loss_factor(a, s).numpy().astype(np.float64)
     stats = [mean_and_stderr(v) for v in (model_sq, opt_sq, gap_sq, model_sq - opt_sq, target_sq)]

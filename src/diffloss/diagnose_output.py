@@ -18,6 +18,7 @@ from diffloss.data import Dataset, load_dataset
 from diffloss.diagnose import BELOW_Z, Diagnosis, diagnose
 from diffloss.errors import DifflossError
 from diffloss.figures import pyplot, save_figure
+from diffloss.inference import execution_record
 from diffloss.levels import NSR_RANGE, Levels, log_spaced, snap_to_steps
 from diffloss.loader import DiffusionModel, load_trained
 
@@ -76,10 +77,18 @@ def check_shape(ds: Dataset, model: DiffusionModel) -> None:
 
 
 def diagnosis_report(
-    d: Diagnosis, model: DiffusionModel, ds: Dataset, *, source: dict[str, Any], queries: int, seed: int
+    d: Diagnosis,
+    model: DiffusionModel,
+    ds: Dataset,
+    *,
+    source: dict[str, Any],
+    queries: int,
+    seed: int,
+    execution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON report of ``diffloss diagnose``; ``source`` describes where the model came from (source, path,
-    ema)."""
+    ema), ``execution`` where it ran (``diffloss.inference.execution_record``; default: one process, fp32 on the
+    CPU)."""
     return {
         "model": {
             **source,
@@ -92,6 +101,7 @@ def diagnosis_report(
         "dim": ds.dim,
         "queries": queries,
         "seed": seed,
+        "execution": execution or execution_record("cpu", "fp32", False, None),
         "conditional": d.conditional,
         "units": "per-dimension mean; *_x0 in x0 units, *_loss in the model's target units",
         "gap_estimator": GAP_ESTIMATOR,

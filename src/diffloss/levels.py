@@ -75,9 +75,14 @@ def condition(levels: Levels, process: Process, kind: str = "t") -> torch.Tensor
     raise unknown_name("model condition", kind, CONDITIONS)
 
 
-def model_condition(levels: Levels, process: Process, kind: str, like: torch.Tensor) -> torch.Tensor:
-    """``condition`` on the device of ``like``, in its dtype (integer timesteps stay int64)."""
-    c = condition(levels, process, kind).to(like.device)
+def model_condition(
+    levels: Levels, process: Process, kind: str, like: torch.Tensor, *, host: bool = False
+) -> torch.Tensor:
+    """``condition`` in the dtype of ``like`` (integer timesteps stay int64), on like's device, or with ``host`` on
+    the CPU, where the levels are (for a network that computes from the condition on the host, as ``Denoiser``
+    does, and moves what it needs to the device itself). The copy to the device does not block the host."""
+    c = condition(levels, process, kind)
+    c = c if host else c.to(like.device, non_blocking=True)
     return c.to(like.dtype) if c.is_floating_point() else c
 
 

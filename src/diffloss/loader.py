@@ -12,18 +12,22 @@ sample -> x0). The UNet is called with x_t = alpha * x0 + sigma * eps (the DDPM 
 
 Either way the result serves sampling (``diffloss.sample.sample_model``) and diagnosis
 (``diffloss.diagnose.diagnose``); wrap a network of your own in a ``DiffusionModel`` to use it the same way.
+
+Both load onto the CPU (checkpoint tensors are checked there); ``DiffusionModel.for_inference`` moves the network to
+a device and sets its precision and compilation, so a model trained on a GPU samples on a CPU and vice versa.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from diffloss.checkpoint import load_checkpoint
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.inference import network_device, prepare_network
 from diffloss.levels import TargetPredictor
 from diffloss.models import Denoiser
 from diffloss.process import Process, VPCosine, VPLinear
@@ -39,7 +43,10 @@ class DiffusionModel:
     """A network ``(x_t, c) -> prediction of target`` with the conventions needed to use it: its process,
     target, per-sample ``shape``, the level condition ``cond`` it takes (see ``diffloss.levels``) and its number
     of classes: 0 for an unconditional network, K for a class-conditional one, which is also called
-    ``network(x_t, c, labels)`` with labels in 0 .. K, K the null label (``diffloss.classes``)."""
+    ``network(x_t, c, labels)`` with labels in 0 .. K, K the null label (``diffloss.classes``). Sampling and
+    diagnosis pass x_t on the network's device and c (and labels) on the host (``model_condition(...,
+    host=True)``): the network moves them to the device itself, without blocking, as ``Denoiser`` and the
+    diffusers wrapper do."""
 
     network: TargetPredictor
     process: Process
@@ -47,6 +54,32 @@ class DiffusionModel:
     shape: tuple[int, ...]
     cond: str = "t"
     num_classes: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters are (``diffloss.inference.network_device``)."""
+        return network_device(self.network)
+
+    def for_inference(
+        self, device: torch.device | str | None = None, precision: str = "fp32", compile: bool = False
+    ) -> DiffusionModel:
+        """This model with its network on ``device`` (default: where it is), compiled with ``compile``, under
+        ``precision`` (``diffloss.inference.prepare_network``)."""
+        device = self.device if device is None else torch.device(device)
+        return replace(self, network=prepare_network(self.network, device, precision, compile))
+
+
+class DiffusersNetwork(torch.nn.Module):
+    """A diffusers ``UNet2DModel`` as a ``TargetPredictor``: x_t of any shape with ``shape``'s numel per sample in,
+    the UNet's ``sample`` in x_t's shape out, the 0-based training step as its timestep."""
+
+    def __init__(self, unet: torch.nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.unet, self.shape = unet, shape
+
+    def forward(self, x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        n = n.to(x_t.device, non_blocking=True)  # the samplers pass host steps
+        return self.unet(x_t.reshape(-1, *self.shape), n).sample.reshape(x_t.shape)
 
 
 def load_trained(path: str | Path, *, ema: bool = True) -> DiffusionModel:
@@ -119,8 +152,4 @@ def load_diffusers(path: str | Path) -> DiffusionModel:
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     shape = (int(unet.config.in_channels), int(h), int(w))
-
-    def network(x_t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        return unet(x_t.reshape(-1, *shape), n).sample.reshape(x_t.shape)
-
-    return DiffusionModel(network, process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")
+    return DiffusionModel(DiffusersNetwork(unet, shape), process, get_target(PREDICTION_TYPES[kind]), shape, "timestep")

@@ -16,6 +16,19 @@ of s ending in 0 (``step_levels``; Karras rho = 7 by default); sampling is deter
   (Nichol & Dhariwal's respacing, ``ddpm_posterior``), with the "fixed small" posterior variance beta tilde or the
   "fixed large" beta. ``generate`` steps it through the ``respaced`` levels: K evenly spaced steps of the T-step
   discrete VP chain (``respaced_timesteps``), which needs a discrete VP process. One model call per step.
+
+Random numbers of ``generate`` (and so of ``sample_model`` and ``diffloss sample``), drawn on the CPU whatever the
+device, so that a seed gives the same samples on a CPU, on a GPU and on any number of torchrun processes (up to
+floating-point rounding):
+
+- the starting noise of all n rows: ``torch.randn((n, *shape))`` from ``torch.Generator().manual_seed(seed)``;
+- the noise a stochastic sampler adds on a step (ddim with eta > 0, edm with S_churn > 0, ddpm): row i (0-based,
+  of the n) draws it from its own stream ``numpy.random.default_rng([seed mod 2^64, i])`` (``RowNoise``), one
+  standard-normal sample of the row's shape per noisy step, in step order.
+
+So row i's sample depends on the seed, i and the settings only, not on ``--batch``, on the rows that other
+processes handle, or on the device. Inside the per-step loop the host never waits for the device: the levels are
+host floats, the noise and the few per-level numbers the network needs travel to the device without blocking.
 """
 
 from __future__ import annotations
@@ -25,20 +38,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from diffloss.classes import guide
+from diffloss.device import World
 from diffloss.errors import DifflossError, unknown_name
 from diffloss.levels import Levels, TargetPredictor, model_condition
 from diffloss.process import Process
+from diffloss.shards import gather_rows, rank_rows
 from diffloss.target import Target, expand_like
 
 if TYPE_CHECKING:
     from diffloss.loader import DiffusionModel
 
 X0Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) (x's dtype)."""
+"""D(x, s) -> x0_hat for x = x0 + s * eps of shape (B, ...) and s of shape (B,) in x's dtype, on the CPU (``sample``
+passes host levels: the predictor reads them without waiting for the device) or on x's device."""
 
 LabelledX0Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, s, labels) -> x0_hat: an ``X0Predictor`` for rows of (B,) int64 class labels (``diffloss.classes``)."""
@@ -79,6 +96,23 @@ class Churn:
 
 
 NO_CHURN = Churn()
+
+
+class RowNoise:
+    """One standard-normal stream per row: row i of a sampling run with seed ``seed`` draws from
+    ``numpy.random.default_rng([seed mod 2^64, i])``. ``rows`` are the (global) indices of the rows at hand, so a
+    batch or a process holding rows 100 .. 199 draws exactly what a single pass over all rows draws for them."""
+
+    def __init__(self, seed: int, rows: range) -> None:
+        self.streams = [np.random.default_rng([seed % 2**64, i]) for i in rows]
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """The next draw of every row, shaped like ``x`` (one row per stream), in x's dtype, on the CPU."""
+        if len(x) != len(self.streams):
+            raise DifflossError(f"noise for {len(x)} rows asked of {len(self.streams)} row streams")
+        kind = np.float64 if x.dtype == torch.float64 else np.float32
+        draws = [g.standard_normal(tuple(x.shape[1:]), dtype=kind) for g in self.streams]
+        return torch.from_numpy(np.stack(draws)).to(x.dtype)
 
 
 class DDPMPosterior(NamedTuple):
@@ -200,9 +234,9 @@ def x0_predictor(
     def predict_x0(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         lam = -2 * torch.log(s.detach().to("cpu", torch.float64))
         levels = Levels.from_logsnr(process, lam.clamp(lo, hi))  # float32 rounding of s at the levels' ends
-        a, sg = (expand_like(v.to(x.device), x) for v in process.alpha_sigma(levels.t))
+        a, sg = (expand_like(v.to(x.device, non_blocking=True), x) for v in process.alpha_sigma(levels.t))
         x_t = a * x
-        x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x)), x_t, a, sg)[0]
+        x0 = target.to_x0_eps(model(x_t, model_condition(levels, process, cond, x, host=True)), x_t, a, sg)[0]
         return x0 if clip is None else x0.clamp(-clip, clip)
 
     return predict_x0
@@ -250,14 +284,16 @@ def sample(
     sampler: str = "heun",
     eta: float = 0.0,
     churn: Churn = NO_CHURN,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowNoise | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Integrate from ``x`` (B, ...) at s = sigmas[0] down the step levels ``sigmas`` (ending in 0); returns x0.
 
-    ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``. ``eta`` (ddim only) and ``churn`` (edm
-    only); a sampler that draws noise (ddim with eta > 0, edm with S_churn > 0, ddpm) needs ``generator``. The
-    ddpm samplers take any levels as the chain to step through (``ddpm_posterior``)."""
+    ``x`` is on the s-axis: x = x_t / alpha, e.g. ``sigmas[0] * randn``; it may live on any device, and the
+    predictor receives s as a host tensor. ``eta`` (ddim only) and ``churn`` (edm only); a sampler that draws noise
+    (ddim with eta > 0, edm with S_churn > 0, ddpm) needs ``generator``: a ``torch.Generator`` (noise for the whole
+    batch, on the generator's device) or a ``RowNoise`` (a stream per row, on the CPU). The ddpm samplers take any
+    levels as the chain to step through (``ddpm_posterior``)."""
     if sampler not in SAMPLERS:
         raise unknown_name("sampler", sampler, SAMPLERS)
     if eta != 0 and sampler != "ddim":
@@ -265,19 +301,23 @@ def sample(
     if churn != NO_CHURN and sampler != "edm":
         raise DifflossError(f"S_churn, S_tmin, S_tmax and S_noise apply to the edm sampler only, not {sampler!r}")
     if generator is None and (eta != 0 or churn.s_churn > 0 or sampler in DDPM_SAMPLERS):
-        raise DifflossError(f"{sampler} with these settings draws noise: pass a torch.Generator")
+        raise DifflossError(f"{sampler} with these settings draws noise: pass a torch.Generator or a RowNoise")
     sig = [float(v) for v in sigmas]
     if sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])):
         raise DifflossError("sigmas must decrease strictly and end in 0")
 
     def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
-        return predictor(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
+        return predictor(x, torch.full((x.shape[0],), s, dtype=x.dtype))
 
     def d_of(x: torch.Tensor, s: float) -> torch.Tensor:
         return (x - denoise(x, s)) / s
 
     def noise_like(x: torch.Tensor) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+        if isinstance(generator, RowNoise):
+            z = generator.randn_like(x)
+        else:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
+        return z.to(x.device, non_blocking=True)
 
     steps = len(sig) - 1
     for s, s_next in tqdm(list(zip(sig, sig[1:])), disable=not progress, desc=f"sampling ({sampler})"):
@@ -312,7 +352,7 @@ def generate(
     *,
     process: Process,
     steps: int,
-    generator: torch.Generator,
+    seed: int,
     sampler: str = "heun",
     spacing: str | None = None,
     eta: float = 0.0,
@@ -321,40 +361,50 @@ def generate(
     batch: int | None = None,
     progress: bool = False,
     labels: torch.Tensor | None = None,
+    rows: range | None = None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """``shape[0]`` samples: x = s_max * N(0, I) from ``generator`` for every row first, then ``sample`` over
-    ``step_levels``, ``batch`` rows at a time (default: all at once). With a deterministic sampler (eta = 0) the
-    result does not depend on ``batch`` beyond floating-point rounding. With ``labels`` (shape[0],) the
-    ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label. ``spacing`` defaults to
-    ``karras``, and to ``respaced`` (the only one they take) for the ddpm samplers; their start s_max * N(0, I)
-    is DDPM's x_T ~ N(0, I) but for a factor sqrt(1 + 1 / s_max^2) (1 + 2e-5 on DDPM's linear betas)."""
+    """The samples ``rows`` (default: all ``shape[0]``) of a run of ``shape[0]`` samples with ``seed``, on ``device``.
+
+    The starting noise x = s_max * N(0, I) of every row comes from ``torch.Generator().manual_seed(seed)`` on the
+    CPU, drawn for all rows at once; a stochastic sampler's step noise from the rows' ``RowNoise`` streams (see the
+    module docstring). Then ``sample`` over ``step_levels``, ``batch`` rows at a time (default: all at once); the
+    result does not depend on ``batch`` or on which rows are asked for beyond floating-point rounding. With
+    ``labels`` (shape[0],) the ``predictor`` is a ``LabelledX0Predictor`` and each row is sampled with its label.
+    ``spacing`` defaults to ``karras``, and to ``respaced`` (the only one they take) for the ddpm samplers; their
+    start s_max * N(0, I) is DDPM's x_T ~ N(0, I) but for a factor sqrt(1 + 1 / s_max^2) (1 + 2e-5 on DDPM's
+    linear betas)."""
     default = "respaced" if sampler in DDPM_SAMPLERS else "karras"
     if sampler in DDPM_SAMPLERS and spacing not in (None, default):
         raise DifflossError(f"the {sampler} sampler steps through the respaced DDPM chain: leave the spacing at "
                             f"'respaced' (its default), not {spacing!r}")  # fmt: skip
     sigmas = step_levels(process, steps, spacing or default)
-    x = sigmas[0].item() * torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-    batch = batch or shape[0]
+    start = sigmas[0].item() * torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    rows = range(shape[0]) if rows is None else rows
+    batch = batch or max(1, len(rows))
 
-    def rows_predictor(i: int) -> X0Predictor:
+    def rows_predictor(part: range) -> X0Predictor:
         if labels is None:
             return predictor
-        return lambda x, s: predictor(x, s, labels[i : i + batch].to(x.device))
+        part_labels = labels[part.start : part.stop]  # host labels: the network moves them (DiffusionModel)
+        return lambda x, s: predictor(x, s, part_labels)
 
-    chunks = [
-        sample(
-            rows_predictor(i),
-            x[i : i + batch],
-            sigmas,
-            sampler=sampler,
-            eta=eta,
-            churn=churn,
-            generator=generator,
-            progress=progress,
+    chunks = []
+    for lo in range(rows.start, rows.stop, batch):
+        part = range(lo, min(lo + batch, rows.stop))
+        chunks.append(
+            sample(
+                rows_predictor(part),
+                start[part.start : part.stop].to(device, non_blocking=True),
+                sigmas,
+                sampler=sampler,
+                eta=eta,
+                churn=churn,
+                generator=RowNoise(seed, part),
+                progress=progress,
+            )
         )
-        for i in range(0, shape[0], batch)
-    ]
-    return torch.cat(chunks)
+    return torch.cat(chunks) if chunks else start[:0].to(device)
 
 
 def sample_model(
@@ -372,32 +422,41 @@ def sample_model(
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
     churn: Churn = NO_CHURN,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    world: World | None = None,
 ) -> torch.Tensor:
-    """``n`` samples (n, *shape) float32 of a loaded model (``diffloss.loader``) in the data's scaled units.
+    """``n`` samples (n, *shape) float32, on the CPU, of a loaded model (``diffloss.loader``) in the data's scaled
+    units.
 
-    ``generate`` with ``torch.Generator().manual_seed(seed)``, ``batch`` rows at a time, without gradients; the
-    same seed gives the same samples. ``clip``: see ``x0_predictor`` (with a ddpm sampler and 1 for images, DDPM's
-    sampling with ``clip_denoised``); ``spacing``, ``churn``: see ``generate``, ``sample``. ``labels`` (n,) class
-    labels of a class-conditional model sample each row from its class with guidance ``guidance``
-    (``guided_x0_predictor``); without them a conditional model samples unconditionally (the null label)."""
+    ``generate`` with ``seed``, ``batch`` rows at a time, without gradients; the same seed gives the same samples
+    on any device and any number of processes (to rounding). ``device`` (default: where the model is), ``precision``
+    and ``compile``: see ``DiffusionModel.for_inference``. ``world``: a torchrun group (every rank calls this); each
+    rank integrates its ``rank_rows`` of the n and every rank returns all n. ``clip``: see ``x0_predictor`` (with a
+    ddpm sampler and 1 for images, DDPM's sampling with ``clip_denoised``); ``spacing``, ``churn``: see
+    ``generate``, ``sample``. ``labels`` (n,) class labels of a class-conditional model sample each row from its
+    class with guidance ``guidance`` (``guided_x0_predictor``); without them a conditional model samples
+    unconditionally (the null label)."""
     if n < 1 or batch < 1:
         raise DifflossError(f"--n and --batch must be >= 1, got {n} and {batch}")
     if labels is not None and not model.num_classes:
         raise DifflossError("the model is unconditional (trained without --conditional): sample it without --class")
+    world = world or World()
+    model = model.for_inference(device, precision, compile)
     if labels is None:
         predictor = x0_predictor(model.network, model.process, model.target, model.cond, clip)
     else:
         predictor = guided_x0_predictor(
             model.network, model.process, model.target, model.num_classes, guidance, model.cond, clip
         )
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return generate(
+        x = generate(
             predictor,
             (n, *model.shape),
             process=model.process,
             steps=steps,
-            generator=generator,
+            seed=seed,
             sampler=sampler,
             spacing=spacing,
             eta=eta,
@@ -405,4 +464,7 @@ def sample_model(
             batch=batch,
             progress=progress,
             labels=labels,
+            rows=rank_rows(n, world),
+            device=model.device,
         )
+    return gather_rows(x, world).cpu()

@@ -7,8 +7,9 @@ import math
 from typing import Any
 
 import click
+import torch
 
-from diffloss.device import PRECISIONS
+from diffloss.device import PRECISIONS, World, check_precision, resolve_device, set_threads, world_from_env
 from diffloss.errors import DifflossError
 from diffloss.runs import parse_seeds  # noqa: F401  (the CLI's --seeds)
 
@@ -63,3 +64,23 @@ def threads_option(f):
     return click.option(
         "--threads", type=int, default=0, show_default=True, help="torch CPU threads; 0 = every core of this machine."
     )(f)
+
+
+def compile_option(f):
+    """``--compile``: ``torch.compile`` the network (``DiffusionModel.for_inference``)."""
+    return click.option(
+        "--compile",
+        "compile_net",
+        is_flag=True,
+        help="torch.compile the network first (a one-off compilation of seconds to minutes; pays on long GPU runs).",
+    )(f)
+
+
+def execution(device: str, precision: str, threads: int) -> tuple[World, torch.device]:
+    """This process's torchrun ``World`` and the checked ``--device``, after refusing a ``--precision`` the device
+    cannot run and setting the CPU ``--threads``; raises ``DifflossError`` (one line) before anything is written."""
+    world = world_from_env()
+    where = resolve_device(device, world)
+    check_precision(precision, where)
+    set_threads(threads)
+    return world, where

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from diffloss.classes import num_classes_of
-from diffloss.cli.common import parse_floats
+from diffloss.cli.common import (
+    compile_option,
+    device_option,
+    execution,
+    parse_floats,
+    precision_option,
+    threads_option,
+)
+from diffloss.device import process_group
 from diffloss.diagnose import diagnose
 from diffloss.diagnose_output import (
     check_shape,
@@ -18,6 +26,7 @@ from diffloss.diagnose_output import (
     rows_csv,
 )
 from diffloss.errors import DifflossError
+from diffloss.inference import execution_record
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.loader import load_diffusers, load_trained
 from diffloss.train import train_data
@@ -45,10 +54,14 @@ from diffloss.train import train_data
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write a CSV table here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot here.")
+@device_option
+@precision_option
+@threads_option
+@compile_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def command(
     ckpt, diffusers_dir, data, sigmas, levels, queries, seed, batch, conditional, labels_file, raw, json_out,
-    csv_out, plot_out, quiet,
+    csv_out, plot_out, device, precision, threads, compile_net, quiet,
 ) -> None:  # fmt: skip
     """Compare a trained model's denoising loss with the optimal loss J* level by level.
 
@@ -70,10 +83,18 @@ def command(
     `diffloss optimal-loss --conditional`) and the gap is the model's distance to the best class-aware denoiser.
     Without it a conditional model is diagnosed unconditionally (its null label) against the unconditional J*.
 
+    Where it runs: the model on --device (auto: the GPU when CUDA is present, else every CPU core, --threads 0),
+    under --precision (bf16 autocast or tf32 for the network; the comparison itself stays float64) and, with
+    --compile, compiled by torch.compile. The draws and the optimal posterior means are computed on the CPU in
+    float64 whatever the device, so J* does not depend on it. Under torchrun (torchrun --nproc-per-node K -m
+    diffloss diagnose ...) each process takes a contiguous 1/K of the blocks of 256 queries, and process 0
+    writes the same report a single process writes.
+
     Example: diffloss diagnose --ckpt runs/digits --data digits --levels 12 --json out/diag.json --plot out/diag.png
 
     Example: diffloss diagnose --ckpt runs/digits-cond --data digits --conditional --levels 12 --json out/cond.json
     """
+    world, where = execution(device, precision, threads)
     if (ckpt is None) == (diffusers_dir is None):
         raise DifflossError("give exactly one of --ckpt DIR and --diffusers DIR")
     if queries < 2 or batch < 1:
@@ -89,13 +110,20 @@ def command(
         if num_classes_of(ds.labels, repr(data)) > model.num_classes:
             raise DifflossError(f"the labels of {data!r} exceed the model's {model.num_classes} classes")
         labels = ds.labels
-    d = diagnose(model, ds.x, lv, queries=queries, seed=seed, batch=batch, progress=not quiet, labels=labels)
+    with process_group(world, where):
+        d = diagnose(
+            model, ds.x, lv, queries=queries, seed=seed, batch=batch, progress=not quiet and world.is_main,
+            labels=labels, device=where, precision=precision, compile=compile_net, world=world,
+        )  # fmt: skip
+    if not world.is_main:
+        return
     source = {
         "source": "ckpt" if ckpt is not None else "diffusers",
         "path": ckpt or diffusers_dir,
         "ema": not raw if ckpt is not None else None,
     }
-    doc = diagnosis_report(d, model, ds, source=source, queries=queries, seed=seed)
+    doc = diagnosis_report(d, model, ds, source=source, queries=queries, seed=seed,
+                           execution=execution_record(where, precision, compile_net, world))  # fmt: skip
     write_json_atomic(json_out, doc)
     if csv_out:
         write_text_atomic(csv_out, rows_csv(doc["levels"]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from diffloss.cli.common import compile_option, device_option, execution, precision_option, threads_option
 from diffloss.data import load_dataset, load_labels_file
+from diffloss.device import process_group
 from diffloss.io import write_json_atomic
 
 
@@ -38,6 +40,10 @@ from diffloss.io import write_json_atomic
     "class_accuracy, the fraction the reference's classifier assigns to it.",
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), required=True, help="Write the results here.")
+@device_option
+@precision_option
+@threads_option
+@compile_option
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 def command(
     samples_path: str,
@@ -49,6 +55,10 @@ def command(
     seed: int,
     labels_file: str | None,
     json_out: str,
+    device: str,
+    precision: str,
+    threads: int,
+    compile_net: bool,
     quiet: bool,
 ) -> None:
     """Measure how close SAMPLES are to REF, with no downloaded network.
@@ -67,6 +77,13 @@ def command(
     MMD^2 and sqrt(max(MMD^2, 0)). Both use a seeded subsample of at most --max-points points a side.
     The JSON records every convention, the sample counts and the feature space.
 
+    Where it runs: the feature classifier on --device (auto: the GPU when CUDA is present, else every CPU core,
+    --threads 0), under --precision (bf16 autocast changes the features in their third significant digit; fp32 is
+    the default and the reference) and, with --compile, compiled by torch.compile; the metrics are float64 on the
+    CPU. The JSON's "execution" records device, precision, compile and the process count. Under torchrun
+    (torchrun --nproc-per-node K -m diffloss eval ...) each process extracts the features of a contiguous 1/K of
+    the samples and of the reference, and process 0 writes the JSON, the same as a single process's.
+
     Example: diffloss eval --samples samples.npy --ref mnist:test --json eval.json
 
     Example (class-conditional samples): diffloss eval --samples s.npy --labels s.labels.npy --ref mnist:test
@@ -74,12 +91,17 @@ def command(
     """
     from diffloss.metrics.evaluate import evaluate_samples
 
+    world, where = execution(device, precision, threads)
     s, r = load_dataset(samples_path), load_dataset(ref)
     labels = None if labels_file is None else load_labels_file(labels_file)
     names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
-    result = {"samples": samples_path, "ref": r.name} | evaluate_samples(
-        s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed, labels=labels
-    )
+    with process_group(world, where):
+        result = {"samples": samples_path, "ref": r.name} | evaluate_samples(
+            s, r, names, epsilon=epsilon, max_points=max_points, kid_subset=kid_subset, seed=seed, labels=labels,
+            device=where, precision=precision, compile=compile_net, world=world,
+        )  # fmt: skip
+    if not world.is_main:
+        return
     write_json_atomic(json_out, result)
     if not quiet:
         for name, m in result["metrics"].items():

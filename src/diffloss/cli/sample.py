@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from diffloss.classes import class_labels
+from diffloss.cli.common import compile_option, device_option, execution, precision_option, threads_option
 from diffloss.errors import DifflossError
 from diffloss.io import atomic_write
 from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
@@ -15,7 +16,9 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
 
 @click.command("sample")
 @click.option("--ckpt", required=True, type=click.Path(), help="Run directory of `diffloss train` (or its checkpoint).")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
+@click.option(
+    "-n", "--n", "n", type=int, default=64, show_default=True, help="Number of samples (write -n N under torchrun)."
+)
 @click.option("--steps", type=int, default=40, show_default=True, help="Sampler steps (heun/dpm2/edm: ~2 calls each).")
 @click.option("--sampler", default="heun", show_default=True, help=f"One of: {', '.join(SAMPLERS)}.")
 @click.option(
@@ -30,8 +33,10 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
     "--s-tmax", type=float, default=float("inf"), show_default=True, help="edm only: churn only where s <= S_tmax."
 )
 @click.option("--s-noise", type=float, default=1.0, show_default=True, help="edm only: noise inflation S_noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
-@click.option("--batch", type=int, default=256, show_default=True, help="Samples integrated at once.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random number (see below).")
+@click.option(
+    "--batch", type=int, default=256, show_default=True, help="Samples integrated at once (per process under torchrun)."
+)
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
 @click.option(
     "--clip-x0",
@@ -55,11 +60,14 @@ from diffloss.sample import SAMPLERS, STEP_SPACINGS, Churn
     "1 conditional [1].",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@device_option
+@precision_option
+@threads_option
+@compile_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     ckpt, n, steps, sampler, spacing, eta, s_churn, s_tmin, s_tmax, s_noise, seed, batch, no_ema, clip_x0, class_spec,
-    guidance, out, threads, quiet,
+    guidance, out, device, precision, threads, compile_net, quiet,
 ) -> None:  # fmt: skip
     """Sample a trained denoiser and write OUT (.npy, shape (N, *sample shape), float32).
 
@@ -86,6 +94,17 @@ def command(
     in x0 space, D_W = D_uncond + W*(D_cond - D_uncond), for every sampler: W = 0 is the unconditional model,
     W = 1 (the default) the conditional one, W > 1 strengthens the class (Ho & Salimans' w is W - 1).
 
+    Where it runs: --device auto (the default) samples on the GPU when CUDA is present, else on every CPU core
+    (--threads 0). --precision bf16 runs the network under bfloat16 autocast (the sampler's state stays float32),
+    tf32 lets a GPU's matmuls use TensorFloat-32; --compile compiles the network with torch.compile first. The
+    random numbers are drawn on the CPU from --seed alone: the starting noise of all N samples from one torch
+    generator, the per-step noise of a stochastic sampler from one stream per sample (numpy default_rng([seed,
+    i]) for sample i). So a seed gives the same samples on a CPU, on a GPU, with any --batch and on any number of
+    processes, up to floating-point rounding. Under torchrun (torchrun --nproc-per-node K -m diffloss sample ...)
+    each of the K processes integrates a contiguous 1/K of the N samples (on its own GPU with CUDA; gloo on CPUs),
+    and process 0 gathers them and writes OUT. Write the number of samples as -n N there: torchrun's own argument
+    parser takes --n for an abbreviation of its options and stops.
+
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 40 --sampler heun --seed 0 --out digits.npy
 
     Example: diffloss sample --ckpt runs/digits --n 64 --steps 64 --sampler edm --s-churn 40 --s-tmin 0.05
@@ -94,14 +113,16 @@ def command(
     Example: diffloss sample --ckpt runs/ddpm --n 64 --steps 100 --sampler ddpm --clip-x0 1 --out ddpm.npy
 
     Example: diffloss sample --ckpt runs/mnist-cond --class all --n 100 --guidance 2 --out mnist-classes.npy
-    """
-    import torch
 
+    Example (4 GPUs, bf16): torchrun --nproc-per-node 4 -m diffloss sample --ckpt runs/cifar -n 50000 --batch 500
+    --precision bf16 --out cifar.npy
+    """
     from diffloss.data.images import image_grid
+    from diffloss.device import process_group
     from diffloss.loader import load_trained
     from diffloss.sample import sample_model
 
-    torch.set_num_threads(max(1, threads))
+    world, where = execution(device, precision, threads)
     out_path = Path(out)
     if out_path.suffix != ".npy":
         raise DifflossError(f"--out must end in .npy, got {out!r}")
@@ -118,11 +139,15 @@ def command(
         if not model.num_classes:
             raise DifflossError(f"--ckpt {ckpt} was trained unconditionally (without --conditional): drop --class")
         labels = class_labels(class_spec, n, model.num_classes)
-    x = sample_model(
-        model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
-        progress=not quiet, clip=clip_x0, labels=labels, guidance=1.0 if guidance is None else guidance,
-        churn=churn,
-    ).numpy()  # fmt: skip
+    with process_group(world, where):
+        x = sample_model(
+            model, n, steps=steps, sampler=sampler, seed=seed, spacing=spacing, eta=eta, batch=batch,
+            progress=not quiet and world.is_main, clip=clip_x0, labels=labels,
+            guidance=1.0 if guidance is None else guidance, churn=churn, device=where, precision=precision,
+            compile=compile_net, world=world,
+        ).numpy()  # fmt: skip
+    if not world.is_main:
+        return
     if not np.isfinite(x).all():
         raise DifflossError("the samples contain NaN or inf; the model may have diverged, try the EMA weights")
     atomic_write(out_path, lambda tmp: np.save(tmp, x))

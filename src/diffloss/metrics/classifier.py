@@ -35,6 +35,7 @@ from torch import nn
 
 from diffloss.data import Dataset
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.inference import network_device
 from diffloss.io import atomic_write, write_json_atomic
 
 FEATURE_DIM = 128
@@ -135,12 +136,21 @@ def as_images(x: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def run_batches(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
+                batch: int = 1000) -> torch.Tensor:  # fmt: skip
+    """``network`` (already on ``device``) over (N, 1, S, S) ``images`` in batches, the results concatenated on the
+    device as float32; the images travel there without the host waiting. No images give an empty (0, F) result
+    (one empty batch runs), as a torchrun rank with no rows needs."""
+    parts = [network(images[i : i + batch].to(device, non_blocking=True)) for i in range(0, max(len(images), 1), batch)]
+    return torch.cat(parts).float()
+
+
 def apply(model: ConvNet, x: np.ndarray | torch.Tensor, *, what: str = "features", batch: int = 1000) -> np.ndarray:
-    """Run ``model`` in eval mode over images ``x`` in batches; ``what`` = "features" (N, 128) or "logits"."""
+    """Run ``model`` in eval mode, where it is, over images ``x`` in batches; ``what`` = "features" (N, 128) or
+    "logits"."""
     model.eval()
-    x = as_images(x, model.size)
     fn = model.features if what == "features" else model
-    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
+    return run_batches(fn, as_images(x, model.size), network_device(model), batch).cpu().numpy()
 
 
 def accuracy(model: ConvNet, x: np.ndarray, labels: np.ndarray) -> float:

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffloss.data import Dataset, load_dataset
 from diffloss.data.arrays import notice
+from diffloss.device import World
 from diffloss.errors import DifflossError, unknown_name
+from diffloss.inference import execution_record
 from diffloss.metrics.classifier import FEATURE_DIM, classifier_for, get_spec, sha256_file
 from diffloss.metrics.distances import mmd, sinkhorn
 from diffloss.metrics.fid import classifier_features, classify, fid, kid
+
+if TYPE_CHECKING:
+    import torch
 
 METRICS = ("fid", "kid", "sinkhorn", "mmd")
 EPSILON_FRACTION = 0.05
@@ -59,6 +65,10 @@ def evaluate_samples(
     kid_subset: int = 1000,
     seed: int = 0,
     labels: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
+    world: World | None = None,
 ) -> dict:
     """Compare ``samples`` to ``ref`` with ``metrics`` (None: all that apply) and return a JSON-ready dict:
     ``n_samples``, ``n_ref``, ``dim``, ``feature_space`` and ``metrics`` = {name: {"value", units, conventions}}.
@@ -69,6 +79,11 @@ def evaluate_samples(
     distance between two reference points). KID uses 100 subsets of ``kid_subset`` rows. ``labels`` (N,), the
     class each sample was meant to be (class-conditional sampling), adds ``class_accuracy``: the fraction the
     reference's classifier assigns to that class, overall and per class (MNIST-like and digits data only).
+
+    The classifier runs on ``device`` under ``precision``, compiled with ``compile`` (``diffloss.inference``; the
+    metrics themselves are float64 on the host), recorded under ``execution``. ``world``: a torchrun group (every
+    rank calls this); the rows of both sets are split over the ranks for the classifier, and every rank computes the
+    metrics from all of them (the caller's rank 0 writes them).
     """
     if max_points < 2 or kid_subset < 2:
         raise DifflossError(f"max_points and kid_subset must be >= 2, got {max_points} and {kid_subset}")
@@ -85,8 +100,9 @@ def evaluate_samples(
     metrics = choose_metrics(metrics, classifier is not None)
     if classifier and float(samples.x.min()) >= 0.0:
         notice(f"{samples.name}: no value below 0, but image samples are compared in [-1, 1]; map [0, 1] by 2x - 1")
+    execution = {"device": device, "precision": precision, "compile": compile, "world": world}
     if classifier:
-        fx, fy = classifier_features(samples.x, classifier), classifier_features(ref.x, classifier)
+        fx, fy = (classifier_features(d.x, classifier, **execution) for d in (samples, ref))
         sha = sha256_file(get_spec(classifier).asset)
         space = f"{classifier} classifier penultimate layer ({FEATURE_DIM}-d ReLU; weights sha256 {sha})"
         unit = "feature units"
@@ -94,9 +110,10 @@ def evaluate_samples(
         fx, fy = samples.x.astype(np.float64), ref.x.astype(np.float64)
         space, unit = f"data coordinates (D = {samples.dim})", "data units"
     out: dict = {"n_samples": samples.n, "n_ref": ref.n, "dim": samples.dim, "feature_space": space, "seed": seed}
+    out["execution"] = execution_record(device, precision, compile, world)
     out["metrics"] = {}
     if labels is not None:
-        out["metrics"]["class_accuracy"] = class_accuracy(samples.x, labels, classifier)
+        out["metrics"]["class_accuracy"] = class_accuracy(samples.x, labels, classifier, **execution)
     rng = np.random.default_rng(seed)
     if "fid" in metrics:
         out["metrics"]["fid"] = {"value": fid(fx, fy), "units": f"squared {unit}"}
@@ -137,15 +154,15 @@ def evaluate_samples(
     return out
 
 
-def class_accuracy(x: np.ndarray, labels: np.ndarray, classifier: str | None) -> dict:
+def class_accuracy(x: np.ndarray, labels: np.ndarray, classifier: str | None, **execution) -> dict:
     """The fraction of samples ``x`` that ``classifier`` assigns to their intended ``labels``, overall
-    (``value``) and per class (``per_class``, with counts)."""
+    (``value``) and per class (``per_class``, with counts); ``execution``: see ``classify``."""
     labels = np.asarray(labels)
     if classifier is None:
         raise DifflossError("class accuracy needs a reference with a classifier (MNIST-like or digits data)")
     if labels.shape != (len(x),):
         raise DifflossError(f"{len(labels)} labels for {len(x)} samples; give one intended class per sample")
-    hit = classify(x, classifier) == labels
+    hit = classify(x, classifier, **execution) == labels
     classes = np.unique(labels)
     per = {str(int(c)): {"value": float(hit[labels == c].mean()), "n": int((labels == c).sum())} for c in classes}
     return {"value": float(hit.mean()), "per_class": per, "min_per_class": min(v["value"] for v in per.values()),

@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import torch
 
+from diffloss.device import World
 from diffloss.errors import DifflossError
-from diffloss.metrics.classifier import apply, load_classifier
+from diffloss.inference import Network, prepare_network
+from diffloss.metrics.classifier import as_images, get_spec, load_classifier, run_batches
+from diffloss.shards import gather_rows, rank_rows
 
 
 def _features(f: np.ndarray, name: str) -> np.ndarray:
@@ -92,16 +96,39 @@ def kid(
 
 
 @cache
-def _model(name: str):
-    return load_classifier(name)
+def _network(name: str, what: str, device: torch.device, precision: str, compile: bool) -> Network:
+    """The committed classifier ``name``'s features (``what`` = "features") or logits, ready on ``device``."""
+    model = load_classifier(name).to(device)
+    return prepare_network(model.features if what == "features" else model, device, precision, compile)
 
 
-def classifier_features(images: np.ndarray, classifier: str = "mnist") -> np.ndarray:
-    """Penultimate features (N, 128) of a committed classifier (``mnist``: (N, 1, 28, 28) or (N, 784) images;
-    ``mnist14``: (N, 1, 14, 14) or (N, 196); ``digits``: (N, 1, 8, 8) or (N, 64)), for images in [-1, 1]."""
-    return apply(_model(classifier), images, what="features")
+def classifier_outputs(
+    images: np.ndarray,
+    classifier: str = "mnist",
+    what: str = "features",
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
+    world: World | None = None,
+) -> np.ndarray:
+    """A committed classifier's penultimate features (N, 128) or logits (N, 10), float32, for images in [-1, 1]
+    (``mnist``: (N, 1, 28, 28) or (N, 784); ``mnist14``: (N, 1, 14, 14) or (N, 196); ``digits``: (N, 1, 8, 8) or
+    (N, 64)), computed on ``device`` under
+    ``precision`` (``diffloss.inference``). ``world``: a torchrun group (every rank calls this); each rank computes
+    its ``rank_rows`` and every rank returns all N."""
+    world, device = world or World(), torch.device(device)
+    rows = rank_rows(len(images), world)
+    net = _network(classifier, what, device, precision, compile)
+    local = run_batches(net, as_images(images[rows.start : rows.stop], get_spec(classifier).size), device)
+    return gather_rows(local, world).cpu().numpy()
 
 
-def classify(images: np.ndarray, classifier: str = "mnist") -> np.ndarray:
-    """Predicted classes (N,) of a committed classifier (arg-max logit), for images as in ``classifier_features``."""
-    return apply(_model(classifier), images, what="logits").argmax(1)
+def classifier_features(images: np.ndarray, classifier: str = "mnist", **execution) -> np.ndarray:
+    """Penultimate features (N, 128) of a committed classifier; ``execution``: see ``classifier_outputs``."""
+    return classifier_outputs(images, classifier, "features", **execution)
+
+
+def classify(images: np.ndarray, classifier: str = "mnist", **execution) -> np.ndarray:
+    """Predicted classes (N,) of a committed classifier (arg-max logit), as in ``classifier_outputs``."""
+    return classifier_outputs(images, classifier, "logits", **execution).argmax(1)

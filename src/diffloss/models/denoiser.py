@@ -152,15 +152,16 @@ class Denoiser(nn.Module):
         return tuple(v.float() for v in (c_in / alpha, label, a_x, a_f))
 
     def class_labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
-        """The (B,) int64 labels the backbone gets: None for an unconditional model, the null label K where
-        ``labels`` is None; labels outside 0 .. K (or any labels for an unconditional model) are refused."""
+        """The (B,) int64 labels the backbone gets, on ``device``: None for an unconditional model, the null label K
+        where ``labels`` is None; labels outside 0 .. K (or any labels for an unconditional model) are refused.
+        The check runs where the labels are, at once on the host, asynchronously on a device: the host never waits."""
         if not self.num_classes:
             if labels is not None:
                 raise DifflossError("this denoiser is unconditional (num_classes = 0): call it without labels")
             return None
         if labels is None:
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
-        labels = torch.as_tensor(labels, device=device).reshape(-1).expand(batch)
+        labels = torch.as_tensor(labels).reshape(-1).expand(batch)
         message = f"class labels must be integers in 0 .. {self.num_classes} (the null label)"
         if labels.is_floating_point():
             raise DifflossError(message)
@@ -170,13 +171,17 @@ class Denoiser(nn.Module):
                 raise DifflossError(message)
         else:  # checked on the device, without waiting for it
             torch._assert_async(inside, message)
-        return labels.long()
+        return labels.long().to(device, non_blocking=True)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction for x_t (B, ...) at times t (B,) (or one time), with class ``labels`` (B,) of a
+        conditional model. t and labels may be on x_t's device (as training passes them) or on the host (as the
+        samplers and diagnosis do); the conditioning is computed where t is (``conditioning``) and moved to x_t's
+        device without blocking, so in neither case does the host wait for the device."""
         t = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0])
-        c_in, label, a_x, a_f = self.conditioning(t)
+        c_in, label, a_x, a_f = (v.to(x_t.device, non_blocking=True) for v in self.conditioning(t))
         x = expand_like(c_in, x_t) * x_t
         x = x.reshape(x.shape[0], -1) if self._flat else x.reshape(x.shape[0], *self.shape)
         classes = self.class_labels(labels, x.shape[0], x.device)
-        f = self.net(x, label.to(x.device), classes).reshape(x_t.shape)
+        f = self.net(x, label, classes).reshape(x_t.shape)
         return expand_like(a_x, x_t) * x_t + expand_like(a_f, x_t) * f
