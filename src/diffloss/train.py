@@ -461,7 +461,8 @@ class Run:
 
 
 def gather_batch(local: torch.Tensor, world: World) -> torch.Tensor:
-    """The whole batch's values from each rank's contiguous share (rank order); ``local`` itself for one process."""
+    """The whole batch's values from each rank's contiguous share (rank order); ``local`` itself for one process.
+    Shares are equal here, so unlike ``diffloss.shards.gather_rows`` (any shares) nothing waits for the device."""
     if not world.distributed:
         return local
     import torch.distributed as dist

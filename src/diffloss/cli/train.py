@@ -7,7 +7,8 @@ import sys
 import click
 
 from diffloss.classes import num_classes_of
-from diffloss.cli.common import device_option, precision_option, threads_option
+from diffloss.cli.common import compile_option, device_option, precision_option, threads_option
+from diffloss.cli.common import execution as execution_of
 from diffloss.models import PRESETS, backbone_config
 from diffloss.objective import build_objective
 from diffloss.precond import check_precond, default_recipe
@@ -90,12 +91,7 @@ from diffloss.train import Execution, TrainConfig, train, train_data
 @threads_option
 @device_option
 @precision_option
-@click.option(
-    "--compile",
-    "compile_",
-    is_flag=True,
-    help="torch.compile the network (a one-off compile time per process; see benchmarks/train_throughput.py).",
-)
+@compile_option
 @click.option(
     "--conditional",
     is_flag=True,
@@ -115,7 +111,7 @@ from diffloss.train import Execution, TrainConfig, train, train_data
 def command(
     data, process, target, weighting, density, precond, optimal_loss, steps, batch, seed, out, resume, overwrite,
     backbone, preset, channels, width, depth, lr, warmup, weight_decay, ema_decay, grad_clip, sigma_data, ckpt_every,
-    log_every, eval_every, conditional, labels_file, label_dropout, threads, device, precision, compile_, quiet,
+    log_every, eval_every, conditional, labels_file, label_dropout, threads, device, precision, compile_net, quiet,
 ) -> None:  # fmt: skip
     """Train a denoiser on DATA and write OUT/{config.json, metrics.jsonl, checkpoint.safetensors}.
 
@@ -175,11 +171,10 @@ def command(
     Example (class-conditional, for guidance): diffloss train --data mnist --conditional --label-dropout 0.1
     --steps 6000 --out runs/mnist-cond
     """
-    from diffloss.device import process_group, resolve_device, set_matmul_precision, set_threads, world_from_env
+    from diffloss.device import process_group, set_matmul_precision
 
-    set_threads(threads)
-    world = world_from_env()
-    execution = Execution(resolve_device(device, world), precision, compile_, world)
+    world, where = execution_of(device, precision, threads)
+    run_on = Execution(where, precision, compile_net, world)
     set_matmul_precision(precision)
     proc = process_from_spec(process)
     recipe = default_recipe(proc.name, sigma_data)
@@ -225,10 +220,10 @@ def command(
         bar.update(run.step - bar.n)
 
     try:
-        with process_group(world, execution.device):
+        with process_group(world, where):
             run = train(
                 cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=ds, jstar=objective.jstar,
-                execution=execution,
+                execution=run_on,
             )  # fmt: skip
     finally:
         bar.close()
