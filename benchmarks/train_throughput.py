@@ -62,15 +62,16 @@ def mnist_rows(n: int) -> torch.Tensor:
     return torch.from_numpy(load_dataset("mnist").images()[:n]).float()
 
 
-def timed(step, steps: int, device: torch.device) -> float:
-    """Seconds per step over ``steps`` steps (the device drained before and after)."""
+def timed(step, steps: int, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per step over ``steps`` steps (the device drained before and after). On a
+    CPU shared with other jobs the CPU seconds are the steadier measure: time spent descheduled is not counted."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     sync()
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def measure(args: argparse.Namespace, device: torch.device, compile_: bool) -> dict:
@@ -98,15 +99,18 @@ def measure(args: argparse.Namespace, device: torch.device, compile_: bool) -> d
     for _ in range(args.rounds):
         ours.append(timed(run.update, args.steps, device))
         theirs.append(timed(minimal.step, args.steps, device))
-    ratios = [b / a for a, b in zip(ours, theirs)]
+    ratios = [b[0] / a[0] for a, b in zip(ours, theirs)]
+    cpu_ratios = [b[1] / a[1] for a, b in zip(ours, theirs)]
     params = sum(p.numel() for p in unet.parameters())
     return {
         "compile": compile_,
         "params": params,
-        "diffloss_samples_per_s": statistics.median(args.batch / s for s in ours),
-        "minimal_samples_per_s": statistics.median(args.batch / s for s in theirs),
+        "diffloss_samples_per_s": statistics.median(args.batch / s[0] for s in ours),
+        "minimal_samples_per_s": statistics.median(args.batch / s[0] for s in theirs),
         "ratio_median": statistics.median(ratios),
         "ratio_per_round": ratios,
+        "cpu_ratio_median": statistics.median(cpu_ratios),
+        "cpu_ratio_per_round": cpu_ratios,
     }
 
 
@@ -157,15 +161,21 @@ def main() -> None:
         f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after. Command: "
         "`python benchmarks/train_throughput.py` (defaults above).",
         "",
-        "| network | params | diffloss samples/s | minimal samples/s | ratio (median) | per round | goal >= 0.95 |",
-        "|---|---|---|---|---|---|---|",
+        "Ratio = diffloss samples/s over the minimal loop's, per round; the CPU-time ratio counts process CPU seconds "
+        "instead of wall seconds (steadier when other jobs share the cores).",
+        "",
+        "| network | params | diffloss samples/s | minimal samples/s | ratio (median) | per round | CPU-time ratio "
+        "(median) | per round | goal >= 0.95 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per = ", ".join(f"{v:.3f}" for v in r["ratio_per_round"])
-        ok = "met" if r["ratio_median"] >= 0.95 else "not met"
+        cpu = ", ".join(f"{v:.3f}" for v in r["cpu_ratio_per_round"])
+        ok = "met" if min(r["ratio_median"], r["cpu_ratio_median"]) >= 0.95 else "not met"
         lines.append(
             f"| {'torch.compile' if r['compile'] else 'eager'} | {r['params']:,} | {r['diffloss_samples_per_s']:.1f} "
-            f"| {r['minimal_samples_per_s']:.1f} | {r['ratio_median']:.3f} | {per} | {ok} |"
+            f"| {r['minimal_samples_per_s']:.1f} | {r['ratio_median']:.3f} | {per} | {r['cpu_ratio_median']:.3f} "
+            f"| {cpu} | {ok} |"
         )
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
