@@ -1,4 +1,5 @@
-"""The reference's configuration of its best runs (``--preset paper``), one row per (target, sampler, loss).
+"""The reference's configuration of its best runs (``--preset paper``), one row per (target, sampler, loss), and
+the same at a CPU budget (``--preset medium``: fewer iterations, nothing else changed, see ``MEDIUM``).
 
 Reference: sebaleh87/dds_optim (Sanokowski et al. 2025), the commands in ``Configs/Sweeps/BestRunsSweeps/<T>.md``
 (CMCD) and ``<T>_DBS.md`` (DBS), whose defaults come from ``main.py`` and ``SDE_Losses/Base_SDE_Loss.py``. Every
@@ -37,15 +38,17 @@ COMMON: dict[str, tuple[Any, str]] = {
     "score_gate": (True, f"{MAIN}: --use_interpol_gradient default True"),
     "network": (
         "pis",
-        f"{BEST_RUNS}/*.md: --base_net PISgradnet --n_hidden 64 (Networks/Pisgradnet.py, num_layers 2); "
-        "diffloss.bridge.pisnet",
+        f"{BEST_RUNS}/*_DBS.md, GMM.md, MoS.md: --base_net PISgradnet --n_hidden 64 (Networks/Pisgradnet.py, "
+        "num_layers 2; diffloss.bridge.pisnet); the CMCD commands of Seeds, Sonar, Credit, Brownian, LGCP and Funnel "
+        f"give no --base_net, so {MAIN}'s default 'Vanilla' (Networks/VanillaBaseModel.py) ran there: not built here, "
+        "pis instead",
     ),
-    "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run (one chain here: same values)"),
     "separate_chains": (
-        NOT_IMPLEMENTED,
-        f"{OPTIMIZER}: three optax chains (network, SDE parameters, interpolation), each clipped at 1 on its own; "
-        "here one chain clipped at 1 over all parameters",
+        True,
+        f"{OPTIMIZER}: three optax chains (network at --lr, SDE parameters at --SDE_lr, CMCD interpolation at "
+        "--Interpol_lr), each clipped at global norm 1 on its own (diffloss.bridge.chains)",
     ),
+    "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run"),
     "dbs_networks": (
         NOT_IMPLEMENTED,
         f"{BEST_RUNS}/*_DBS.md: --Bridge_Type DBS, two networks (forward and backward); here one network, 2d outputs",
@@ -60,7 +63,8 @@ COMMON: dict[str, tuple[Any, str]] = {
 @dataclass(frozen=True)
 class PaperRow:
     """One best run of the reference: its prior std, per-step noise std beta_max, network lr, CMCD interpolation
-    lr (``interpol_lr``, recorded, not used), batch, whether the diffusion is frozen, and its file and section."""
+    lr (``interpol_lr``, the lr of the interpolation chain; DBS has none), batch, whether the diffusion is frozen,
+    and its file and section."""
 
     init_std: float
     beta_max: float
@@ -172,6 +176,8 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
         "learn_sigma": not row.frozen,
         "score_gate": COMMON["score_gate"][0],
         "network": COMMON["network"][0],
+        "separate_chains": COMMON["separate_chains"][0],
+        "interpol_lr": row.interpol_lr,
         **overrides,
     }
     if options.get("init_sigma") is None:
@@ -179,10 +185,32 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
     return options
 
 
-def describe_paper(target: str, sampler: str, loss: str) -> list[str]:
-    """The preset for (target, sampler, loss) as lines 'name = value  (source)', for ``--dry-run``."""
+# --preset medium: the paper preset with these changes, and only these: (value, what the paper has and why).
+MEDIUM: dict[str, tuple[Any, str]] = {
+    "iters": (
+        400,
+        "paper 40k; 100x fewer to fit about 80 CPU minutes per 9 Seeds runs at batch 2000 and K = 128 (about one "
+        "step per second on one thread); the cosine decay to lr/10 is compressed into these iterations",
+    ),
+    "eval_every": (50, "paper 500 (of 40k); scaled down so the best checkpoint is chosen among 8 evaluations"),
+}
+TABLE_PRESETS = ("paper", "medium")
+
+
+def preset_options(preset: str, target: str, sampler: str, loss: str, **overrides: Any) -> dict[str, Any]:
+    """``paper_options`` of the named preset ("paper", or "medium": paper with the changes of ``MEDIUM``), with
+    ``overrides`` on top."""
+    if preset not in TABLE_PRESETS:
+        raise DifflossError(f"--preset: {preset!r} is not one of {', '.join(TABLE_PRESETS)}")
+    changes = {k: v for k, (v, _) in MEDIUM.items()} if preset == "medium" else {}
+    return paper_options(target, sampler, loss, **{**changes, **overrides})
+
+
+def describe_preset(preset: str, target: str, sampler: str, loss: str) -> list[str]:
+    """The preset for (target, sampler, loss) as lines 'name = value  (source)', for ``--dry-run``; "medium" adds
+    what it changes."""
     row = paper_row(target, sampler, loss)
-    opts = paper_options(target, sampler, loss)
+    opts = preset_options(preset, target, sampler, loss)
     lines = [
         f"init_std = {row.init_std}  (--sigma_init, {row.source})",
         f"beta_max = {row.beta_max}  (--beta_max, per-step noise std at init, {row.source}) "
@@ -190,10 +218,13 @@ def describe_paper(target: str, sampler: str, loss: str) -> list[str]:
         f"lr = {row.lr}  (--lr, {row.source})",
         f"batch = {row.batch}  (--batch_size, {row.source})",
         f"learn_sigma = {not row.frozen}  ({'--learn_SDE_params_mode prior_only, ' if row.frozen else ''}{row.source})",
-        f"interpol_lr = {row.interpol_lr}  (--Interpol_lr, {row.source}): {NOT_IMPLEMENTED}",
+        f"interpol_lr = {row.interpol_lr}  (--Interpol_lr, {row.source}"
+        f"{'; CMCD only, DBS has no interpolation parameters' if sampler == 'dbs' else ''})",
     ]
     lines += [f"{k} = {v}  ({src})" for k, (v, src) in COMMON.items() if v != NOT_IMPLEMENTED]
     lines += [f"{k}: {NOT_IMPLEMENTED}  ({src})" for k, (v, src) in COMMON.items() if v == NOT_IMPLEMENTED]
+    if preset == "medium":
+        lines += [f"medium changes {k} = {opts[k]}  ({why})" for k, (_, why) in MEDIUM.items()]
     return lines
 
 
@@ -201,9 +232,12 @@ __all__ = [
     "COMMON",
     "PAPER",
     "PAPER_TABLE",
+    "MEDIUM",
     "PaperRow",
-    "describe_paper",
+    "TABLE_PRESETS",
+    "describe_preset",
     "diffusion_sigma",
     "paper_options",
     "paper_row",
+    "preset_options",
 ]

@@ -1,4 +1,5 @@
-"""Training a bridge sampler (``train_bridge``): RAdam, clipping at 1, cosine decay, checkpoints, divergence stop;
+"""Training a bridge sampler (``train_bridge``): RAdam chains (``diffloss.bridge.chains``), each clipped at 1 with a
+cosine decay; checkpoints, divergence stop;
 and re-evaluating a finished run (``evaluate_checkpoint``).
 
 A run directory holds ``config.json`` (the ``BridgeConfig``), ``metrics.jsonl`` (one evaluation per line, with the
@@ -81,8 +82,10 @@ def train_bridge(
             losses.append(loss)
             bar.update(1)
         if ok and _due(cfg.eval_every, run.iteration, cfg.iters):
-            lr = run.scheduler.get_last_lr()[0]
-            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": lr}
+            lrs = run.learning_rates()
+            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": next(iter(lrs.values()))}
+            if len(lrs) > 1:
+                row["chain_lr"] = lrs
             row.update(run.evaluate(cfg.eval_n, eval_seed + run.iteration), **sde_state(run.model))
             losses = []
             _append_line(log_path, json.dumps(row))
