@@ -16,7 +16,16 @@ from diffloss.bridge.targets import SamplingTarget, get_sampling_target
 from diffloss.errors import DifflossError, unknown_name
 
 # the SamplerConfig options
-ARCHITECTURE = ("hidden", "time_features", "learn_sigma", "learn_prior", "score_gate", "network")
+ARCHITECTURE = (
+    "hidden",
+    "time_features",
+    "learn_sigma",
+    "learn_prior",
+    "score_gate",
+    "network",
+    "dbs_networks",
+    "annealed_gate",
+)
 
 
 @dataclass(frozen=True)

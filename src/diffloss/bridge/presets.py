@@ -25,9 +25,8 @@ from diffloss.errors import DifflossError
 BEST_RUNS = "Configs/Sweeps/BestRunsSweeps"
 MAIN = "main.py"
 OPTIMIZER = "SDE_Losses/Base_SDE_Loss.py"
-NOT_IMPLEMENTED = "not implemented yet"
 
-# Settings shared by every best run: (value, where it was read). Values we cannot run yet say so.
+# Settings shared by every best run: (value, where it was read).
 COMMON: dict[str, tuple[Any, str]] = {
     "steps": (128, f"{BEST_RUNS}/*.md: --n_integration_steps 128"),
     "iters": (40_000, f"{BEST_RUNS}/*.md: --N_anneal 4000 (epochs) x {MAIN}: --steps_per_epoch default 10"),
@@ -50,12 +49,15 @@ COMMON: dict[str, tuple[Any, str]] = {
     ),
     "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run"),
     "dbs_networks": (
-        NOT_IMPLEMENTED,
-        f"{BEST_RUNS}/*_DBS.md: --Bridge_Type DBS, two networks (forward and backward); here one network, 2d outputs",
+        2,
+        f"{BEST_RUNS}/*_DBS.md: --Bridge_Type DBS, Networks/Pisgradnet.py builds a forward network besides the "
+        "reverse one (diffloss.bridge.networks.NetworkPair); DBS only",
     ),
     "dbs_annealed_score": (
-        NOT_IMPLEMENTED,
-        f"{BEST_RUNS}/*_DBS.md with --use_interpol_gradient: the annealed score; here DBS gates the target score",
+        True,
+        f"{BEST_RUNS}/*_DBS.md: --use_interpol_gradient, the gate's input is the annealed score "
+        "(SDE_Losses/SDE_Types/Base_SDE.py: apply_model, grads_T1) on the interpolation schedule, fixed at "
+        "--Interpol_lr 0.0 (linear); DBS only (CMCD always gates its annealed score)",
     ),
 }
 
@@ -162,7 +164,8 @@ def diffusion_sigma(beta_max: float, init_std: float, steps: int) -> float:
 
 def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dict[str, Any]:
     """The ``make_config`` options of the preset for (target, sampler, loss), with ``overrides`` (options given
-    explicitly) on top; what is not implemented is left out (see ``COMMON``). Unless ``init_sigma`` is overridden,
+    explicitly) on top (the DBS-only settings of ``COMMON`` for DBS only; without the score gate none annealed,
+    with one chain no interpolation lr). Unless ``init_sigma`` is overridden,
     it is derived from the reference's per-step noise std at the final ``init_std`` and ``steps``."""
     row = paper_row(target, sampler, loss)
     options = {
@@ -178,8 +181,17 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
         "network": COMMON["network"][0],
         "separate_chains": COMMON["separate_chains"][0],
         "interpol_lr": row.interpol_lr,
+        **(
+            {"dbs_networks": COMMON["dbs_networks"][0], "annealed_gate": COMMON["dbs_annealed_score"][0]}
+            if sampler == "dbs"
+            else {}
+        ),
         **overrides,
     }
+    if not options["separate_chains"] and "interpol_lr" not in overrides:
+        options["interpol_lr"] = None  # one chain: one lr
+    if sampler == "dbs" and "annealed_gate" not in overrides:
+        options["annealed_gate"] = options["annealed_gate"] and options["score_gate"]  # no gate: nothing to anneal
     if options.get("init_sigma") is None:
         options["init_sigma"] = diffusion_sigma(row.beta_max, options["init_std"], options["steps"])
     return options
@@ -188,11 +200,11 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
 # --preset medium: the paper preset with these changes, and only these: (value, what the paper has and why).
 MEDIUM: dict[str, tuple[Any, str]] = {
     "iters": (
-        400,
-        "paper 40k; 100x fewer to fit about 80 CPU minutes per 9 Seeds runs at batch 2000 and K = 128 (about one "
-        "step per second on one thread); the cosine decay to lr/10 is compressed into these iterations",
+        200,
+        "paper 40k; 200x fewer, to fit 9 Seeds runs at batch 2000 and K = 128 into about an hour of this shared "
+        "2-core machine (0.5-1 step per second and process); the cosine decay to lr/10 is compressed into them",
     ),
-    "eval_every": (50, "paper 500 (of 40k); scaled down so the best checkpoint is chosen among 8 evaluations"),
+    "eval_every": (25, "paper 500 (of 40k); scaled down so the best checkpoint is chosen among 8 evaluations"),
 }
 TABLE_PRESETS = ("paper", "medium")
 
@@ -221,8 +233,7 @@ def describe_preset(preset: str, target: str, sampler: str, loss: str) -> list[s
         f"interpol_lr = {row.interpol_lr}  (--Interpol_lr, {row.source}"
         f"{'; CMCD only, DBS has no interpolation parameters' if sampler == 'dbs' else ''})",
     ]
-    lines += [f"{k} = {v}  ({src})" for k, (v, src) in COMMON.items() if v != NOT_IMPLEMENTED]
-    lines += [f"{k}: {NOT_IMPLEMENTED}  ({src})" for k, (v, src) in COMMON.items() if v == NOT_IMPLEMENTED]
+    lines += [f"{k} = {v}  ({src})" for k, (v, src) in COMMON.items()]
     if preset == "medium":
         lines += [f"medium changes {k} = {opts[k]}  ({why})" for k, (_, why) in MEDIUM.items()]
     return lines

@@ -54,6 +54,10 @@ PRESET_OPTIONS = (
     "init_sigma",
     "score_gate",
     "network",
+    "dbs_networks",
+    "annealed_gate",
+    "separate_chains",
+    "interpol_lr",
     "eval_every",
 )
 
@@ -88,7 +92,7 @@ def _train_options(o: dict) -> dict:
     help="paper: the reference's best run for (target, sampler, loss) (sebaleh87/dds_optim, Configs/Sweeps/"
     "BestRunsSweeps; table in diffloss.bridge.presets): K=128, 40k iterations, batch 2000 (LGCP 300), its lr with "
     "cosine decay to lr/10 in three optimizer chains, prior std, per-step noise, score gate, rKL-R with frozen "
-    "diffusion. medium: the same with 400 iterations (evaluated every 50). Flags given explicitly override it; "
+    "diffusion. medium: the same with 200 iterations (evaluated every 25). Flags given explicitly override it; "
     "--dry-run prints it with the file of every value.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the configuration (and the preset's sources) and exit.")
@@ -108,6 +112,30 @@ def _train_options(o: dict) -> dict:
     show_default=True,
     help="Control network: mlp (sinusoidal time features + MLP) or pis (the reference's PISgradnet shape: Fourier "
     "time embedding, state MLP, time gate; --hidden = n_hidden x num_layers, equal widths; paper preset: pis).",
+)
+@click.option(
+    "--dbs-networks",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="DBS: 1 network with 2d outputs for both drifts, or 2 separate forward and backward networks (paper preset).",
+)
+@click.option(
+    "--annealed-gate/--target-gate",
+    default=False,
+    show_default=True,
+    help="DIS/DBS with --score-gate: gate the annealed score (linear schedule) instead of the target score (paper "
+    "preset for DBS); CMCD always gates its annealed score.",
+)
+@click.option(
+    "--separate-chains/--one-chain",
+    default=False,
+    show_default=True,
+    help="Three optimizer chains (network, SDE parameters, CMCD schedule at --interpol-lr), each clipped at 1 on its "
+    "own, as the reference (paper preset); else one chain over all parameters.",
+)
+@click.option(
+    "--interpol-lr", type=float, default=None, help="lr of CMCD's schedule chain (--separate-chains). [default: --lr]"
 )
 @click.option("--init-std", type=float, default=None, help="Initial prior std. [default: the target's suggestion]")
 @click.option(
@@ -245,7 +273,7 @@ def bench_command(**o) -> None:
     5.88 CPU hours for the full grid, measured); `paper` is the reference's configuration of every cell (its best
     run per target, sampler and loss, as `bridge train --preset paper`; CMCD and DBS, rkl-ld, lv and rkl-r only:
     40k iterations, batch 2000, K=128) for a GPU machine (--device cuda), do not start it on this machine;
-    `medium` is `paper` with 400 iterations, evaluated every 50 (`bridge train --preset medium`; about 7 CPU
+    `medium` is `paper` with 200 iterations, evaluated every 25 (`bridge train --preset medium`; 4-7 CPU
     minutes per Seeds run);
     `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
 

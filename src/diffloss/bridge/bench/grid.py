@@ -154,8 +154,8 @@ PRESETS: dict[str, Preset] = {
             f"the paper preset (diffloss.bridge.presets) with {MEDIUM['iters'][0]} iterations instead of 40k, "
             f"evaluated every {MEDIUM['eval_every'][0]} (best ELBO kept), and nothing else changed: batch 2000 "
             "(LGCP 300), K=128, per-cell lr (cosine to lr/10 over the shorter run), three optimizer chains, prior std "
-            "and diffusion at the reference's initialisation, score gate, rKL-R with the diffusion frozen. About 7 CPU "
-            "minutes per Seeds run on one thread of this machine."
+            "and diffusion at the reference's initialisation, score gate, rKL-R with the diffusion frozen. About "
+            "4-7 CPU minutes per Seeds run on one thread of this machine."
         ),
         budget=Budget(iterations=MEDIUM["iters"][0], batch=2000, steps=128, learning_rate=5e-3, eval_samples=2000),
         overrides={"lgcp": {"batch": 300}},
