@@ -265,7 +265,7 @@ def bench_command(**o) -> None:
     remembers its preset (another budget in the same DIR is refused). A run that hits a non-finite value stops there
     and its cell reports "diverged at <iteration>"; a cell whose training raises gets DIR/.../failed.json and is
     retried by the next run. Then the report: mean ± std over seeds of ELBO, log Z_hat (nats), ESS and, where the
-    target has reference samples, Sinkhorn and MMD, beside the published values (Sanokowski et al. 2025) and our log
+    target has reference samples, Sinkhorn and MMD, beside reference ELBOs (each labelled with its source) and our log
     Z estimates; also a CSV and an ELBO plot beside the markdown. Cells not finished yet are marked "not run yet".
     Exit code 1 (after the report) when a cell failed.
 
