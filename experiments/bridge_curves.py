@@ -25,7 +25,8 @@ TITLES = {
     "sigma_mean": "mean σ",
 }
 PANELS = ("log_z_error", "elbo", "emc")  # the default; targets without a known log Z or modes want --panels
-SYMLOG = {"log_z_error", "elbo"}  # panels on a symlog axis (runs far off and close by in one plot)
+SYMLOG = {"log_z_error", "elbo"}  # panels on a symlog axis when their values span orders of magnitude
+SPAN = 100.0  # ... i.e. when the largest |value| exceeds SPAN times the smallest (or 10, symlog's linear range)
 
 
 def curves(run_dir: Path, panels: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -44,12 +45,14 @@ def plot(groups: dict[str, list[Path]], path: Path, panels: tuple[str, ...] = PA
 
     fig = Figure(figsize=(3.7 * len(panels), 3.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    seen: dict[str, list[np.ndarray]] = {key: [] for key in panels}
     for label, dirs in groups.items():
         per_run = [curves(d, panels) for d in dirs]
         for ax, key in zip(axes, panels):
             its = per_run[0][key][0]
             vals = np.stack([c[key][1] for c in per_run])
             mean = vals.mean(0)
+            seen[key].append(np.abs(mean[np.isfinite(mean)]))
             (line,) = ax.plot(its, mean, marker="o", ms=3, label=f"{label} (n={len(dirs)})")
             if len(dirs) > 1:
                 std = vals.std(0, ddof=1)
@@ -59,7 +62,8 @@ def plot(groups: dict[str, list[Path]], path: Path, panels: tuple[str, ...] = PA
     for ax, key in zip(axes, panels):
         if key == "log_z_error":
             ax.axhline(0.0, color="gray", lw=0.8)
-        if key in SYMLOG:
+        size = np.concatenate(seen[key])
+        if key in SYMLOG and size.size and size.max() > SPAN * max(size.min(), 10.0):
             ax.set_yscale("symlog", linthresh=10)
     axes[0].legend(fontsize=7)
     return save_figure(fig, path, dpi=110)
