@@ -128,7 +128,7 @@ def test_markdown_has_cells_budget_and_published_values():
     assert "| sampler | loss | seeds | sonar |" in report
     assert "| cmcd | rkl-ld | -74.10 ± 0.20 | -111.00 ± 1.00 |" in report
     assert "| cmcd | rkl-r | -75.00 (n=1) | — |" in report
-    assert "| published ELBO (CMCD rKL-LD) | | -73.45 | -108.83 |" in report
+    assert "| reference ELBO (source in brackets) | | -73.45 (best known) | -108.83 (one CMCD rKL-LD run) |" in report
     assert report.count("| log Z (our estimate) | | -73.40 | -108.40 |") == 2  # under the ELBO and log Z tables
     assert "2000 iterations, batch 64, K=32" in report and "lgcp: iterations=1000, batch=16" in report
     assert "## sinkhorn" not in report  # no run reported it

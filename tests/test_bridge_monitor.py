@@ -4,11 +4,22 @@ one, and the SDE state (sigma, CMCD's beta schedule) logged with every evaluatio
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 
 from diffloss.bridge import BridgeRun, make_config, train_bridge
-from diffloss.bridge.monitor import BETA_GRID, COLLAPSE_NATS, collapse_margin, elbo_collapsed
+from diffloss.bridge.monitor import (
+    BETA_GRID,
+    COLLAPSE_NATS,
+    EULER_LIMIT,
+    collapse_margin,
+    elbo_collapsed,
+    euler_curvature,
+    euler_unstable,
+)
+from diffloss.bridge.samplers import BridgeSampler, SamplerConfig
 from diffloss.bridge.targets import SAMPLING_TARGETS
 from diffloss.bridge.targets.synthetic import Gaussian
 from diffloss.bridge.train import BEST_CHECKPOINT, CHECKPOINT, EVAL_SEED_OFFSET, evaluate_checkpoint
@@ -74,3 +85,50 @@ def test_resume_keeps_the_best_of_the_kept_evaluations(tmp_path):
     first = train_bridge(cfg, tmp_path, quiet=True)
     again = train_bridge(cfg, tmp_path, quiet=True, resume=True)
     assert again["best"]["elbo"] >= first["best"]["elbo"] and again["diverged_at"] is None
+
+
+class _Stiff(Gaussian):
+    """N(1, 0.02^2) in 2 dimensions: -grad^2 log p~ = 2500 I everywhere, so step * curvature is exact."""
+
+    def __init__(self):
+        super().__init__(dim=2, mean=1.0, std=0.02)
+
+
+LAMBDA = 1 / 0.02**2
+
+
+def _sigma_for(ratio: float, steps: int) -> float:
+    """The sigma whose Langevin step sigma^2 / (2K) times the curvature LAMBDA is ``ratio``."""
+    return math.sqrt(2 * steps * ratio / LAMBDA)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 4.0])
+def test_euler_curvature_is_the_step_times_the_curvature(ratio):
+    """Constant Hessian 2500 I: the estimate is s * lambda exactly; per-dimension sigma: the largest s_i * lambda."""
+    model = BridgeSampler(SamplerConfig("cmcd", 2, 8, hidden=(8,), init_sigma=_sigma_for(ratio, 8))).double()
+    got = euler_curvature(model, _Stiff(), torch.Generator().manual_seed(0))
+    assert got == pytest.approx(ratio, rel=1e-6)
+    assert euler_unstable(got) == (ratio >= EULER_LIMIT)
+    with torch.no_grad():
+        model.log_sigma[1] = math.log(_sigma_for(3 * ratio, 8))
+    assert euler_curvature(model, _Stiff(), torch.Generator().manual_seed(0)) == pytest.approx(3 * ratio, rel=1e-4)
+    dis = BridgeSampler(SamplerConfig("dis", 2, 8, hidden=(8,)))
+    assert euler_curvature(dis, _Stiff(), torch.Generator().manual_seed(0)) is None and not euler_unstable(None)
+
+
+def test_unstable_step_fires_on_a_constructed_blow_up_and_not_on_a_healthy_run(tmp_path, monkeypatch, capsys):
+    """CMCD on the stiff Gaussian with s * lambda = 4 (the Euler map multiplies errors by |1 - 4| = 3 per step): the
+    first evaluation stops the run as "unstable step", though its ELBO is finite and there is no best to collapse
+    from; with s * lambda = 1 the same run trains to the end, its estimate logged at every evaluation."""
+    monkeypatch.setitem(SAMPLING_TARGETS, "stiff", _Stiff)
+    blow_up = _cfg("stiff", "cmcd", steps=8, iters=6, eval_every=2, init_sigma=_sigma_for(4.0, 8), init_std=0.5)
+    m = train_bridge(blow_up, tmp_path / "a", quiet=True)
+    assert m["divergence"] == "unstable step" and m["diverged_at"] == 2 and m["iterations"] == 0
+    assert "stability bound 2" in capsys.readouterr().err
+    rows = [json.loads(ln) for ln in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["euler_curvature"] == pytest.approx(4.0, rel=0.05) and rows[0]["elbo"] is not None
+    healthy = _cfg("stiff", "cmcd", steps=8, iters=6, eval_every=2, init_sigma=_sigma_for(1.0, 8), init_std=0.5)
+    m = train_bridge(healthy, tmp_path / "b", quiet=True)
+    assert m["divergence"] is None and m["diverged_at"] is None and m["iterations"] == 6
+    rows = [json.loads(ln) for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["euler_curvature"] == pytest.approx(1.0, rel=0.05) for r in rows)

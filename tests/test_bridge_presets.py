@@ -11,7 +11,15 @@ from click.testing import CliRunner
 
 from diffloss.bridge.bench.grid import Cell, get_preset
 from diffloss.bridge.bench.run import cell_config
-from diffloss.bridge.presets import COMMON, PAPER, diffusion_sigma, paper_options, paper_row
+from diffloss.bridge.presets import (
+    COMMON,
+    MEDIUM,
+    PAPER,
+    diffusion_sigma,
+    paper_options,
+    paper_row,
+    preset_options,
+)
 from diffloss.cli import cli as diffloss_cli
 from diffloss.errors import DifflossError
 
@@ -27,6 +35,10 @@ READ = {
     ("lgcp", "cmcd", "lv"): ("LGCP.md", "LV", (1.0, 0.1, 0.005, 0.001, 300, False)),
     ("funnel", "dbs", "lv"): ("Funnel_DBS.md", "LV", (1.0, 0.1, 0.00005, 0.0, 2000, False)),
     ("brownian", "cmcd", "lv"): ("Brownian.md", "LV", (0.5, 0.05, 0.001, 0.001, 2000, False)),
+    ("seeds", "dbs", "lv"): ("Seeds_DBS.md", "LV", (0.2, 0.1, 0.0005, 0.0, 2000, False)),
+    ("sonar", "cmcd", "rkl-r"): ("Sonar.md", "rKL frozen", (1.0, 0.1, 0.005, 0.001, 2000, True)),
+    ("gmm40", "dbs", "rkl-r"): ("GMM_DBS.md", "rKL frozen", (80.0, 1.5, 0.00001, 0.0, 2000, True)),
+    ("mos", "dbs", "rkl-r"): ("MoS_DBS.md", "rKL frozen", (15.0, 1.5, 0.00001, 0.0, 2000, True)),
 }
 
 
@@ -52,6 +64,10 @@ def test_table_equals_the_reference_values_it_cites(key):
 def test_common_values_and_every_row():
     assert COMMON["steps"][0] == 128 and COMMON["iters"][0] == 40_000 and COMMON["lr_floor"][0] == 0.1
     assert COMMON["score_gate"][0] is True and COMMON["grad_clip"][0] == 1.0
+    # SDE_Losses/Base_SDE_Loss.py: three optax chains; Networks/Pisgradnet.py: a forward network for DBS; the gate's
+    # input is grads_T1, the interpolated (annealed) gradient, for every bridge type
+    assert COMMON["separate_chains"][0] is True and COMMON["dbs_networks"][0] == 2
+    assert COMMON["dbs_annealed_score"][0] is True
     pairs = {(t, s) for t, s, _ in PAPER}
     assert len(pairs) == 16 and set(PAPER) == {(t, s, loss) for t, s in pairs for loss in ("rkl-ld", "lv", "rkl-r")}
     for (target, _, loss), row in PAPER.items():
@@ -71,13 +87,15 @@ def test_dry_run_prints_the_preset_and_its_sources():
     r = invoke("bridge", "train", "--preset", "paper", "--target", "seeds", "--loss", "rkl-r", "--dry-run")
     assert r.exit_code == 0, r.output
     assert "Configs/Sweeps/BestRunsSweeps/Seeds.md, section 'rKL Frozen'" in r.output
-    assert "not implemented yet" in r.output
+    assert "not implemented yet" not in r.output and "separate_chains = True" in r.output
     cfg = json.loads(r.output[r.output.index("{") :])
     assert cfg["sampler"]["sampler"] == "cmcd" and cfg["lr"] == 0.002 and cfg["batch"] == 2000
     assert cfg["iters"] == 40_000 and cfg["lr_floor"] == 0.1 and cfg["sampler"]["steps"] == 128
     assert cfg["sampler"]["init_std"] == 1.0 and cfg["sampler"]["learn_sigma"] is False
     assert cfg["sampler"]["score_gate"] is True and cfg["sampler"]["network"] == "pis"
     assert cfg["sampler"]["init_sigma"] == pytest.approx(diffusion_sigma(0.1, 1.0, 128))
+    assert cfg["separate_chains"] is True and cfg["interpol_lr"] == 0.001
+    assert cfg["sampler"]["dbs_networks"] == 1 and cfg["sampler"]["annealed_gate"] is False  # DBS-only settings
     assert "network = pis" in r.output and "--base_net PISgradnet" in r.output
     assert "--preset" in invoke("bridge", "train", "--help").output
 
@@ -131,3 +149,37 @@ def test_init_std_or_steps_given_keep_the_reference_per_step_noise():
     opts = paper_options("seeds", "cmcd", "lv", init_std=2.0, steps=32)
     assert opts["init_sigma"] == pytest.approx(diffusion_sigma(0.1, 2.0, 32))
     assert paper_options("seeds", "cmcd", "lv", init_sigma=3.0)["init_sigma"] == 3.0
+
+
+def test_dbs_rows_get_two_networks_and_the_annealed_gate():
+    r = invoke(
+        "bridge", "train", "--preset", "paper", "--target", "seeds", "--sampler", "dbs", "--loss", "lv", "--dry-run"
+    )
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output[r.output.index("{") :])
+    assert cfg["sampler"]["dbs_networks"] == 2 and cfg["sampler"]["annealed_gate"] is True
+    assert (cfg["lr"], cfg["sampler"]["init_std"], cfg["separate_chains"]) == (0.0005, 0.2, True)
+    assert "dbs_networks = 2" in r.output and "not implemented yet" not in r.output
+    r = invoke(
+        "bridge", "train", "--preset", "paper", "--target", "seeds", "--sampler", "dbs", "--loss", "lv",
+        "--dbs-networks", "1", "--target-gate", "--one-chain", "--dry-run",
+    )  # fmt: skip
+    cfg = json.loads(r.output[r.output.index("{") :])
+    assert cfg["sampler"]["dbs_networks"] == 1 and cfg["sampler"]["annealed_gate"] is False
+    assert cfg["separate_chains"] is False and cfg["interpol_lr"] is None
+
+
+def test_medium_is_paper_with_fewer_iterations_only():
+    """Every option of --preset medium equals paper's except those MEDIUM names, in bridge train and bench."""
+    for key in [("seeds", "cmcd", "lv"), ("gmm40", "dbs", "rkl-r"), ("lgcp", "cmcd", "rkl-ld")]:
+        paper, medium = preset_options("paper", *key), preset_options("medium", *key)
+        assert set(MEDIUM) == {k for k in paper if paper[k] != medium[k]} == {"iters", "eval_every"}
+        assert (medium["iters"], medium["eval_every"]) == (200, 25)
+        cfg = cell_config(Cell(key[0], key[1], key[2], 0), get_preset("medium"))
+        assert (cfg.iters, cfg.eval_every, cfg.batch, cfg.lr) == (200, 25, paper["batch"], paper["lr"])
+    assert get_preset("medium").budget.iterations == MEDIUM["iters"][0]
+    r = invoke("bridge", "train", "--preset", "medium", "--target", "seeds", "--loss", "lv", "--dry-run")
+    assert r.exit_code == 0 and "medium changes iters = 200" in r.output
+    assert json.loads(r.output[r.output.index("{") :])["iters"] == 200
+    with pytest.raises(DifflossError, match="not one of paper, medium"):
+        preset_options("small", "seeds", "cmcd", "lv")

@@ -16,7 +16,16 @@ from diffloss.bridge.targets import SamplingTarget, get_sampling_target
 from diffloss.errors import DifflossError, unknown_name
 
 # the SamplerConfig options
-ARCHITECTURE = ("hidden", "time_features", "learn_sigma", "learn_prior", "score_gate", "network")
+ARCHITECTURE = (
+    "hidden",
+    "time_features",
+    "learn_sigma",
+    "learn_prior",
+    "score_gate",
+    "network",
+    "dbs_networks",
+    "annealed_gate",
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,9 @@ class BridgeConfig:
     """A bridge-sampler training run. ``sampler`` holds the architecture; ``eval_every`` = 0 evaluates only at the end.
 
     The learning rate decays by a cosine from ``lr`` to ``lr_floor * lr`` over ``iters`` (0: to zero, the default;
-    the reference's runs use 0.1, ``diffloss.bridge.presets``).
+    the reference's runs use 0.1, ``diffloss.bridge.presets``). ``separate_chains`` trains the network, the SDE
+    parameters and CMCD's annealing schedule in three optimizer chains, each clipped on its own, the last at
+    ``interpol_lr`` (None: ``lr``); without it one chain trains everything (``diffloss.bridge.chains``).
 
     The checkpoint is saved at every evaluation and every ``ckpt_every`` iterations (0: only at evaluations), so a
     diverged or interrupted run keeps or resumes from at most ``ckpt_every`` iterations back."""
@@ -37,6 +48,8 @@ class BridgeConfig:
     seed: int = 0
     lr: float = 1e-3
     lr_floor: float = 0.0
+    separate_chains: bool = False
+    interpol_lr: float | None = None
     eval_every: int = 100
     eval_n: int = 2000
     ckpt_every: int = 100
@@ -55,6 +68,10 @@ class BridgeConfig:
             raise DifflossError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.lr_floor <= 1:
             raise DifflossError(f"--lr-floor must be in [0, 1] (a fraction of --lr), got {self.lr_floor}")
+        if self.interpol_lr is not None and not (self.separate_chains and self.interpol_lr >= 0):
+            raise DifflossError(
+                f"--interpol-lr must be >= 0 and needs --separate-chains (one chain: one lr), got {self.interpol_lr}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sampler": self.sampler.to_dict()}
@@ -86,7 +103,7 @@ def make_config(
     """A BridgeConfig for a named sampling target; the prior's initial std defaults to the target's ``init_std`` and
     the diffusion coefficient to ``default_init_sigma``. ``options`` are the ``SamplerConfig`` fields of
     ``ARCHITECTURE`` and the ``BridgeConfig`` fields (loss, iters, batch, seed, lr, lr_floor,
-    eval_every, eval_n, ckpt_every)."""
+    separate_chains, interpol_lr, eval_every, eval_n, ckpt_every)."""
     sampling_target = get_sampling_target(target)
     arch = {k: options.pop(k) for k in ARCHITECTURE if k in options}
     std = init_std if init_std is not None else sampling_target.init_std

@@ -95,3 +95,26 @@ class ControlNet(nn.Module):
         u = self.mlp(torch.cat([x, emb.expand(*x.shape[:-1], -1)], -1))
         s = gated_score(x, score, self.gate is not None, u.shape[-1])
         return u if s is None else u + self.gate(emb) * s
+
+
+class NetworkPair(nn.Module):
+    """DBS's forward and backward drift networks as two separate networks behind the interface of one control network
+    with 2 * dim outputs (``dbs_networks=2``, as the reference: dds_optim ``Networks/Pisgradnet.py`` builds a second
+    ``create_diffusion_network(diff_direction="forward")`` for ``--Bridge_Type DBS``).
+
+    ``time_table`` is the two networks' tables side by side, (T, F_forward + F_backward); ``forward`` splits the row,
+    runs each network on the same x and score and returns [u, v], (B, 2 * dim), u from ``forward_net`` and v from
+    ``backward_net``: what ``diffloss.bridge.samplers`` reads as DBS's forward and backward controls."""
+
+    def __init__(self, forward_net: nn.Module, backward_net: nn.Module):
+        super().__init__()
+        self.forward_net, self.backward_net = forward_net, backward_net
+        with torch.no_grad():
+            self.split = forward_net.time_table(torch.zeros(1)).shape[1]
+
+    def time_table(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.forward_net.time_table(t), self.backward_net.time_table(t)], 1)
+
+    def forward(self, x: torch.Tensor, row: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.forward_net(x, row[..., : self.split], score)
+        return torch.cat([u, self.backward_net(x, row[..., self.split :], score)], -1)

@@ -1,4 +1,5 @@
-"""The reference's configuration of its best runs (``--preset paper``), one row per (target, sampler, loss).
+"""The reference's configuration of its best runs (``--preset paper``), one row per (target, sampler, loss), and
+the same at a CPU budget (``--preset medium``: fewer iterations, nothing else changed, see ``MEDIUM``).
 
 Reference: sebaleh87/dds_optim (Sanokowski et al. 2025), the commands in ``Configs/Sweeps/BestRunsSweeps/<T>.md``
 (CMCD) and ``<T>_DBS.md`` (DBS), whose defaults come from ``main.py`` and ``SDE_Losses/Base_SDE_Loss.py``. Every
@@ -24,9 +25,8 @@ from diffloss.errors import DifflossError
 BEST_RUNS = "Configs/Sweeps/BestRunsSweeps"
 MAIN = "main.py"
 OPTIMIZER = "SDE_Losses/Base_SDE_Loss.py"
-NOT_IMPLEMENTED = "not implemented yet"
 
-# Settings shared by every best run: (value, where it was read). Values we cannot run yet say so.
+# Settings shared by every best run: (value, where it was read).
 COMMON: dict[str, tuple[Any, str]] = {
     "steps": (128, f"{BEST_RUNS}/*.md: --n_integration_steps 128"),
     "iters": (40_000, f"{BEST_RUNS}/*.md: --N_anneal 4000 (epochs) x {MAIN}: --steps_per_epoch default 10"),
@@ -37,22 +37,27 @@ COMMON: dict[str, tuple[Any, str]] = {
     "score_gate": (True, f"{MAIN}: --use_interpol_gradient default True"),
     "network": (
         "pis",
-        f"{BEST_RUNS}/*.md: --base_net PISgradnet --n_hidden 64 (Networks/Pisgradnet.py, num_layers 2); "
-        "diffloss.bridge.pisnet",
+        f"{BEST_RUNS}/*_DBS.md, GMM.md, MoS.md: --base_net PISgradnet --n_hidden 64 (Networks/Pisgradnet.py, "
+        "num_layers 2; diffloss.bridge.pisnet); the CMCD commands of Seeds, Sonar, Credit, Brownian, LGCP and Funnel "
+        f"give no --base_net, so {MAIN}'s default 'Vanilla' (Networks/VanillaBaseModel.py) ran there: not built here, "
+        "pis instead",
     ),
-    "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run (one chain here: same values)"),
     "separate_chains": (
-        NOT_IMPLEMENTED,
-        f"{OPTIMIZER}: three optax chains (network, SDE parameters, interpolation), each clipped at 1 on its own; "
-        "here one chain clipped at 1 over all parameters",
+        True,
+        f"{OPTIMIZER}: three optax chains (network at --lr, SDE parameters at --SDE_lr, CMCD interpolation at "
+        "--Interpol_lr), each clipped at global norm 1 on its own (diffloss.bridge.chains)",
     ),
+    "sde_lr": ("lr", f"{BEST_RUNS}/*.md: --SDE_lr equals --lr in every best run"),
     "dbs_networks": (
-        NOT_IMPLEMENTED,
-        f"{BEST_RUNS}/*_DBS.md: --Bridge_Type DBS, two networks (forward and backward); here one network, 2d outputs",
+        2,
+        f"{BEST_RUNS}/*_DBS.md: --Bridge_Type DBS, Networks/Pisgradnet.py builds a forward network besides the "
+        "reverse one (diffloss.bridge.networks.NetworkPair); DBS only",
     ),
     "dbs_annealed_score": (
-        NOT_IMPLEMENTED,
-        f"{BEST_RUNS}/*_DBS.md with --use_interpol_gradient: the annealed score; here DBS gates the target score",
+        True,
+        f"{BEST_RUNS}/*_DBS.md: --use_interpol_gradient, the gate's input is the annealed score "
+        "(SDE_Losses/SDE_Types/Base_SDE.py: apply_model, grads_T1) on the interpolation schedule, fixed at "
+        "--Interpol_lr 0.0 (linear); DBS only (CMCD always gates its annealed score)",
     ),
 }
 
@@ -60,7 +65,8 @@ COMMON: dict[str, tuple[Any, str]] = {
 @dataclass(frozen=True)
 class PaperRow:
     """One best run of the reference: its prior std, per-step noise std beta_max, network lr, CMCD interpolation
-    lr (``interpol_lr``, recorded, not used), batch, whether the diffusion is frozen, and its file and section."""
+    lr (``interpol_lr``, the lr of the interpolation chain; DBS has none), batch, whether the diffusion is frozen,
+    and its file and section."""
 
     init_std: float
     beta_max: float
@@ -158,7 +164,8 @@ def diffusion_sigma(beta_max: float, init_std: float, steps: int) -> float:
 
 def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dict[str, Any]:
     """The ``make_config`` options of the preset for (target, sampler, loss), with ``overrides`` (options given
-    explicitly) on top; what is not implemented is left out (see ``COMMON``). Unless ``init_sigma`` is overridden,
+    explicitly) on top (the DBS-only settings of ``COMMON`` for DBS only; without the score gate none annealed,
+    with one chain no interpolation lr). Unless ``init_sigma`` is overridden,
     it is derived from the reference's per-step noise std at the final ``init_std`` and ``steps``."""
     row = paper_row(target, sampler, loss)
     options = {
@@ -172,17 +179,50 @@ def paper_options(target: str, sampler: str, loss: str, **overrides: Any) -> dic
         "learn_sigma": not row.frozen,
         "score_gate": COMMON["score_gate"][0],
         "network": COMMON["network"][0],
+        "separate_chains": COMMON["separate_chains"][0],
+        "interpol_lr": row.interpol_lr,
+        **(
+            {"dbs_networks": COMMON["dbs_networks"][0], "annealed_gate": COMMON["dbs_annealed_score"][0]}
+            if sampler == "dbs"
+            else {}
+        ),
         **overrides,
     }
+    if not options["separate_chains"] and "interpol_lr" not in overrides:
+        options["interpol_lr"] = None  # one chain: one lr
+    if sampler == "dbs" and "annealed_gate" not in overrides:
+        options["annealed_gate"] = options["annealed_gate"] and options["score_gate"]  # no gate: nothing to anneal
     if options.get("init_sigma") is None:
         options["init_sigma"] = diffusion_sigma(row.beta_max, options["init_std"], options["steps"])
     return options
 
 
-def describe_paper(target: str, sampler: str, loss: str) -> list[str]:
-    """The preset for (target, sampler, loss) as lines 'name = value  (source)', for ``--dry-run``."""
+# --preset medium: the paper preset with these changes, and only these: (value, what the paper has and why).
+MEDIUM: dict[str, tuple[Any, str]] = {
+    "iters": (
+        200,
+        "paper 40k; 200x fewer, to fit 9 Seeds runs at batch 2000 and K = 128 into about an hour of this shared "
+        "2-core machine (0.5-1 step per second and process); the cosine decay to lr/10 is compressed into them",
+    ),
+    "eval_every": (25, "paper 500 (of 40k); scaled down so the best checkpoint is chosen among 8 evaluations"),
+}
+TABLE_PRESETS = ("paper", "medium")
+
+
+def preset_options(preset: str, target: str, sampler: str, loss: str, **overrides: Any) -> dict[str, Any]:
+    """``paper_options`` of the named preset ("paper", or "medium": paper with the changes of ``MEDIUM``), with
+    ``overrides`` on top."""
+    if preset not in TABLE_PRESETS:
+        raise DifflossError(f"--preset: {preset!r} is not one of {', '.join(TABLE_PRESETS)}")
+    changes = {k: v for k, (v, _) in MEDIUM.items()} if preset == "medium" else {}
+    return paper_options(target, sampler, loss, **{**changes, **overrides})
+
+
+def describe_preset(preset: str, target: str, sampler: str, loss: str) -> list[str]:
+    """The preset for (target, sampler, loss) as lines 'name = value  (source)', for ``--dry-run``; "medium" adds
+    what it changes."""
     row = paper_row(target, sampler, loss)
-    opts = paper_options(target, sampler, loss)
+    opts = preset_options(preset, target, sampler, loss)
     lines = [
         f"init_std = {row.init_std}  (--sigma_init, {row.source})",
         f"beta_max = {row.beta_max}  (--beta_max, per-step noise std at init, {row.source}) "
@@ -190,10 +230,12 @@ def describe_paper(target: str, sampler: str, loss: str) -> list[str]:
         f"lr = {row.lr}  (--lr, {row.source})",
         f"batch = {row.batch}  (--batch_size, {row.source})",
         f"learn_sigma = {not row.frozen}  ({'--learn_SDE_params_mode prior_only, ' if row.frozen else ''}{row.source})",
-        f"interpol_lr = {row.interpol_lr}  (--Interpol_lr, {row.source}): {NOT_IMPLEMENTED}",
+        f"interpol_lr = {row.interpol_lr}  (--Interpol_lr, {row.source}"
+        f"{'; CMCD only, DBS has no interpolation parameters' if sampler == 'dbs' else ''})",
     ]
-    lines += [f"{k} = {v}  ({src})" for k, (v, src) in COMMON.items() if v != NOT_IMPLEMENTED]
-    lines += [f"{k}: {NOT_IMPLEMENTED}  ({src})" for k, (v, src) in COMMON.items() if v == NOT_IMPLEMENTED]
+    lines += [f"{k} = {v}  ({src})" for k, (v, src) in COMMON.items()]
+    if preset == "medium":
+        lines += [f"medium changes {k} = {opts[k]}  ({why})" for k, (_, why) in MEDIUM.items()]
     return lines
 
 
@@ -201,9 +243,12 @@ __all__ = [
     "COMMON",
     "PAPER",
     "PAPER_TABLE",
+    "MEDIUM",
     "PaperRow",
-    "describe_paper",
+    "TABLE_PRESETS",
+    "describe_preset",
     "diffusion_sigma",
     "paper_options",
     "paper_row",
+    "preset_options",
 ]

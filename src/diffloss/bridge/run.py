@@ -1,9 +1,11 @@
 """The mutable state of a bridge-sampler run (``BridgeRun``): one optimization step, evaluation, and checkpoints.
 
 Checkpoints go through ``diffloss.checkpoint`` (safetensors, SHA-256 over the tensors, atomic write): the tensors
-are the model (``model.*``), the learned log Z (``log_z``), the optimizer state (``optim.<param>.<name>``) and the
-RNG state (``rng``); the metadata holds the ``BridgeConfig``, the iteration, the optimizer's parameter groups and the
-scheduler state. Loading restores all of it, so a resumed run continues bit-identically on the same device.
+are the model (``model.*``), the learned log Z (``log_z``), the state of each optimizer chain
+(``optim.<chain>.<param>.<name>``, ``diffloss.bridge.chains``) and the RNG state (``rng``); the metadata holds the
+``BridgeConfig``, the iteration and per chain its parameter groups and scheduler state (``chains``). Loading restores
+all of it, so a resumed run continues bit-identically on the same device. Checkpoints written before the chains
+(one optimizer: ``optim.<param>.<name>``, ``param_groups`` and ``scheduler``) load as the one chain "all".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from diffloss.bridge.chains import Chain, build_chains
 from diffloss.bridge.config import BridgeConfig
 from diffloss.bridge.evaluate import evaluate_bridge
 from diffloss.bridge.losses import DETACHED, loss_terms
@@ -27,7 +30,7 @@ def _is_finite(*tensors: torch.Tensor) -> bool:
 
 
 class BridgeRun:
-    """The mutable state of a run: target, model, learned log Z, optimizer, scheduler, RNG, iteration."""
+    """The mutable state of a run: target, model, learned log Z, optimizer chains, RNG, iteration."""
 
     def __init__(self, cfg: BridgeConfig, device: str = "cpu"):
         self.cfg = cfg
@@ -39,13 +42,7 @@ class BridgeRun:
             torch.manual_seed(cfg.seed)  # network initialisation
             self.model = BridgeSampler(cfg.sampler).to(self.device)
         self.log_z = torch.nn.Parameter(torch.zeros((), device=self.device))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.loss == "tb":
-            params.append(self.log_z)
-        self.optimizer = torch.optim.RAdam(params, lr=cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=max(cfg.iters, 1), eta_min=cfg.lr * cfg.lr_floor
-        )
+        self.chains = build_chains(self.model, self.log_z if cfg.loss == "tb" else None, cfg)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.iteration = 0
 
@@ -53,8 +50,9 @@ class BridgeRun:
         """Everything of the state that is a tensor, by checkpoint name."""
         out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         out["log_z"] = self.log_z.detach()
-        for i, st in self.optimizer.state_dict()["state"].items():
-            out.update({f"optim.{i}.{k}": v for k, v in st.items()})
+        for chain in self.chains:
+            for i, st in chain.optimizer.state_dict()["state"].items():
+                out.update({f"optim.{chain.name}.{i}.{k}": v for k, v in st.items()})
         out["rng"] = self.generator.get_state()
         return out
 
@@ -63,9 +61,12 @@ class BridgeRun:
         return {
             "config": self.cfg.to_dict(),
             "iteration": self.iteration,
-            "param_groups": self.optimizer.state_dict()["param_groups"],
-            "scheduler": self.scheduler.state_dict(),
+            "chains": {c.name: _chain_meta(c) for c in self.chains},
         }
+
+    def learning_rates(self) -> dict[str, float]:
+        """The current learning rate of each chain, by chain name."""
+        return {c.name: c.scheduler.get_last_lr()[0] for c in self.chains}
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.tensors(), self.meta())
@@ -75,7 +76,7 @@ class BridgeRun:
         """Rebuild a run on ``device`` from a checkpoint file; a missing, corrupt or foreign file is a one-line
         DifflossError."""
         try:
-            tensors, meta = load_checkpoint(path)
+            tensors, meta = _chain_layout(*load_checkpoint(path))
         except DifflossError:
             if _is_unchecksummed_bridge_checkpoint(path):
                 raise DifflossError(
@@ -88,13 +89,17 @@ class BridgeRun:
             run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             with torch.no_grad():
                 run.log_z.copy_(tensors["log_z"])
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for k, v in tensors.items():
-                if k.startswith("optim."):
-                    _, i, name = k.split(".", 2)
-                    state.setdefault(int(i), {})[name] = v
-            run.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-            run.scheduler.load_state_dict(meta["scheduler"])
+            if sorted(meta["chains"]) != sorted(c.name for c in run.chains):
+                raise ValueError(f"optimizer chains {sorted(meta['chains'])} do not match the configuration's")
+            for chain in run.chains:
+                state: dict[int, dict[str, torch.Tensor]] = {}
+                for k, v in tensors.items():
+                    if k.startswith(f"optim.{chain.name}."):
+                        _, _, i, name = k.split(".", 3)
+                        state.setdefault(int(i), {})[name] = v
+                saved = meta["chains"][chain.name]
+                chain.optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+                chain.scheduler.load_state_dict(saved["scheduler"])
             run.generator.set_state(tensors["rng"])
             run.iteration = int(meta["iteration"])
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -115,17 +120,30 @@ class BridgeRun:
         loss = loss_terms(cfg.loss, traj, self.log_z).mean()
         if not _is_finite(loss, R):
             return float(loss.detach()), False
-        self.optimizer.zero_grad(set_to_none=True)
+        for chain in self.chains:
+            chain.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
+        for chain in self.chains:
+            chain.clip_and_step()
         self.iteration += 1
         return float(loss.detach()), _is_finite(*model.parameters(), self.log_z)
 
     def evaluate(self, n: int, seed: int, sinkhorn: bool = True) -> dict[str, Any]:
         """``evaluate_bridge`` of the current model on n fresh trajectories drawn with ``seed``."""
         return evaluate_bridge(self.model, self.target, n, torch.Generator(self.device).manual_seed(seed), sinkhorn)
+
+
+def _chain_meta(chain: Chain) -> dict[str, Any]:
+    return {"param_groups": chain.optimizer.state_dict()["param_groups"], "scheduler": chain.scheduler.state_dict()}
+
+
+def _chain_layout(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint in the layout of the chains: one written with a single optimizer becomes the chain "all"."""
+    if "chains" in meta or "param_groups" not in meta:
+        return tensors, meta
+    chains = {"all": {"param_groups": meta["param_groups"], "scheduler": meta["scheduler"]}}
+    renamed = {(f"optim.all.{k[6:]}" if k.startswith("optim.") else k): v for k, v in tensors.items()}
+    return renamed, {**meta, "chains": chains}
 
 
 def _is_unchecksummed_bridge_checkpoint(path: Path) -> bool:

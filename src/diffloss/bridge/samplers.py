@@ -12,12 +12,14 @@ reversible; the remaining drifts are added by Euler-Maruyama. So with zero contr
 forward and backward paths have equal densities and R = -log Z exactly (not only as K -> infinity).
 
     DIS  : fwd = D u(x, t),                       bwd = 0 (the fixed noising reference)
-    DBS  : fwd = D u(x, t),                       bwd = D v(x, t)          (u, v from one network)
+    DBS  : fwd = D u(x, t),                       bwd = D v(x, t)          (u, v from one or two networks)
     CMCD : fwd = D (beta_t/2 g(x) + u(x, t)),     bwd = D (beta_t/2 g(x) - u(x, t))
 
 with g = grad log p~ - grad log p_0, so that the uncontrolled CMCD drift is (D/2) grad log pi_beta of the annealed
 path pi_beta ~ p_0^(1-beta) p~^beta, and beta_0 = 0 < beta_1 < ... < beta_K = 1 learned (softmax increments).
 With ``score_gate`` the controls u (and v) also get a term c(t) * grad log p~(x), for CMCD c(t) * grad log pi_beta(x).
+With ``annealed_gate`` DIS and DBS gate the annealed score grad log pi_beta too, on the fixed linear schedule
+beta_k = k / K (they learn no schedule; the reference's DBS runs gate it with ``--Interpol_lr 0``, i.e. fixed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffloss.bridge.networks import ControlNet
+from diffloss.bridge.networks import ControlNet, NetworkPair
 from diffloss.bridge.pisnet import PisNet
 from diffloss.bridge.targets.base import SamplingTarget
 from diffloss.errors import DifflossError, unknown_name
@@ -59,6 +61,11 @@ class SamplerConfig:
     ``network`` is the control network: "mlp" (``ControlNet``: ``hidden`` widths, ``time_features`` sinusoidal
     features) or "pis" (``PisNet``, the reference's shape: ``hidden`` = L equal widths w, its n_hidden and
     num_layers; ``time_features`` unused, it has 2w Fourier features). Configs written before it load as "mlp".
+
+    ``dbs_networks`` (DBS only): 1, one network with 2 * dim outputs for both drifts (the default), or 2, a separate
+    forward and backward network (``diffloss.bridge.networks.NetworkPair``, the reference's DBS). ``annealed_gate``
+    (DIS/DBS with ``score_gate``): gate the annealed score on the linear schedule instead of the target score (CMCD
+    always gates its annealed score).
     """
 
     sampler: str
@@ -72,6 +79,8 @@ class SamplerConfig:
     learn_prior: bool = True
     score_gate: bool = False
     network: str = "mlp"
+    dbs_networks: int = 1
+    annealed_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.sampler not in BRIDGE_SAMPLERS:
@@ -90,6 +99,10 @@ class SamplerConfig:
             raise unknown_name("network", self.network, CONTROL_NETWORKS)
         if self.network == "pis" and len(set(self.hidden)) > 1:
             raise DifflossError(f"--network pis needs equal --hidden widths (n_hidden x num_layers), got {self.hidden}")
+        if self.dbs_networks not in (1, 2) or (self.dbs_networks == 2 and self.sampler != "dbs"):
+            raise DifflossError(f"--dbs-networks must be 1 or 2, and 2 only for --sampler dbs, got {self.dbs_networks}")
+        if self.annealed_gate and not (self.score_gate and self.sampler != "cmcd"):
+            raise DifflossError("--annealed-gate needs --score-gate and --sampler dis or dbs (cmcd always anneals)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,13 +124,19 @@ class BridgeSampler(nn.Module):
         self.prior_mean = nn.Parameter(torch.zeros(d), requires_grad=cfg.learn_prior)
         self.prior_log_std = nn.Parameter(torch.full((d,), math.log(cfg.init_std)), requires_grad=cfg.learn_prior)
         self.log_sigma = nn.Parameter(torch.full((d,), math.log(cfg.init_sigma)), requires_grad=cfg.learn_sigma)
-        out = 2 * d if cfg.sampler == "dbs" else d
-        if cfg.network == "pis":
-            self.net = PisNet(d, out, cfg.hidden[0], len(cfg.hidden), cfg.steps, cfg.score_gate)
+        if cfg.dbs_networks == 2:
+            self.net = NetworkPair(self._control_net(d), self._control_net(d))
         else:
-            self.net = ControlNet(d, out, cfg.hidden, cfg.time_features, cfg.score_gate)
+            self.net = self._control_net(2 * d if cfg.sampler == "dbs" else d)
         if cfg.sampler == "cmcd":
             self.beta_logits = nn.Parameter(torch.zeros(cfg.steps))
+
+    def _control_net(self, out: int) -> nn.Module:
+        """A control network of ``cfg.network`` with ``out`` outputs."""
+        cfg = self.cfg
+        if cfg.network == "pis":
+            return PisNet(cfg.dim, out, cfg.hidden[0], len(cfg.hidden), cfg.steps, cfg.score_gate)
+        return ControlNet(cfg.dim, out, cfg.hidden, cfg.time_features, cfg.score_gate)
 
     @property
     def steps(self) -> int:
@@ -129,7 +148,10 @@ class BridgeSampler(nn.Module):
         return torch.tensor([k / self.steps for k in range(self.steps + 1)], dtype=p.dtype, device=p.device)
 
     def betas(self) -> torch.Tensor:
-        """Annealing schedule beta_0..beta_K, (K+1,), from 0 to 1 (CMCD); starts linear."""
+        """Annealing schedule beta_0..beta_K, (K+1,), from 0 to 1: CMCD's learned one (starts linear), else the
+        linear t_k = k / K."""
+        if self.cfg.sampler != "cmcd":
+            return self.time_grid()
         inc = torch.softmax(self.beta_logits, 0)
         return torch.cat([inc.new_zeros(1), torch.cumsum(inc, 0)]).clamp(max=1.0)
 
@@ -228,7 +250,8 @@ class _Kernels:
         self.inv_prior_var = torch.exp(-2 * model.prior_log_std)
         self.cmcd = model.cfg.sampler == "cmcd"
         self.needs_score = self.cmcd or model.cfg.score_gate
-        self.betas = model.betas() if self.cmcd else None
+        self.annealing = self.cmcd or model.cfg.annealed_gate
+        self.betas = model.betas() if self.annealing else None
         self.table = model.net.time_table(model.time_grid())
 
     def drifts(
@@ -242,13 +265,13 @@ class _Kernels:
         row = self.table[k, None] if many else self.table[k : k + 1]
         if not self.needs_score:
             return model.drifts(x, row)
-        if not self.cmcd:
+        if not self.annealing:
             return model.drifts(x, row, score=target_score)
         beta = self.betas[k, None, None] if many else self.betas[k]
         prior_score = -(x - self.mu) * self.inv_prior_var
         g = target_score - prior_score
         annealed = prior_score + beta * g if model.cfg.score_gate else None  # grad log pi_beta
-        return model.drifts(x, row, g, beta, annealed)
+        return model.drifts(x, row, g, beta, annealed) if self.cmcd else model.drifts(x, row, score=annealed)
 
     def step(self, x: torch.Tensor, fwd: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean of F_k, a draw x_{k+1} from it) given x_k and fwd_k(x_k)."""

@@ -1,4 +1,5 @@
-"""Training a bridge sampler (``train_bridge``): RAdam, clipping at 1, cosine decay, checkpoints, divergence stop;
+"""Training a bridge sampler (``train_bridge``): RAdam chains (``diffloss.bridge.chains``), each clipped at 1 with a
+cosine decay; checkpoints, divergence stop;
 and re-evaluating a finished run (``evaluate_checkpoint``).
 
 A run directory holds ``config.json`` (the ``BridgeConfig``), ``metrics.jsonl`` (one evaluation per line, with the
@@ -8,10 +9,12 @@ SDE state of ``diffloss.bridge.monitor.sde_state``), ``checkpoint.safetensors`` 
 "divergence" and "best", the best evaluation); the contract of ``diffloss bridge train`` (docs/design.md, section
 'Bridge samplers').
 
-Divergence: a non-finite loss, R or parameter ("non-finite"), or an evaluation whose ELBO collapsed below the run's
-best ("elbo collapse", ``diffloss.bridge.monitor.elbo_collapsed``), stops the run; the last good checkpoint is
-reloaded and evaluated. A final evaluation that collapsed sets "diverged_at" to the last iteration too (nothing
-earlier to reload than the best checkpoint, which "best" reports).
+Divergence: a non-finite loss, R or parameter ("non-finite"), or an evaluation that exploded
+(``diffloss.bridge.monitor.exploded``: its ELBO collapsed below the run's best, "elbo collapse", or CMCD's Langevin
+step times the curvature at its samples, logged as "euler_curvature", reached the Euler stability bound 2,
+"unstable step"), stops the run; the last good checkpoint is reloaded and evaluated. A final evaluation that exploded
+(a non-finite final ELBO included) sets "diverged_at" to the last iteration too (nothing earlier to reload than the
+best checkpoint, which "best" reports).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from diffloss.bridge.config import BridgeConfig
-from diffloss.bridge.monitor import elbo_collapsed, sde_state
+from diffloss.bridge.monitor import EXPLOSIONS, euler_curvature, exploded, sde_state
 from diffloss.bridge.run import BridgeRun
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
@@ -81,18 +84,20 @@ def train_bridge(
             losses.append(loss)
             bar.update(1)
         if ok and _due(cfg.eval_every, run.iteration, cfg.iters):
-            lr = run.scheduler.get_last_lr()[0]
-            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": lr}
-            row.update(run.evaluate(cfg.eval_n, eval_seed + run.iteration), **sde_state(run.model))
+            lrs = run.learning_rates()
+            row = {"iteration": run.iteration, "train_loss": sum(losses) / len(losses), "lr": next(iter(lrs.values()))}
+            if len(lrs) > 1:
+                row["chain_lr"] = lrs
+            row.update(_evaluation(run, cfg.eval_n, eval_seed + run.iteration))
             losses = []
             _append_line(log_path, json.dumps(row))
-            ok = not elbo_collapsed(row["elbo"], best["elbo"] if best else None)
-            divergence = None if ok else "elbo collapse"
+            divergence = exploded(row, best["elbo"] if best else None)
+            ok = divergence is None
         if not ok:
             diverged_at, divergence = attempted, divergence or "non-finite"
             bar.close()
             run = BridgeRun.load(ckpt, device)
-            what = "non-finite loss, R or parameter" if divergence == "non-finite" else "the evaluated ELBO collapsed"
+            what = EXPLOSIONS.get(divergence, "non-finite loss, R or parameter")
             print(
                 f"diverged: {what} at iteration {diverged_at}; "
                 f"kept the last good checkpoint (iteration {run.iteration}) and evaluated it",
@@ -108,16 +113,24 @@ def train_bridge(
     bar.close()
     if diverged_at is None:
         run.save(ckpt)
-    final = {"iteration": run.iteration, **run.evaluate(cfg.eval_n, eval_seed + run.iteration), **sde_state(run.model)}
+    final = {"iteration": run.iteration, **_evaluation(run, cfg.eval_n, eval_seed + run.iteration)}
     _append_line(log_path, json.dumps(final))
-    if diverged_at is None and best is not None and elbo_collapsed(final["elbo"], best["elbo"]):
-        diverged_at, divergence = run.iteration, "elbo collapse"
+    reason = exploded(final, best["elbo"] if best else None)
+    if diverged_at is None and reason is not None:
+        diverged_at, divergence = run.iteration, reason
     elif final["elbo"] is not None:
         best = _keep_best(run, final, best, out)
     result = {k: v for k, v in final.items() if k != "iteration"}
     result.update(iterations=run.iteration, diverged_at=diverged_at, divergence=divergence, best=best)
     write_json_atomic(out / "metrics.json", result)
     return result
+
+
+def _evaluation(run: BridgeRun, n: int, seed: int) -> dict[str, Any]:
+    """The evaluation of the current state on n fresh trajectories drawn with ``seed``, with its SDE state and the
+    Euler stability estimate ``euler_curvature`` (on a generator of the same seed of its own)."""
+    curvature = euler_curvature(run.model, run.target, torch.Generator(run.device).manual_seed(seed))
+    return {**run.evaluate(n, seed), **sde_state(run.model), "euler_curvature": curvature}
 
 
 def _keep_best(run: BridgeRun, row: dict[str, Any], best: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from diffloss.bridge import (
 )
 from diffloss.bridge.bench import DEFAULT_LOSSES, DEFAULT_TARGETS
 from diffloss.bridge.bench.benchmark import run_benchmark
-from diffloss.bridge.presets import describe_paper, paper_options
+from diffloss.bridge.presets import TABLE_PRESETS, describe_preset, preset_options
 from diffloss.cli.common import echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
@@ -54,6 +54,10 @@ PRESET_OPTIONS = (
     "init_sigma",
     "score_gate",
     "network",
+    "dbs_networks",
+    "annealed_gate",
+    "separate_chains",
+    "interpol_lr",
     "eval_every",
 )
 
@@ -68,7 +72,7 @@ def _train_options(o: dict) -> dict:
     given = {n for n in PRESET_OPTIONS if source(n) is not ParameterSource.DEFAULT}
     if source("fixed_sigma") is not ParameterSource.DEFAULT:
         given.add("learn_sigma")
-    return paper_options(o["target"], o["sampler"], o["loss"], **{k: options[k] for k in given})
+    return preset_options(o["preset"], o["target"], o["sampler"], o["loss"], **{k: options[k] for k in given})
 
 
 @command.command("train")
@@ -83,12 +87,13 @@ def _train_options(o: dict) -> dict:
 @click.option("--loss", default="rkl-ld", show_default=True, help="rkl-r | lv | rkl-ld | tb (learned log Z).")
 @click.option(
     "--preset",
-    type=click.Choice(["paper"]),
+    type=click.Choice(list(TABLE_PRESETS)),
     default=None,
     help="paper: the reference's best run for (target, sampler, loss) (sebaleh87/dds_optim, Configs/Sweeps/"
     "BestRunsSweeps; table in diffloss.bridge.presets): K=128, 40k iterations, batch 2000 (LGCP 300), its lr with "
-    "cosine decay to lr/10, prior std, per-step noise, score gate, rKL-R with frozen diffusion. Flags given "
-    "explicitly override it; --dry-run prints it with the file of every value.",
+    "cosine decay to lr/10 in three optimizer chains, prior std, per-step noise, score gate, rKL-R with frozen "
+    "diffusion. medium: the same with 200 iterations (evaluated every 25). Flags given explicitly override it; "
+    "--dry-run prints it with the file of every value.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the configuration (and the preset's sources) and exit.")
 @click.option("--iters", default=1000, show_default=True, help="Optimization steps.")
@@ -107,6 +112,30 @@ def _train_options(o: dict) -> dict:
     show_default=True,
     help="Control network: mlp (sinusoidal time features + MLP) or pis (the reference's PISgradnet shape: Fourier "
     "time embedding, state MLP, time gate; --hidden = n_hidden x num_layers, equal widths; paper preset: pis).",
+)
+@click.option(
+    "--dbs-networks",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="DBS: 1 network with 2d outputs for both drifts, or 2 separate forward and backward networks (paper preset).",
+)
+@click.option(
+    "--annealed-gate/--target-gate",
+    default=False,
+    show_default=True,
+    help="DIS/DBS with --score-gate: gate the annealed score (linear schedule) instead of the target score (paper "
+    "preset for DBS); CMCD always gates its annealed score.",
+)
+@click.option(
+    "--separate-chains/--one-chain",
+    default=False,
+    show_default=True,
+    help="Three optimizer chains (network, SDE parameters, CMCD schedule at --interpol-lr), each clipped at 1 on its "
+    "own, as the reference (paper preset); else one chain over all parameters.",
+)
+@click.option(
+    "--interpol-lr", type=float, default=None, help="lr of CMCD's schedule chain (--separate-chains). [default: --lr]"
 )
 @click.option("--init-std", type=float, default=None, help="Initial prior std. [default: the target's suggestion]")
 @click.option(
@@ -174,7 +203,7 @@ def train_command(**o) -> None:
     if o["dry_run"]:
         if o["preset"]:
             click.echo(f"preset {o['preset']} for {o['target']} / {o['sampler']} / {o['loss']} (sebaleh87/dds_optim):")
-            for line in describe_paper(o["target"], o["sampler"], o["loss"]):
+            for line in describe_preset(o["preset"], o["target"], o["sampler"], o["loss"]):
                 click.echo(f"  {line}")
         echo_json(cfg.to_dict())
         return
@@ -209,7 +238,9 @@ def _names(text: str, option: str) -> list[str]:
 
 
 @command.command("bench")
-@click.option("--preset", "preset_name", default="small", show_default=True, help="Budget: small | paper | smoke.")
+@click.option(
+    "--preset", "preset_name", default="small", show_default=True, help="Budget: small | medium | paper | smoke."
+)
 @click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True, help="Targets, in run order.")
 @click.option("--samplers", default=",".join(BRIDGE_SAMPLERS), show_default=True, help="Samplers.")
 @click.option(
@@ -234,7 +265,7 @@ def bench_command(**o) -> None:
     remembers its preset (another budget in the same DIR is refused). A run that hits a non-finite value stops there
     and its cell reports "diverged at <iteration>"; a cell whose training raises gets DIR/.../failed.json and is
     retried by the next run. Then the report: mean ± std over seeds of ELBO, log Z_hat (nats), ESS and, where the
-    target has reference samples, Sinkhorn and MMD, beside the published values (Sanokowski et al. 2025) and our log
+    target has reference samples, Sinkhorn and MMD, beside reference ELBOs (each labelled with its source) and our log
     Z estimates; also a CSV and an ELBO plot beside the markdown. Cells not finished yet are marked "not run yet".
     Exit code 1 (after the report) when a cell failed.
 
@@ -242,6 +273,8 @@ def bench_command(**o) -> None:
     5.88 CPU hours for the full grid, measured); `paper` is the reference's configuration of every cell (its best
     run per target, sampler and loss, as `bridge train --preset paper`; CMCD and DBS, rkl-ld, lv and rkl-r only:
     40k iterations, batch 2000, K=128) for a GPU machine (--device cuda), do not start it on this machine;
+    `medium` is `paper` with 200 iterations, evaluated every 25 (`bridge train --preset medium`; 4-7 CPU
+    minutes per Seeds run);
     `smoke` (2 iterations, batch 4, K=4) only checks the pipeline.
 
     Example: diffloss bridge bench --preset small --targets german_credit,seeds --out runs/bench

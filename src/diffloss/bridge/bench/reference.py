@@ -1,7 +1,11 @@
 """Reference values printed beside our benchmark results.
 
-``PUBLISHED``: values reported by [BRIDGE] (Sanokowski et al., *Rethinking Losses for Diffusion Bridge Samplers*,
-NeurIPS 2025, arXiv 2506.10982) for CMCD trained with rKL-LD at the paper budget, and the best known LGCP ELBO.
+``PUBLISHED``: reference ELBOs, each with its real source in ``source`` and a short ``note`` printed beside it.
+They are not one kind of number: two are the best ELBOs known in the literature as quoted by the reference code's
+README (sebaleh87/dds_optim ``README.md``, commit 3737faf, "Best known ELBO Literature"), one is a single CMCD rKL-LD
+run listed in that README, and two (German Credit, Brownian) appear neither in that README nor in its
+``Configs/Sweeps/BestRunsSweeps`` files: presumably from the paper's tables ([BRIDGE], Sanokowski et al., *Rethinking
+Losses for Diffusion Bridge Samplers*, NeurIPS 2025, arXiv 2506.10982), which could not be read here.
 ``LOG_Z``: our own estimates of log Z for the same targets, each reproduced by a test in tests/test_bridge_bayes.py.
 Since ELBO ≤ log Z, log Z is the ceiling every ELBO in a column should stay under.
 """
@@ -11,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BRIDGE = "Sanokowski et al. 2025 (arXiv 2506.10982)"
+README = "sebaleh87/dds_optim README.md (commit 3737faf)"
+UNREAD = (
+    f"not in {README} (nor Configs/Sweeps/BestRunsSweeps); presumably {BRIDGE}'s tables, which could not be read "
+    "here to check"
+)
 
 
 @dataclass(frozen=True)
@@ -28,11 +37,32 @@ class Reference:
 
 
 PUBLISHED: tuple[Reference, ...] = (
-    Reference("seeds", "elbo", -73.45, BRIDGE, "cmcd", "rkl-ld"),
-    Reference("sonar", "elbo", -108.83, BRIDGE, "cmcd", "rkl-ld"),
-    Reference("german_credit", "elbo", -504.58, BRIDGE, "cmcd", "rkl-ld"),
-    Reference("brownian", "elbo", 1.06, BRIDGE, "cmcd", "rkl-ld"),
-    Reference("lgcp", "elbo", 497.85, f"best known ELBO, as quoted by {BRIDGE}", note="best known"),
+    Reference("seeds", "elbo", -73.45, f"{README}, 'Seeds good config': Best known ELBO Literature", note="best known"),
+    Reference(
+        "sonar",
+        "elbo",
+        -108.83,
+        f"{README}, 'Sonar good config': one CMCD rKL-LD run, 'Bridge shorter training as in SLCD' (the best known "
+        "ELBO there: -108.18)",
+        "cmcd",
+        "rkl-ld",
+        note="one CMCD rKL-LD run",
+    ),
+    Reference(
+        "german_credit",
+        "elbo",
+        -504.58,
+        f"{UNREAD}; the README's best known is -504.46, its Bridge run -504.62",
+        note="source unread",
+    ),
+    Reference(
+        "brownian",
+        "elbo",
+        1.06,
+        f"{UNREAD}; the README's best known is 1.00, its Bridge rKL-LD run 1.00",
+        note="source unread",
+    ),
+    Reference("lgcp", "elbo", 497.85, f"{README}, 'LGCP good config': Best known ELBO Literature", note="best known"),
 )
 
 LOG_Z: tuple[Reference, ...] = (

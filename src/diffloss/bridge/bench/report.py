@@ -1,4 +1,5 @@
-"""Benchmark report: mean ± std per cell over seeds, beside the published values, as CSV and markdown.
+"""Benchmark report: mean ± std per cell over seeds, beside the reference values (each labelled with its source,
+``diffloss.bridge.bench.reference``), as CSV and markdown.
 
 Input rows are per-run metric dicts, i.e. a run's ``metrics.json`` (``elbo``, ``log_z``, ``ess``, ``sinkhorn``,
 ``mmd``, ``emc``, ``iterations``, ``diverged_at``) plus its ``target``, ``sampler``, ``loss`` and ``seed``.
@@ -27,7 +28,7 @@ METRICS = ("elbo", "log_z", "ess", "sinkhorn", "mmd", "emc")
 HIGHER_IS_BETTER = {"elbo": True, "log_z": True, "ess": True, "emc": True, "sinkhorn": False, "mmd": False}
 GROUP_KEYS = ("target", "sampler", "loss")
 REFERENCE_ROWS = {
-    "elbo": (("published ELBO (CMCD rKL-LD)", PUBLISHED), ("log Z (our estimate)", LOG_Z)),
+    "elbo": (("reference ELBO (source in brackets)", PUBLISHED), ("log Z (our estimate)", LOG_Z)),
     "log_z": (("log Z (our estimate)", LOG_Z),),
 }
 
@@ -239,7 +240,7 @@ def to_markdown(
 
 def plot_metric(summaries: Sequence[CellSummary], metric: str, path: str | Path) -> Path:
     """One panel per target: mean ± std of ``metric`` per (sampler, loss), with the reference values of the report
-    as horizontal lines (dashed: published ELBO, dotted: our log Z). Written atomically as an image."""
+    as horizontal lines (dashed: reference ELBO, dotted: our log Z). Written atomically as an image."""
     from matplotlib.figure import Figure  # imported here: only plotting needs it
 
     targets = list(dict.fromkeys(c.target for c in summaries if metric in c.stats))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from diffloss.bridge.bench.grid import Cell, Preset, bench_grid, check_root_preset
 from diffloss.bridge.config import BridgeConfig, make_config
-from diffloss.bridge.presets import paper_options
+from diffloss.bridge.presets import preset_options
 from diffloss.bridge.train import train_bridge
 from diffloss.errors import DifflossError
 
@@ -28,14 +28,14 @@ def cell_config(cell: Cell, preset: Preset) -> BridgeConfig:
     """The ``diffloss bridge train`` configuration of one cell, evaluated on ``eval_samples`` trajectories.
 
     A preset with ``reference_table`` takes each cell's configuration from the reference's best runs
-    (``diffloss.bridge.presets.paper_options``: evaluated every 500 iterations, the best ELBO kept), the others
-    from the budget (evaluated once, at the end)."""
+    (``diffloss.bridge.presets.preset_options`` of the preset's name: evaluated periodically, the best ELBO kept),
+    the others from the budget (evaluated once, at the end)."""
     budget = preset.budget_for(cell.target)
     trainer = {k: getattr(budget, k) for k in TRAINER}
     if trainer != TRAINER:
         raise DifflossError(f"bridge training implements {TRAINER}; the budget asks for {trainer}")
     if preset.reference_table:
-        options = paper_options(cell.target, cell.sampler, cell.loss)
+        options = preset_options(preset.name, cell.target, cell.sampler, cell.loss)
         return make_config(
             cell.target, cell.sampler, loss=cell.loss, seed=cell.seed, eval_n=budget.eval_samples, **options
         )
