@@ -30,6 +30,7 @@ from tqdm import tqdm
 from diffloss.bridge.config import BridgeConfig
 from diffloss.bridge.monitor import EXPLOSIONS, euler_curvature, exploded, sde_state
 from diffloss.bridge.run import BridgeRun
+from diffloss.device import resolve_device
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic, write_text_atomic
 
@@ -39,16 +40,9 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation at iteration i draws with seed + EVAL
 
 
 def check_device(device: str) -> str:
-    """``device`` if torch can use it here ("cpu", "cuda", "cuda:1", ...), else a DifflossError."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DifflossError(f"--device: {device!r} is not a device; use cpu or cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise DifflossError(f"--device: {device!r} is not supported; use cpu or cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DifflossError("--device cuda: torch sees no CUDA device on this machine; use --device cpu")
-    return device
+    """The device named by ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; ``diffloss.device.resolve_device``)
+    as a string such as ``"cpu"`` or ``"cuda:0"``, checked against this machine; else a DifflossError."""
+    return str(resolve_device(device))
 
 
 def train_bridge(
@@ -57,7 +51,7 @@ def train_bridge(
     """Train (or with ``resume`` continue) a run in ``out`` on ``device``; writes and returns ``metrics.json``.
 
     The device is not part of the configuration: a run may be resumed on another device (not bitwise identically)."""
-    check_device(device)
+    device = check_device(device)
     out = Path(out)
     ckpt = out / CHECKPOINT
     if resume and ckpt.exists():

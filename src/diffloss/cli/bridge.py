@@ -15,7 +15,7 @@ from diffloss.bridge import (
 from diffloss.bridge.bench import DEFAULT_LOSSES, DEFAULT_TARGETS
 from diffloss.bridge.bench.benchmark import run_benchmark
 from diffloss.bridge.presets import TABLE_PRESETS, describe_preset, preset_options
-from diffloss.cli.common import echo_json, parse_seeds
+from diffloss.cli.common import device_option, echo_json, parse_seeds
 from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
 
@@ -155,7 +155,7 @@ def _train_options(o: dict) -> dict:
     help="Give the control network the score as an input gated by a learned function of time, c(t) * grad log p"
     " (target score for dis/dbs, annealed score for cmcd), as in the PIS/DIS/CMCD reference networks.",
 )
-@click.option("--device", default="cpu", show_default=True, help="Torch device to train on: cpu or cuda (cuda:N).")
+@device_option
 @click.option("--eval-every", default=100, show_default=True, help="Evaluate into DIR/metrics.jsonl every k steps.")
 @click.option("--eval-n", default=2000, show_default=True, help="Fresh trajectories per evaluation.")
 @click.option(
@@ -255,7 +255,7 @@ def _names(text: str, option: str) -> list[str]:
     help="Markdown report. [default: DIR/bridge_benchmark.md]",
 )
 @click.option("--report-only", is_flag=True, help="Do not train; report the cells finished so far.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device of every run: cpu or cuda (cuda:N).")
+@device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_command(**o) -> None:
     """Run the bridge-sampler benchmark grid (targets x samplers x losses x seeds) and write its report.
