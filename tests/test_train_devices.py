@@ -13,11 +13,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import small_train_config
 from diffloss.checkpoint import load_checkpoint
 from diffloss.cli import cli
 from diffloss.device import World
 from diffloss.errors import DifflossError
-from diffloss.train import CHECKPOINT_FILE, Execution, Run, TrainConfig
+from diffloss.train import CHECKPOINT_FILE, Execution, Run
 
 ARGS = ["--backbone", "mlp", "--width", "32", "--depth", "1", "--threads", "1", "--quiet", "--log-every", "5"]
 MOONS = ["--data", "moons", "--batch", "16", *ARGS]
@@ -76,16 +77,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, data):
 
 
 def test_batch_must_split_over_the_ranks():
-    cfg = TrainConfig(
-        data="moons",
-        process={"name": "vp-cosine"},
-        target="eps",
-        weighting={"name": "constant", "on": "eps"},
-        density={"name": "uniform-t"},
-        backbone={"name": "mlp", "width": 8, "depth": 1},
-        steps=1,
-        batch=15,
-    )
+    cfg = small_train_config(batch=15)
     with pytest.raises(DifflossError, match="--batch 15 does not split over 2 processes; give a multiple of 2"):
         Run.create(cfg, execution=Execution(world=World(rank=0, size=2)))
 
