@@ -28,13 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what `import diffloss` sets, before torch loads OpenMP
+import torch
 
-import torch  # noqa: E402
-
-from diffloss.bridge import BridgeRun, make_config  # noqa: E402
-from diffloss.bridge.presets import paper_options  # noqa: E402
-from diffloss.io import write_json_atomic, write_text_atomic  # noqa: E402
+from diffloss.bridge import BridgeRun, make_config
+from diffloss.bridge.presets import paper_options
+from diffloss.io import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCE = RESULTS / "bridge_step_reference.json"
@@ -188,7 +186,7 @@ def main() -> None:
     result = {
         "benchmark": "bridge training step, CMCD, K = 128, --preset paper network",
         "torch": torch.__version__,
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "reference_provenance": json.loads(REFERENCE.read_text())["provenance"],
