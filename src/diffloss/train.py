@@ -65,6 +65,7 @@ from diffloss.data import Dataset, load_dataset, load_labels_file
 from diffloss.density import density_from_dict
 from diffloss.device import World, autocast, barrier, check_precision
 from diffloss.errors import DifflossError
+from diffloss.inference import execution_record
 from diffloss.io import write_json_atomic, write_text_atomic
 from diffloss.levels import Levels
 from diffloss.losses import diffusion_loss
@@ -72,6 +73,7 @@ from diffloss.models import Denoiser
 from diffloss.optimal.reference import Table
 from diffloss.precond import check_precond
 from diffloss.process import process_from_dict
+from diffloss.shards import rank_rows
 from diffloss.target import get_target
 from diffloss.weighting import weighting_from_dict
 
@@ -235,12 +237,7 @@ class Execution:
         check_precision(self.precision, self.device)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": str(self.device),
-            "precision": self.precision,
-            "compile": self.compile,
-            "world_size": self.world.size,
-        }
+        return execution_record(self.device, self.precision, self.compile, self.world)
 
 
 @dataclass
@@ -377,8 +374,8 @@ class Run:
         cfg, world = self.cfg, self.execution.world
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
-        share = cfg.batch // world.size
-        part = slice(world.rank * share, (world.rank + 1) * share)
+        share = rank_rows(cfg.batch, world)  # equal shares: Run.create checked that the ranks divide the batch
+        part = slice(share.start, share.stop)
         local, levels = self.loss(self.net, self.order.next(), self.noise, cfg.label_dropout, self.noise_device, part)
         self.opt.zero_grad(set_to_none=True)
         local.mean().backward()
