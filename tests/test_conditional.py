@@ -288,3 +288,23 @@ def test_denoiser_label_convention():
     plain = Denoiser({"name": "mlp", "width": 8, "depth": 1}, (2,), proc)
     with pytest.raises(DifflossError, match="unconditional"):
         plain(x, t, torch.zeros(4, dtype=torch.long))
+
+
+# ---- the experiments' checkpoint evaluator ------------------------------------------------------------------------
+def test_checkpoint_evaluator_samples_a_conditional_model_class_by_class(cond_run):
+    """A conditional checkpoint is scored on samples whose row i is class i mod 10 (guidance 1): the same numbers as
+    scoring ``sample_model`` with those labels by hand; explicit keywords (``clip``) reach the sampler."""
+    from diffloss.loader import load_trained
+    from diffloss.metrics.evaluate import SAMPLE_SEED, CheckpointEvaluator
+    from diffloss.metrics.fid import classifier_features, fid
+
+    evaluate = CheckpointEvaluator("digits")
+    ckpt = cond_run / CHECKPOINT_FILE
+    got = evaluate(ckpt, 40, "euler", 4)
+    x = sample_model(load_trained(ckpt), 40, steps=4, sampler="euler", seed=SAMPLE_SEED, labels=torch.arange(40) % 10)
+    want = fid(classifier_features(np.clip(x.numpy(), -1, 1), evaluate.classifier), evaluate.ref_features)
+    assert got["fid"] == pytest.approx(want, rel=1e-9)
+    unconditional = sample_model(load_trained(ckpt), 40, steps=4, sampler="euler", seed=SAMPLE_SEED)
+    assert not torch.equal(x, unconditional)
+    clipped = evaluate(ckpt, 40, "euler", 4, clip=1e-3)  # every x0 estimate clamped near 0: a different FID
+    assert clipped["fid"] != pytest.approx(got["fid"], rel=1e-3)

@@ -184,15 +184,22 @@ class CheckpointEvaluator:
             raise DifflossError(f"reference {ref!r} has no feature classifier; use digits or an MNIST reference")
         self.ref_features = classifier_features(data.images(), self.classifier)
 
-    def __call__(self, ckpt, n: int, sampler: str, steps: int) -> dict:
+    def __call__(self, ckpt, n: int, sampler: str, steps: int, **sampling) -> dict:
         """``{"fid", "kid", "kid_std", "n_samples", "seconds"}`` of ``n`` samples (seed ``SAMPLE_SEED``) with
         ``sampler`` at ``steps`` steps from the checkpoint's EMA weights; NaN metrics for non-finite samples
-        (a diverged model); ``seconds`` of wall time."""
+        (a diverged model); ``seconds`` of wall time. ``sampling``: further ``sample_model`` keywords (``clip``,
+        ``eta``, ...); a class-conditional model samples the classes in turn (row i is class i mod C, guidance 1:
+        the conditional model), so its samples cover the classes as evenly as the reference does."""
+        import torch
+
         from diffloss.loader import load_trained
         from diffloss.sample import sample_model
 
         start = time.perf_counter()
-        x = sample_model(load_trained(ckpt), n, steps=steps, sampler=sampler, seed=SAMPLE_SEED).numpy()
+        model = load_trained(ckpt)
+        if model.num_classes and "labels" not in sampling:
+            sampling["labels"] = torch.arange(n) % model.num_classes
+        x = sample_model(model, n, steps=steps, sampler=sampler, seed=SAMPLE_SEED, **sampling).numpy()
         out = {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
         if np.isfinite(x).all():
             feats = classifier_features(np.clip(x, -1, 1), self.classifier)
