@@ -176,6 +176,45 @@ def test_conditional_exact_denoiser_has_zero_gap_to_the_conditional_optimal_loss
     assert uncond.x0_mse[2] > cond.x0_mse[2] + 4 * np.hypot(uncond.stderr[2], cond.stderr[2])  # not vacuous
 
 
+def test_floor_of_conditional_training_is_the_brute_force_bayes_loss_under_label_dropout(
+    labelled, tmp_path, monkeypatch
+):
+    """``compute_table(label_dropout=p)``: the per-level x0 MSE of the Bayes predictor of a run that drops labels
+    with probability p (class posterior mean when the label is kept, posterior over all rows when dropped), checked
+    against that predictor's loss by brute-force Monte Carlo on fresh draws."""
+    from diffloss.data.dataset import Dataset
+    from diffloss.optimal.reference import compute_table
+
+    monkeypatch.setenv("DIFFLOSS_CACHE", str(tmp_path))
+    x, y = labelled
+    proc, p = get_process("vp"), 0.3
+    lam, floor = map(np.asarray, compute_table(Dataset(x, (3,), "labelled", labels=y), proc, 6, label_dropout=p))
+    lam_u, uncond = map(np.asarray, compute_table(Dataset(x, (3,), "labelled", labels=y), proc, 6))
+    assert np.array_equal(lam, lam_u) and np.all(floor <= uncond + 1e-12)
+    rng = np.random.default_rng(11)
+    rows, n = torch.from_numpy(x).double(), 40_000
+    for level, want in zip(lam, floor):
+        s = float(np.exp(-level / 2))
+        i = rng.integers(0, len(x), n)
+        z = rows[i] + s * torch.from_numpy(rng.normal(size=(n, 3)))  # x~ = x_t / alpha = x0 + s * eps
+        logit = -((z[:, None, :] - rows[None]) ** 2).sum(-1) / (2 * s**2)
+        keep = torch.from_numpy(rng.random(n) >= p)[:, None] & (
+            torch.from_numpy(y[i])[:, None] != torch.from_numpy(y)[None]
+        )
+        mse = ((torch.softmax(logit.masked_fill(keep, -torch.inf), 1) @ rows - rows[i]) ** 2).mean(1).numpy()
+        assert abs(mse.mean() - want) <= 4 * mse.std() / np.sqrt(n) + 0.02 * want, (level, mse.mean(), want)
+    assert floor[0] < uncond[0] * 0.9  # the classes matter at the noisiest level: the check is not vacuous
+
+
+def test_optimal_loss_file_with_conditional_training_is_refused(tmp_path):
+    report = tmp_path / "j.json"
+    assert invoke("optimal-loss", "--data", "digits", "--sigmas", "0.1,1", "--queries", "64", "--json", str(report),
+                  "--quiet").exit_code == 0  # fmt: skip
+    result = CliRunner().invoke(cli, ["train", *DIGITS_COND, "--steps", "1", "--weighting", "optimal",
+                                      "--optimal-loss", str(report), "--out", str(tmp_path / "run")])  # fmt: skip
+    assert "unconditional J*" in one_line_error(result) and not (tmp_path / "run").exists()
+
+
 def test_diagnose_conditional_cli_reports_the_conditional_optimum(cond_run, tmp_path):
     common = ["diagnose", "--ckpt", str(cond_run), "--data", "digits", "--sigmas", "0.5,2", "--queries", "64",
               "--quiet"]  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 from diffloss.config import parse_spec
 from diffloss.data import Dataset
 from diffloss.density import LevelDensity, density_from_spec, get_density
+from diffloss.errors import DifflossError
 from diffloss.optimal.reference import Table, compute_table, read_table
 from diffloss.process import Process
 from diffloss.target import Target, get_target
@@ -45,20 +46,28 @@ def build_objective(
     data: Dataset,
     *,
     optimal_loss: str | None = None,
+    label_dropout: float | None = None,
     progress: bool = False,
 ) -> Objective:
     """The objective of ``diffloss train``'s options. ``weighting`` None is ``constant:on=TARGET`` (the plain MSE
     of the target); ``density`` ``default`` is the process's usual one. An ``optimal`` weighting or density gets
     the J* table of ``data``: read from ``optimal_loss`` (a ``diffloss optimal-loss --json`` report on the same
     data) or computed by the exact estimator (cached); ``optimal_loss`` given with any other objective is read
-    too, so the objective's floor is known."""
+    too, so the objective's floor is known. ``label_dropout`` (a class-conditional run: the probability of the
+    null label) makes the table the floor of conditional training (``compute_table``); a report file holds only
+    the unconditional J*, so the two are refused together."""
     tgt = get_target(target)
     (w_name, w_params), (d_name, d_params) = parse_spec(weighting or f"constant:on={tgt.name}"), parse_spec(density)
     table = None
+    if optimal_loss and label_dropout is not None:
+        raise DifflossError(
+            f"--optimal-loss {optimal_loss} holds the unconditional J*, above the floor of class-conditional "
+            "training; leave --optimal-loss out and the conditional floor is computed (and cached)"
+        )
     if optimal_loss:
         table = read_table(optimal_loss, data.fingerprint)
     elif "optimal" in (w_name, d_name):
-        table = compute_table(data, process, progress=progress)
+        table = compute_table(data, process, label_dropout=label_dropout, progress=progress)
     params = {} if table is None else {"jstar_logsnr": table[0], "jstar": table[1]}
     w = get_weighting(w_name, **{**w_params, **(params if w_name == "optimal" else {})})
     if d_name == "optimal":
@@ -66,4 +75,3 @@ def build_objective(
     else:
         d = density_from_spec(density, process)
     return Objective(tgt, w, d, table)
-

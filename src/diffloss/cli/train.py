@@ -184,7 +184,11 @@ def command(
     ds = train_data(data, labels_file)
     conditional = conditional or labels_file is not None
     num_classes = num_classes_of(ds.labels, repr(data)) if conditional else 0  # checked before any J* is computed
-    objective = build_objective(target, weighting, density, proc, ds, optimal_loss=optimal_loss, progress=not quiet)
+    label_dropout = (0.1 if conditional else 0.0) if label_dropout is None else label_dropout
+    objective = build_objective(
+        target, weighting, density, proc, ds, optimal_loss=optimal_loss,
+        label_dropout=label_dropout if conditional else None, progress=not quiet,
+    )  # fmt: skip
     cfg = TrainConfig(
         data=data,
         process=proc.to_dict(),
@@ -208,7 +212,7 @@ def command(
         conditional=conditional,
         labels=labels_file,
         num_classes=num_classes,
-        label_dropout=(0.1 if conditional else 0.0) if label_dropout is None else label_dropout,
+        label_dropout=label_dropout,
     )
     from tqdm import tqdm
 

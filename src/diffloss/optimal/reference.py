@@ -58,12 +58,32 @@ def read_table(path: str | Path, fingerprint: str) -> Table:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def compute_table(data: Dataset, process: Process, levels: int = DEFAULT_LEVELS, *, progress: bool = False) -> Table:
+def compute_table(
+    data: Dataset,
+    process: Process,
+    levels: int = DEFAULT_LEVELS,
+    *,
+    label_dropout: float | None = None,
+    progress: bool = False,
+) -> Table:
     """J* of ``data`` at those of ``levels`` log-spaced noise-to-signal ratios over [0.002, 80] that ``process``
     reaches, by ``optimal_loss`` with its default settings and its cache (so ``diffloss optimal-loss --levels K``
-    on the same data and levels reuses the result, and vice versa)."""
+    on the same data and levels reuses the result, and vice versa).
+
+    ``label_dropout`` p: the floor of a class-conditional run that replaces each label by the null label with
+    probability p. A sample keeps its class with probability 1 - p (its best prediction is the posterior mean
+    within the class) or loses it (the posterior over all rows), so the floor per level is
+    (1 - p) J*_conditional + p J*_unconditional; both are computed (and cached)."""
     lo, hi = process.logsnr_range()
     s = np.asarray([v for v in log_spaced(levels) if lo <= -2 * np.log(v) <= hi])
     if len(s) < 2:
         raise DifflossError(f"process {process.name!r} reaches fewer than 2 of the default J* levels")
-    return table_of(optimal_loss(data, s, progress=progress))
+    result = optimal_loss(data, s, progress=progress)
+    if label_dropout is None:
+        return table_of(result)
+    if not 0 <= label_dropout < 1:
+        raise DifflossError(f"label dropout must be in [0, 1), got {label_dropout}")
+    conditional = optimal_loss(data, s, conditional=True, progress=progress)
+    mixed = (1 - label_dropout) * conditional.x0_mse + label_dropout * result.x0_mse
+    order = np.argsort(result.logsnr)
+    return result.logsnr[order].tolist(), mixed[order].tolist()
