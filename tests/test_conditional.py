@@ -225,6 +225,32 @@ def test_diagnose_conditional_cli_reports_the_conditional_optimum(cond_run, tmp_
     assert all(a["optimal_x0_mse"] < b["optimal_x0_mse"] for a, b in zip(c["levels"], u["levels"]))
 
 
+def test_diagnose_run_conditional_matches_the_cli(cond_run, tmp_path):
+    """The experiments' ``diagnose_run(conditional=True)`` gives the CLI's ``--conditional`` numbers; a model
+    without classes is refused."""
+    from diffloss.diagnose_output import diagnose_run
+
+    args = ["--sigmas", "0.5,2", "--queries", "64", "--seed", "3", "--quiet", "--conditional"]
+    assert (
+        invoke(
+            "diagnose", "--ckpt", str(cond_run), "--data", "digits", *args, "--json", str(tmp_path / "c.json")
+        ).exit_code
+        == 0
+    )
+    cli_rows = json.loads((tmp_path / "c.json").read_text())["levels"]
+    d = diagnose_run(cond_run, "digits", sigmas=[0.5, 2.0], queries=64, seed=3, conditional=True)
+    assert d.conditional
+    np.testing.assert_allclose(d.optimal_x0, [r["optimal_x0_mse"] for r in cli_rows], rtol=1e-6)
+    np.testing.assert_allclose(d.model_x0, [r["model_x0_mse"] for r in cli_rows], rtol=1e-6)
+
+
+def test_diagnose_run_conditional_refuses_an_unconditional_model(uncond_run):
+    from diffloss.diagnose_output import diagnose_run
+
+    with pytest.raises(DifflossError, match="class-conditional model"):
+        diagnose_run(uncond_run, "digits", sigmas=[1.0], queries=8, conditional=True)
+
+
 # ---- resume and old checkpoints ------------------------------------------------------------------------------
 @pytest.mark.parametrize("backbone", [["--backbone", "mlp", "--width", "32", "--depth", "1"],
                                       ["--backbone", "unet", "--channels", "8"]], ids=["mlp", "unet"])  # fmt: skip

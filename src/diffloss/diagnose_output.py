@@ -57,13 +57,18 @@ def diagnose_run(
     levels: int | None = None,
     queries: int = 1024,
     seed: int = 0,
+    conditional: bool = False,
 ) -> Diagnosis:
-    """``diffloss diagnose --ckpt RUN_DIR --data DATA`` of a training run's EMA model: at the noise-to-signal
-    ratios ``sigmas`` or ``levels`` log-spaced ones (``diagnosis_levels``), ``queries`` draws of seed ``seed``."""
+    """``diffloss diagnose --ckpt RUN_DIR --data DATA [--conditional]`` of a training run's EMA model: at the
+    noise-to-signal ratios ``sigmas`` or ``levels`` log-spaced ones (``diagnosis_levels``), ``queries`` draws of
+    seed ``seed``; ``conditional``: a class-conditional model given each query's class, against the conditional J*."""
     model = load_trained(run_dir)
     ds = load_dataset(data)
     check_shape(ds, model)
-    return diagnose(model, ds.x, diagnosis_levels(model, sigmas, levels), queries=queries, seed=seed)
+    if conditional and (ds.labels is None or not model.num_classes):
+        raise DifflossError("a conditional diagnosis needs a class-conditional model and labelled data")
+    labels = ds.labels if conditional else None
+    return diagnose(model, ds.x, diagnosis_levels(model, sigmas, levels), queries=queries, seed=seed, labels=labels)
 
 
 def check_shape(ds: Dataset, model: DiffusionModel) -> None:
