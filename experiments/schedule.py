@@ -1,16 +1,19 @@
-"""Training schedules compared at equal compute: constant, min-SNR-5, EDM, debiased and the optimal-loss schedule
-of Xu et al. 2025 (arXiv 2506.13763), on ``digits`` (issue 6).
+"""Training schedules compared at equal compute, among them the optimal-loss schedule of Xu et al. 2025 (arXiv
+2506.13763): weight from J*, levels drawn in proportion to w * (J_theta - J*) (issues 6 and 17).
 
-Every (schedule, seed) trains in its own directory OUT/PRESET/SCHEDULE/seedS with the same process (vp-cosine),
-target (eps), UNet, steps, batch and lr: equal training compute (steps * batch denoiser evaluations; the optimal
-schedule's one-off J* table, exact estimator, cached by the data fingerprint, is extra). The training runs in this
-process (``diffloss.train``), so a killed run resumes bit for bit from its last checkpoint. Each final EMA model is
-then
+Every (arm, seed) trains in its own directory OUT/PRESET/ARM/seedS; the arms of a preset share the data, UNet, steps,
+batch, lr and EMA: equal training compute (steps * batch denoiser evaluations; the optimal schedule's one-off J*
+table, exact estimator, cached by the data fingerprint, is extra). An arm is a network (process, target,
+preconditioning: ``NETWORKS``) with a loss weighting and a level density (``ARMS``). The training runs in this process
+(``diffloss.train``), so a killed run resumes bit for bit from its last checkpoint. Each final EMA model is then
 
-- sampled with Heun (Karras schedule, starting noise seed ``SAMPLE_SEED``, the same for every run) at 10, 20 and
-  50 steps and scored by FID and KID in the project classifier's feature space (``eval_K.json``);
-- diagnosed against J* at ``levels`` noise levels (``diffloss.diagnose``, common random numbers, ``gap.json``);
-- for the optimal schedule: its final level density, tracked J_theta, J* and weight per cell (``density.json``).
+- sampled with Heun (Karras schedule, starting noise seed ``SAMPLE_SEED``, the same for every run; a
+  class-conditional model samples the classes in turn) at the preset's three step counts and scored by FID and KID
+  in the features of the data's classifier (``eval_K.json``);
+- diagnosed against J* at ``levels`` noise levels (``diffloss.diagnose``, common random numbers; a conditional model
+  given each query's class, against the conditional J*: ``gap.json``);
+- for an arm with the optimal density: its final level density, tracked J_theta, J* and weight per cell
+  (``density.json``).
 
 Each file is written atomically and skipped when present, so rerunning the command continues where it stopped; a
 run directory is locked while a process works on it, so several copies of the command can share the runs
@@ -18,10 +21,19 @@ run directory is locked while a process works on it, so several copies of the co
 everything into reports/schedule[_PRESET].{md,csv,json} and three plots; ``--report-only`` only does that.
 Hand-written text between the markers ``NOTES_BEGIN`` and ``NOTES_END`` of an existing report is kept.
 
-Presets: ``smoke`` (seconds per run, checks the pipeline, not a result), ``digits`` (the budget run: ~45 CPU
-minutes for 15 runs at 1 thread) and ``full`` (the original defaults: ~11 h here).
+Presets:
 
-Run: OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset digits --out /work/exp-runs/schedule
+- ``mnist14`` (issue 17, the main one): MNIST at 14x14 (50k images), class-conditional (label dropout 0.1), the
+  papers' networks: EDM-preconditioned x0 (EDM's own schedule: lognormal levels, weight 1/c_out^2) and flow matching
+  (raw velocity network; uniform and logit-normal t, constant weight), each against the optimal schedule; on the EDM
+  network also the weight-only and density-only ablations and a sweep of w_max and the bump height (the paper's
+  values could not be read). ~4 CPU minutes per run at 1 thread: far below the papers' budgets.
+- ``gpu``: the same arms on MNIST at 28x28 with a wider UNet and 20x the updates, sized for one GPU (``--device``).
+- ``digits`` (issue 6): raw eps networks (and an x0 ablation) on 8x8 digits with constant, min-SNR-5, EDM, debiased
+  and optimal; ``full``: its original defaults; ``smoke``: seconds per run, checks the pipeline, not a result.
+
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --out /work/runs/schedule
+(several copies of the command may run at once; each takes the next unfinished run)
 """
 
 from __future__ import annotations
@@ -62,32 +74,71 @@ from diffloss.runs import compare as spread_compare
 from diffloss.runs import write_report as write_files
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-SCHEDULES = {  # name: (--weighting, --density) as `diffloss train` takes them
-    "constant": ("constant:on=eps", "default"),
-    "min-snr-5": ("min-snr:gamma=5", "default"),
-    "edm": ("edm", "edm-lognormal"),
-    "debiased": ("debiased", "default"),
-    "optimal": ("optimal", "optimal"),
-    "optimal-x0": ("optimal", "optimal"),  # ablation: the same objective with an x0-predicting network
-    "constant-x0": ("constant:on=eps", "default"),  # its control: constant's objective with an x0 network
+NETWORKS = {  # name: (--process, --target, --precond) of `diffloss train`
+    "eps": ("vp-cosine", "eps", "none"),  # issue 6's raw eps network
+    "x0": ("vp-cosine", "x0", "none"),
+    "edm": ("edm", "x0", "edm"),  # EDM's preconditioned network (Karras et al. 2022, Table 1)
+    "fm": ("flow", "flow", "none"),  # flow matching: x_t = (1 - t) x0 + t eps, raw velocity network
 }
-MAIN = ("constant", "min-snr-5", "edm", "debiased", "optimal")  # the comparison; the default of --schedules
-BASELINES = MAIN[:-1]
-OPTIMAL = ("optimal", "optimal-x0")
-TARGETS = {"optimal-x0": "x0", "constant-x0": "x0"}  # every other schedule trains the eps target
-X0_CONTROL = {"optimal-x0": "constant-x0"}  # an ablation is also compared with the baseline on its own network
-SAMPLING_STEPS = (10, 20, 50)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training schedule on one network: ``weighting`` and ``density`` as `diffloss train` takes them;
+    ``baselines``: the arms it is compared with (empty for a baseline itself)."""
+
+    network: str
+    weighting: str
+    density: str
+    baselines: tuple[str, ...] = ()
+
+    @property
+    def optimal_density(self) -> bool:
+        return self.density.split(":")[0] == "optimal"
+
+
+def _optimal(**params: str) -> str:
+    """The ``optimal`` weighting/density spec with ``params`` (the same parameters for both)."""
+    return "optimal" + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+_DIGITS_BASELINES = ("constant", "min-snr-5", "edm", "debiased")
+_EDM_SWEEP = {f"edm-wmax-{v}": _optimal(w_max=v) for v in ("1e3", "1e5")} | {
+    f"edm-bump-{v}": _optimal(bump_height=v) for v in ("1e2", "1e4")
+}  # the defaults (w_max 1e4, bump height 1e3) are edm-optimal's
+ARMS = {
+    # issue 6, digits: raw eps networks (and an x0 ablation with its control)
+    "constant": Arm("eps", "constant:on=eps", "default"),
+    "min-snr-5": Arm("eps", "min-snr:gamma=5", "default"),
+    "edm": Arm("eps", "edm", "edm-lognormal"),
+    "debiased": Arm("eps", "debiased", "default"),
+    "optimal": Arm("eps", "optimal", "optimal", _DIGITS_BASELINES),
+    "optimal-x0": Arm("x0", "optimal", "optimal", ("constant-x0",)),
+    "constant-x0": Arm("x0", "constant:on=eps", "default"),
+    # issue 17: the papers' networks, each against its own schedule
+    "edm-own": Arm("edm", "edm", "edm-lognormal"),
+    "edm-optimal": Arm("edm", "optimal", "optimal", ("edm-own",)),
+    "edm-weight-only": Arm("edm", "optimal", "edm-lognormal", ("edm-own", "edm-optimal")),
+    "edm-density-only": Arm("edm", "edm", "optimal", ("edm-own", "edm-optimal")),
+    **{name: Arm("edm", spec, spec, ("edm-own", "edm-optimal")) for name, spec in _EDM_SWEEP.items()},
+    "fm-uniform": Arm("fm", "constant:on=flow", "uniform-t"),
+    "fm-logit-normal": Arm("fm", "constant:on=flow", "logit-normal"),
+    "fm-optimal": Arm("fm", "optimal", "optimal", ("fm-uniform", "fm-logit-normal")),
+}
+DIGITS_ARMS = ("constant", "min-snr-5", "edm", "debiased", "optimal")  # issue 6's comparison
+PAPER_ARMS = ("edm-own", "edm-optimal", "fm-uniform", "fm-logit-normal", "fm-optimal")  # issue 17's comparison
+ABLATIONS = ("edm-weight-only", "edm-density-only", *_EDM_SWEEP)
 SAMPLER = "heun"
-PROCESS, TARGET = "vp-cosine", "eps"
 PAPER = (
-    "FID -2% to -25% against the baseline schedules on CIFAR-10 and ImageNet-64 (Xu et al. 2025, abstract and "
-    "summaries; the per-setting table was not accessible here)"
+    "FID -2% (CIFAR-10, EDM) to -25% (ImageNet-64, flow matching) against each model's original schedule "
+    "(Xu et al. 2025, abstract and summaries; the per-setting table and the schedule's hyper-parameters could not "
+    "be read here)"
 )
 
 
 @dataclass(frozen=True)
 class Preset:
-    """The size of the experiment (the same for every schedule)."""
+    """The size of the experiment (the same for every arm) and its arms."""
 
     name: str
     steps: int
@@ -101,20 +152,40 @@ class Preset:
     warmup: int = 200
     ckpt_every: int = 500
     data: str = "digits"
+    arms: tuple[str, ...] = DIGITS_ARMS  # the default of --schedules
+    conditional: bool = False  # class-conditional training (label dropout 0.1) and sampling
+    sampling_steps: tuple[int, ...] = (10, 20, 50)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
 
 
+_PAPER_SETTING = dict(
+    data="mnist14",
+    arms=(*PAPER_ARMS, *ABLATIONS),
+    conditional=True,
+    sampling_steps=(10, 18, 32),
+    lr=1e-3,
+    warmup=100,
+    grad_clip=0.0,
+    ema_decay=0.995,
+)
 PRESETS = {
     p.name: p
     for p in (
         Preset("smoke", 20, 32, 8, (0, 1), 64, 6, 256, warmup=5),
+        Preset("smoke-paper", 12, 16, 8, (0, 1), 40, 4, 64, ckpt_every=6, **{**_PAPER_SETTING, "warmup": 2}),
         Preset("digits", 500, 64, 16, (0, 1, 2), 500, 12, 1024, ckpt_every=250),
         Preset("full", 4000, 64, 32, (0, 1, 2), 1000, 12, 1024),
+        Preset("mnist14", 1500, 64, 16, (0, 1, 2), 500, 10, 512, ckpt_every=250, **_PAPER_SETTING),
+        Preset("gpu", 20000, 128, 64, (0, 1, 2), 5000, 16, 2048, ckpt_every=2000,
+               **{**_PAPER_SETTING, "data": "mnist", "sampling_steps": (10, 18, 50), "ema_decay": 0.9995}),
     )
-}
+}  # fmt: skip
+MAIN_PRESET = "mnist14"
 
 
 def run_key(preset: Preset, schedule: str, seed: int) -> str:
-    """The directory of one (schedule, seed) run under OUT."""
+    """The directory of one (arm, seed) run under OUT."""
     return cell_key({"preset": preset.name, "schedule": schedule, "seed": seed}, "{preset}/{schedule}/seed{seed}")
 
 
@@ -122,52 +193,66 @@ def run_dir(out: Path, preset: Preset, schedule: str, seed: int) -> Path:
     return out / run_key(preset, schedule, seed)
 
 
-def outputs(schedule: str) -> list[str]:
-    """The files a finished (schedule, seed) run has in its directory."""
-    return [*(f"eval_{k}.json" for k in SAMPLING_STEPS), "gap.json", *(["density.json"] if schedule in OPTIMAL else [])]
+def outputs(preset: Preset, schedule: str) -> list[str]:
+    """The files a finished (arm, seed) run has in its directory."""
+    evals = [f"eval_{k}.json" for k in preset.sampling_steps]
+    return [*evals, "gap.json", *(["density.json"] if ARMS[schedule].optimal_density else [])]
 
 
 def grid(out: Path, preset: Preset) -> Grid[tuple[str, int]]:
-    """The (schedule, seed) runs under ``out``; a run is finished when it has all its ``outputs``."""
+    """The (arm, seed) runs under ``out``; a run is finished when it has all its ``outputs``."""
     return Grid(
         out,
         key=lambda c: run_key(preset, *c),
-        finished=lambda c, d: all((d / name).exists() for name in outputs(c[0])),
+        finished=lambda c, d: all((d / name).exists() for name in outputs(preset, c[0])),
     )
 
 
 # ---- one run (the slow part) -----------------------------------------------------------------------------
 
 
+LABEL_DROPOUT = 0.1  # of a class-conditional preset (EDM's and the guidance literature's usual value)
+
+
 def train_config(preset: Preset, schedule: str):
-    """The ``TrainConfig`` of one schedule (seed 0; ``dataclasses.replace`` the seed). The optimal schedule's J*
-    table is computed here once (exact estimator, 32 levels, cached)."""
+    """The ``TrainConfig`` of one arm (seed 0; ``dataclasses.replace`` the seed). An optimal arm's J* table is
+    computed here once (exact estimator, 32 levels, cached): for a class-conditional preset the floor of conditional
+    training, (1 - p) J*_conditional + p J*_unconditional with label dropout p."""
+    from diffloss.classes import num_classes_of
     from diffloss.data import load_dataset
     from diffloss.objective import build_objective
     from diffloss.process import get_process
     from diffloss.train import TrainConfig
 
-    proc = get_process(PROCESS)
-    objective = build_objective(TARGETS.get(schedule, TARGET), *SCHEDULES[schedule], proc, load_dataset(preset.data))
-    weighting, density = objective.weighting.to_dict(), objective.density.to_dict()
+    arm = ARMS[schedule]
+    process, target, precond = NETWORKS[arm.network]
+    proc, data = get_process(process), load_dataset(preset.data)
+    dropout = LABEL_DROPOUT if preset.conditional else None
+    objective = build_objective(target, arm.weighting, arm.density, proc, data, label_dropout=dropout)
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
-        target=TARGETS.get(schedule, TARGET),
-        weighting=weighting,
-        density=density,
+        target=target,
+        weighting=objective.weighting.to_dict(),
+        density=objective.density.to_dict(),
+        precond=precond,
         backbone={"name": "unet", "preset": "tiny", "channels": preset.channels},
         steps=preset.steps,
         batch=preset.batch,
         lr=preset.lr,
         warmup=preset.warmup,
+        grad_clip=preset.grad_clip,
+        ema_decay=preset.ema_decay,
         ckpt_every=preset.ckpt_every,
+        conditional=preset.conditional,
+        num_classes=num_classes_of(data.labels, preset.data) if preset.conditional else 0,
+        label_dropout=dropout or 0.0,
     )
 
 
 def density_table(directory: Path) -> dict[str, Any]:
     """The optimal density's final state per cell: log-SNR midpoints, probability per unit log-SNR, tracked
-    J_theta (x0 MSE, EMA), J* and the weight on the x0 and on the eps MSE at the midpoints."""
+    J_theta (x0 MSE, EMA), J* and the weight on the x0 and on the trained target's MSE at the midpoints."""
     from diffloss.train import trained_objective
 
     objective = trained_objective(directory)
@@ -181,20 +266,22 @@ def density_table(directory: Path) -> dict[str, Any]:
         "seen": dens.state()["seen"].tolist(),
         "jstar_x0": dens.optimal_loss(mid).tolist(),
         "weight_x0": w.x0_weight(mid, proc).tolist(),
-        "weight_eps": w.weight(mid, proc, TARGET).tolist(),
+        "weight_target": w.weight(mid, proc, objective["target"].name).tolist(),
     }
 
 
 def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
-    """``diffloss diagnose --ckpt DIR --levels L --queries Q`` of the EMA model, as a dict."""
+    """``diffloss diagnose --ckpt DIR --levels L --queries Q [--conditional]`` of the EMA model, as a dict."""
     from diffloss import diagnose_output
 
-    d = diagnose_output.diagnose_run(directory, preset.data, levels=preset.levels, queries=preset.queries)
+    d = diagnose_output.diagnose_run(
+        directory, preset.data, levels=preset.levels, queries=preset.queries, conditional=preset.conditional
+    )
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 
 
 def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell: tuple[str, int], d: Path) -> None:
-    """Train (or resume), evaluate, diagnose one (schedule, seed) in ``d``; every finished output is skipped. The
+    """Train (or resume), evaluate, diagnose one (arm, seed) in ``d``; every finished output is skipped. The
     seconds of each part are appended to ``d/timing.jsonl``."""
     from diffloss.train import CHECKPOINT_FILE
 
@@ -202,7 +289,7 @@ def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell:
     with timed(d / TIMING_FILE, "train"):
         if train_to(replace(configs[schedule], seed=seed), d):
             log(f"{schedule} seed {seed}: trained {preset.steps} steps")
-    for k in SAMPLING_STEPS:
+    for k in preset.sampling_steps:
         path = d / f"eval_{k}.json"
         if not path.exists():
             with timed(d / TIMING_FILE, f"sample_eval_{k}"):
@@ -215,7 +302,7 @@ def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell:
             gap = diagnose_run(d, preset)
         write_json_atomic(d / "gap.json", gap)
         log(f"{schedule} seed {seed}: {gap['summary']}")
-    if schedule in OPTIMAL and not (d / "density.json").exists():
+    if ARMS[schedule].optimal_density and not (d / "density.json").exists():
         write_json_atomic(d / "density.json", density_table(d))
 
 
@@ -223,13 +310,13 @@ def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell:
 
 
 def collect(out: Path, preset: Preset, schedules: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per schedule, one dict per finished seed: ``seed``, ``fid`` {k: value}, ``kid`` {k: value}, ``gap``
-    (diagnose rows or None), ``density`` (optimal only, or None) and ``timing``. Seeds missing an eval are left out."""
+    """Per arm, one dict per finished seed: ``seed``, ``fid`` {k: value}, ``kid`` {k: value}, ``gap`` (diagnose
+    rows or None), ``density`` (optimal density only, or None) and ``timing``. Seeds missing an eval are left out."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for schedule in schedules:
         for seed in preset.seeds:
             d = run_dir(out, preset, schedule, seed)
-            evals = {k: read_json(d / f"eval_{k}.json") for k in SAMPLING_STEPS}
+            evals = {k: read_json(d / f"eval_{k}.json") for k in preset.sampling_steps}
             if any(v is None for v in evals.values()):
                 continue
             gap = read_json(d / "gap.json")
@@ -246,9 +333,13 @@ def collect(out: Path, preset: Preset, schedules: Sequence[str]) -> dict[str, li
     return runs
 
 
-def fid_stats(runs: dict[str, list[dict[str, Any]]], metric: str = "fid") -> dict[str, dict[int, Stat]]:
-    """schedule -> sampling steps -> (mean, std, n) of ``metric`` over seeds."""
-    return {s: {k: mean_std([r[metric][k] for r in rs]) for k in SAMPLING_STEPS} for s, rs in runs.items()}
+Stats = dict[str, dict[int, Stat]]
+"""arm -> sampling steps -> (mean, std, n) over seeds."""
+
+
+def fid_stats(runs: dict[str, list[dict[str, Any]]], steps: Sequence[int], metric: str = "fid") -> Stats:
+    """arm -> sampling steps -> (mean, std, n) of ``metric`` over seeds."""
+    return {s: {k: mean_std([r[metric][k] for r in rs]) for k in steps} for s, rs in runs.items()}
 
 
 def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,7 +352,9 @@ def gap_curves(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return s, np.array([st.mean for st in stats]), np.array([st.std for st in stats])
 
 
-compare = partial(spread_compare, name="optimal")  # (baseline, optimal) -> (change %, verdict)
+def compare(base: Stat | tuple[float, float, int], new: Stat | tuple[float, float, int]) -> tuple[float, str]:
+    """(change of ``new``'s FID against ``base`` in %, verdict): a difference counts beyond the larger seed std."""
+    return spread_compare(base, new, name="arm")
 
 
 fmt = partial(Stat.text, show_n=False)  # no "(n=N)": the FID table has a seeds column
@@ -272,28 +365,33 @@ def _savefig(fig, path: Path) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def plot_fid(stats: dict[str, dict[int, Stat]], path: Path) -> None:
-    """FID vs sampling steps per schedule, mean ± std over seeds as error bars (x slightly offset per schedule)."""
+def _width(schedule: str) -> float:
+    """Line width of an arm in the plots: the arms that are compared with baselines stand out."""
+    return 2 if ARMS[schedule].baselines else 1
+
+
+def plot_fid(stats: Stats, steps: Sequence[int], path: Path) -> None:
+    """FID vs sampling steps per arm, mean ± std over seeds as error bars (x slightly offset per arm)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (schedule, st) in enumerate(stats.items()):
-        xs = np.array(SAMPLING_STEPS, dtype=float) * (1 + 0.03 * (i - len(stats) / 2))
-        m = [st[k][0] for k in SAMPLING_STEPS]
-        sd = [np.nan_to_num(st[k][1]) for k in SAMPLING_STEPS]
-        ax.errorbar(xs, m, yerr=sd, marker="o", ms=4, capsize=3, label=schedule, lw=2 if schedule in OPTIMAL else 1)
+        xs = np.array(steps, dtype=float) * (1 + 0.02 * (i - len(stats) / 2))
+        m = [st[k][0] for k in steps]
+        sd = [np.nan_to_num(st[k][1]) for k in steps]
+        ax.errorbar(xs, m, yerr=sd, marker="o", ms=4, capsize=3, label=schedule, lw=_width(schedule))
     ax.set(xscale="log", yscale="log", xlabel=f"sampling steps ({SAMPLER})", ylabel="FID (classifier features)")
-    ax.set_xticks(SAMPLING_STEPS, [str(k) for k in SAMPLING_STEPS])
+    ax.set_xticks(steps, [str(k) for k in steps])
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     ax.set_title("FID vs sampling steps, mean ± std over seeds")
     _savefig(fig, path)
 
 
 def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Per level: J_theta - J* (x0 units, log scale) and the gap ratio (J_theta - J*)/J_theta, mean ± std over
-    seeds, one line per schedule; J* itself as a dashed reference in the first panel."""
+    seeds, one line per arm; J* itself as a dashed reference in the first panel."""
     plt = pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     jstar, floor = None, np.inf
     for schedule, rs in runs.items():
         if not any(r["gap"] for r in rs):
@@ -301,7 +399,7 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
         for ax, key in ((a1, "gap_x0"), (a2, "gap_ratio")):
             s, m, sd = gap_curves(rs, key)
             floor = min(floor, m[m > 0].min(initial=np.inf)) if key == "gap_x0" else floor
-            (line,) = ax.plot(s, m, "o-", ms=3, label=schedule, lw=2 if schedule in OPTIMAL else 1)
+            (line,) = ax.plot(s, m, "o-", ms=3, label=schedule, lw=_width(schedule))
             ax.fill_between(s, np.maximum(m - sd, m * 1e-3 if key == "gap_x0" else 0), m + sd,
                             color=line.get_color(), alpha=0.15)  # fmt: skip
         jstar = gap_curves(rs, "optimal_x0_mse")[:2]
@@ -313,35 +411,34 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     a2.set(xscale="log", ylim=(0, 1.02), xlabel="noise-to-signal ratio s = σ/α", ylabel="gap ratio (J_θ − J*)/J_θ")
     for ax in (a1, a2):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     fig.suptitle("Final EMA models against the optimal loss (diffloss diagnose), mean ± std over seeds", fontsize=9)
     _savefig(fig, path)
 
 
 def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
-    """The optimal schedule at the end of training: its weight (x0 and eps units), its level density p(lambda)
-    and the tracked J_theta against J*, per log-SNR (every seed)."""
+    """The optimal density at the end of training: the weight (x0 and trained-target units), the level density
+    p(lambda) and the tracked J_theta against J*, per log-SNR (every seed of every arm with that density)."""
     plt = pyplot()
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
     for r in rs:
         t = r["density"]
         lam = np.array(t["logsnr"])
-        style = "-" if r["schedule"] == "optimal" else ":"
-        a2.step(lam, t["density"], style, where="mid", label=f"{r['schedule']} seed {r['seed']}")
-        a3.plot(lam, t["jtheta_x0"], style, marker="o", ms=2, label=f"tracked J_θ, {r['schedule']} seed {r['seed']}")
+        a2.step(lam, t["density"], where="mid", lw=1, label=f"{r['schedule']} seed {r['seed']}")
+        a3.plot(lam, t["jtheta_x0"], marker="o", ms=2, lw=1, label=f"{r['schedule']} seed {r['seed']}")
     a1.plot(lam, t["weight_x0"], label="w on the x0 MSE")
-    a1.plot(lam, t["weight_eps"], label="w on the eps MSE (as trained)")
+    a1.plot(lam, t.get("weight_target", t.get("weight_eps")), label="w on the trained target's MSE")
     a3.plot(lam, t["jstar_x0"], "k--", label="J*")
-    a1.set(yscale="log", xlabel="log-SNR λ", ylabel="loss weight", title="weight w(λ)")
+    a1.set(yscale="log", xlabel="log-SNR λ", ylabel="loss weight", title=f"weight w(λ) ({rs[-1]['schedule']})")
     a2.set(xlabel="log-SNR λ", ylabel="p(λ) per unit λ", title="final level density p ∝ w (J_θ − J*) + 5% uniform")
     a3.set(yscale="log", xlabel="log-SNR λ", ylabel="x0 MSE per dim", title="tracked J_θ (EMA) and J*")
     for ax in (a1, a2, a3):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2)
     _savefig(fig, path)
 
 
-def csv_rows(finished: dict[str, list[dict[str, Any]]]) -> str:
+def csv_rows(finished: dict[str, list[dict[str, Any]]], steps: Sequence[int]) -> str:
     columns = ["schedule", "seed", "sampler", "nsteps", "fid", "kid", "train_cpu_s", "train_wall_s"]
     rows = [
         [
@@ -355,7 +452,7 @@ def csv_rows(finished: dict[str, list[dict[str, Any]]]) -> str:
         ]
         for schedule, rs in finished.items()
         for r in rs
-        for k in SAMPLING_STEPS
+        for k in steps
     ]
     return csv_text(columns, rows)
 
@@ -365,57 +462,116 @@ def cpu_minutes(runs: dict[str, list[dict[str, Any]]], key: str | None = None) -
     return sum(v["cpu"] for rs in runs.values() for r in rs for k, v in r["timing"].items() if key in (None, k)) / 60
 
 
-def verdict_lines(stats: dict[str, dict[int, Stat]]) -> list[str]:
+def verdict_lines(stats: Stats, steps: Sequence[int]) -> list[str]:
+    """Table rows: every arm with baselines against each of them that has finished seeds, at every step count."""
     rows = []
-    for opt in (o for o in OPTIMAL if o in stats):
-        for base in (b for b in (*BASELINES, X0_CONTROL.get(opt)) if b in stats):
-            for k in SAMPLING_STEPS:
-                change, word = compare(stats[base][k], stats[opt][k])
-                cells = f"{fmt(stats[base][k])} | {fmt(stats[opt][k])} | {change:+.0f}% | {word}"
-                rows.append(f"| {opt} | {base} | {k} | {cells} |")
+    for arm in (a for a in stats if ARMS[a].baselines):
+        for base in (b for b in ARMS[arm].baselines if b in stats):
+            for k in steps:
+                change, word = compare(stats[base][k], stats[arm][k])
+                cells = f"{fmt(stats[base][k])} | {fmt(stats[arm][k])} | {change:+.0f}% | {word}"
+                rows.append(f"| {arm} | {base} | {k} | {cells} |")
     return rows
 
 
-def claim(stats: dict[str, dict[int, Stat]]) -> str:
-    """One paragraph: does the optimal schedule beat every baseline (paper: -2% to -25%) at each step count?"""
-    if "optimal" not in stats or not all(b in stats for b in BASELINES):
-        return "**Claim: not decidable yet (not every schedule has finished seeds).**"
+HEADLINE = ("optimal", "edm-optimal", "fm-optimal")  # the optimal schedule on each network: the paper's claim
+
+
+def claim(stats: Stats, steps: Sequence[int]) -> str:
+    """One paragraph: does the optimal schedule beat its network's own schedule(s) (paper: -2% to -25%) at each
+    step count?"""
     out = []
-    for k in SAMPLING_STEPS:
-        best = min(BASELINES, key=lambda b: stats[b][k][0])
-        change, word = compare(stats[best][k], stats["optimal"][k])
-        words = [compare(stats[b][k], stats["optimal"][k])[1] for b in BASELINES]
-        out.append(
-            f"{k} steps: optimal {fmt(stats['optimal'][k])} vs best baseline {best} {fmt(stats[best][k])} "
-            f"({change:+.0f}%, {word}); beats {words.count('optimal better')} of {len(BASELINES)} baselines "
-            f"beyond the seed spread, loses to {words.count('optimal worse')}"
-        )
-    return "; ".join(out) + "."
+    for arm in (a for a in HEADLINE if a in stats):
+        bases = [b for b in ARMS[arm].baselines if b in stats]
+        if len(bases) < len(ARMS[arm].baselines):
+            out.append(f"{arm}: not decidable yet (not every baseline has finished seeds)")
+            continue
+        for k in steps:
+            best = min(bases, key=lambda b: stats[b][k][0])
+            change, word = compare(stats[best][k], stats[arm][k])
+            words = [compare(stats[b][k], stats[arm][k])[1] for b in bases]
+            out.append(
+                f"{arm} at {k} steps: {fmt(stats[arm][k])} vs best baseline {best} {fmt(stats[best][k])} "
+                f"({change:+.0f}%, {word}); better than {words.count('arm better')} of {len(bases)}, worse than "
+                f"{words.count('arm worse')}"
+            )
+    return ("; ".join(out) + ".") if out else "**Not decidable yet (no optimal arm has finished seeds).**"
+
+
+DATA = {
+    "digits": "sklearn's 8×8 digits (N = 1797, in [-1, 1])",
+    "mnist14": "MNIST at 14×14 (2×2 mean pooling of the 50,000 training images, in [-1, 1])",
+    "mnist": "MNIST at 28×28 (the 50,000 training images, in [-1, 1])",
+}
+
+
+def setup_lines(preset: Preset, schedules: Sequence[str]) -> list[str]:
+    """The report's setup paragraph and the table of arms."""
+    cond = (
+        f"class-conditional (label dropout {LABEL_DROPOUT}; sampled class by class, guidance 1)"
+        if preset.conditional
+        else "unconditional"
+    )
+    return [
+        f"Data: {DATA.get(preset.data, preset.data)}; {cond}. UNet `tiny` with {preset.channels} base channels; "
+        f"AdamW lr {preset.lr} (linear warm-up {preset.warmup}), EMA {preset.ema_decay}, gradient-norm clip "
+        f"{preset.grad_clip or 'off'}; {preset.steps} updates of batch {preset.batch} for every arm (equal training "
+        f"compute: {preset.steps * preset.batch} denoiser evaluations per run); seeds {list(preset.seeds)}. Each "
+        f"final EMA model: {preset.n_samples} samples with {SAMPLER} (Karras rho = 7, starting noise seed "
+        f"{SAMPLE_SEED}, the same for every run) at {', '.join(map(str, preset.sampling_steps))} steps; FID and KID "
+        "in the features of the data's own classifier against the whole training set (not comparable with "
+        "Inception FIDs; biased upwards at small n, so compare at equal n only); `diffloss diagnose` at "
+        f"{preset.levels} log-spaced levels s ∈ [0.002, 80] with {preset.queries} queries each"
+        + (" (each query's class given, against the conditional J*)." if preset.conditional else "."),
+        "",
+        "| arm | network: process, target, preconditioning | `--weighting` | `--density` | compared with |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {s} | {ARMS[s].network}: {', '.join(NETWORKS[ARMS[s].network])} | `{ARMS[s].weighting}` | "
+            f"`{ARMS[s].density}` | {', '.join(ARMS[s].baselines) or '—'} |"
+            for s in schedules
+        ),
+    ]
+
+
+def gap_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per level: J* and every arm's J_theta - J* (x0 MSE per dimension, mean ± std over seeds)."""
+    arms = [s for s, rs in runs.items() if any(r["gap"] for r in rs)]
+    if not arms:
+        return []
+    s_axis, jstar, _ = gap_curves(runs[arms[0]], "optimal_x0_mse")
+    curves = {s: gap_curves(runs[s], "gap_x0") for s in arms}
+    seeds = {s: sum(1 for r in runs[s] if r["gap"]) for s in arms}
+    lines = ["| s | J* | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for i, sv in enumerate(s_axis):
+        cells = (Stat(curves[s][1][i], curves[s][2][i], seeds[s]).text(".3g", ".1g", show_n=False) for s in arms)
+        lines.append(f"| {sv:.3g} | {jstar[i]:.3g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: str, report: Path) -> None:
-    runs = collect(out, preset, [*schedules, *(s for s in SCHEDULES if s not in schedules)])  # + finished ablations
+    others = [s for s in preset.arms if s not in schedules]
+    runs = collect(out, preset, [*schedules, *others])  # + finished arms not asked for this time
     schedules = list(runs)
-    stats, kid_stats = fid_stats(runs), fid_stats(runs, "kid")
-    done = sum(len(rs) for name, rs in runs.items() if name in MAIN)
-    total = len(MAIN) * len(preset.seeds)
+    steps = preset.sampling_steps
+    stats, kid_stats = fid_stats(runs, steps), fid_stats(runs, steps, "kid")
+    done, total = sum(len(rs) for rs in runs.values()), len(preset.arms) * len(preset.seeds)
     stem = report.with_suffix("")
     figs = []
     if runs:
-        plot_fid(stats, stem.with_name(stem.name + "_fid.png"))
-        plot_gaps(runs, stem.with_name(stem.name + "_gap.png"))
+        plot_fid(stats, steps, stem.with_name(stem.name + "_fid.png"))
+        plot_gaps({s: rs for s, rs in runs.items() if s not in ABLATIONS}, stem.with_name(stem.name + "_gap.png"))
         figs += [stem.name + "_fid.png", stem.name + "_gap.png"]
-        opt = [r | {"schedule": s} for s in OPTIMAL for r in runs.get(s, []) if r["density"]]
+        opt = [r | {"schedule": s} for s in schedules if ARMS[s].optimal_density for r in runs[s] if r["density"]]
         if opt:
             plot_optimal(opt, stem.with_name(stem.name + "_optimal.png"))
             figs.append(stem.name + "_optimal.png")
     summary = {
         "preset": asdict(preset),
-        "process": PROCESS,
-        "target": TARGET,
+        "networks": NETWORKS,
+        "arms": {s: asdict(ARMS[s]) for s in schedules},
         "sampler": SAMPLER,
         "sample_seed": SAMPLE_SEED,
-        "schedules": {s: SCHEDULES[s] for s in schedules},
         "fid": {s: {str(k): v for k, v in st.items()} for s, st in stats.items()},
         "kid": {s: {str(k): v for k, v in st.items()} for s, st in kid_stats.items()},
         "gap": {
@@ -430,130 +586,89 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "runs_finished": done,
         "runs_total": total,
     }
-    label = (
-        "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**\n\n"
-        if preset.name == "smoke"
-        else ""
+    label = "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**\n\n" * (
+        preset.name.startswith("smoke")
     )
     if done < total:
         label += f"**PARTIAL: {done} of {total} runs finished; the tables hold what was done.**\n\n"
     train_cpu = [r["timing"]["train"]["cpu"] for rs in runs.values() for r in rs if "train" in r["timing"]]
     lines = [
-        f"# Optimal-loss-based training schedule (issue 6) — preset `{preset.name}`",
+        f"# Optimal-loss-based training schedule — preset `{preset.name}`",
         "",
-        label + "Command (one command, resumable; every finished output is skipped):",
+        label + "Command (one command, resumable; every finished output is skipped; several copies may run at once):",
         "",
         f"    {command}",
         "",
-        *(
-            [
-                "Ablation (x0-predicting networks: the optimal objective, and constant's objective as its control):",
-                "",
-                f"    {command} --schedules {','.join(TARGETS)}",
-                "",
-            ]
-            if any(s in runs for s in TARGETS)
-            else []
-        ),  # fmt: skip
         "## Setup",
         "",
-        f"Data `{preset.data}` (8×8, N = 1797, in [-1, 1]); process `{PROCESS}`, target `{TARGET}`; UNet `tiny` with "
-        f"{preset.channels} base channels; AdamW lr {preset.lr} (linear warm-up {preset.warmup}), EMA 0.999, "
-        f"gradient-norm clip 1.0; {preset.steps} updates of batch {preset.batch} for every schedule (equal training "
-        f"compute: {preset.steps * preset.batch} denoiser evaluations per run); seeds {list(preset.seeds)}. "
-        f"Each final EMA model: {preset.n_samples} samples with {SAMPLER} (Karras rho = 7, starting noise seed "
-        f"{SAMPLE_SEED}, the same for every run) at {', '.join(map(str, SAMPLING_STEPS))} steps; FID and KID in the "
-        "128-d features of the project's digits classifier against all 1797 digits (not comparable with Inception "
-        "FIDs; biased upwards at small n, so compare at equal n only); `diffloss diagnose` at "
-        f"{preset.levels} log-spaced levels s ∈ [0.002, 80] with {preset.queries} queries each.",
+        *setup_lines(preset, schedules),
         "",
-        "| schedule | `--weighting` | `--density` | `--target` |",
-        "|---|---|---|---|",
-        *(f"| {s} | `{SCHEDULES[s][0]}` | `{SCHEDULES[s][1]}` | `{TARGETS.get(s, TARGET)}` |" for s in schedules),
-        "",
-        f"Runtime: {cpu_minutes(runs):.1f} CPU minutes for all {sum(map(len, runs.values()))} finished runs "
-        "(ablation included) at 1 thread "
-        f"(training {cpu_minutes(runs, 'train'):.1f}; "
+        f"Runtime: {cpu_minutes(runs):.1f} CPU minutes for the {done} finished runs at 1 thread (training "
+        f"{cpu_minutes(runs, 'train'):.1f}; "
         + (f"{min(train_cpu):.0f}–{max(train_cpu):.0f} CPU s per training run; " if train_cpu else "")
         + "sampling, FID and diagnosis the rest; the per-run `timing.jsonl` has wall and CPU seconds of each part). "
-        "The optimal schedule's J* table (exact estimator, 32 levels) is computed once and cached.",
+        "The J* table of the optimal weight and density (exact estimator, 32 levels) is computed once and cached.",
         "",
         "## FID vs sampling steps (mean ± std over seeds)",
         "",
-        "| schedule | "
-        + " | ".join(f"FID @ {k}" for k in SAMPLING_STEPS)
-        + " | "
-        + " | ".join(f"KID @ {k}" for k in SAMPLING_STEPS)
+        "| arm | " + " | ".join(f"FID @ {k}" for k in steps) + " | " + " | ".join(f"KID @ {k}" for k in steps)
         + " | seeds |",
-        "|---|" + "---|" * (2 * len(SAMPLING_STEPS) + 1),
+        "|---|" + "---|" * (2 * len(steps) + 1),
         *(
-            f"| {s} | "
-            + " | ".join(fmt(stats[s][k]) for k in SAMPLING_STEPS)
-            + " | "
-            + " | ".join(fmt(kid_stats[s][k]) for k in SAMPLING_STEPS)
-            + f" | {len(runs[s])} |"
+            f"| {s} | " + " | ".join(fmt(stats[s][k]) for k in steps) + " | "
+            + " | ".join(fmt(kid_stats[s][k]) for k in steps) + f" | {len(runs[s])} |"
             for s in schedules
-            if s in runs
         ),
         "",
         *(f"![{f}]({f})" for f in figs[:1]),
         "",
-        "## Optimal vs each baseline, and the paper's claim",
+        "## Each arm against its baselines, and the paper's claim",
         "",
-        f"Paper: {PAPER}. Here: " + claim(stats),
+        f"Paper: {PAPER}. Here: " + claim(stats, steps),
         "",
-        "| schedule | baseline | steps | baseline FID | its FID | change | verdict |",
+        "| arm | baseline | steps | baseline FID | arm's FID | change | verdict |",
         "|---|---|---|---|---|---|---|",
-        *verdict_lines(stats),
+        *verdict_lines(stats, steps),
         "",
         "A difference counts only when the two means differ by more than the larger seed standard deviation.",
         "",
         "## Per-level gap to the optimal loss of the final models",
         "",
         "J_θ − J* in x0 units (estimated by E‖x̂0 − m‖²/D on common draws) and the gap ratio (J_θ − J*)/J_θ, mean over "
-        "seeds; the table gives the gap at each level (x0 MSE per dimension).",
+        "seeds (the plot leaves out the ablations and the sweep); the table gives the gap at each level (x0 MSE per "
+        "dimension) for every arm.",
         "",
-    ]
-    gap_schedules = [s for s in schedules if s in runs and any(r["gap"] for r in runs[s])]
-    if gap_schedules:
-        s_axis, jstar, _ = gap_curves(runs[gap_schedules[0]], "optimal_x0_mse")
-        lines += [
-            "| s | J* | " + " | ".join(gap_schedules) + " |",
-            "|---|---|" + "---|" * len(gap_schedules),
-        ]
-        curves = {s: gap_curves(runs[s], "gap_x0") for s in gap_schedules}
-        seeds = {s: sum(1 for r in runs[s] if r["gap"]) for s in gap_schedules}
-        for i, sv in enumerate(s_axis):
-            lines.append(
-                f"| {sv:.3g} | {jstar[i]:.3g} | "
-                + " | ".join(Stat(curves[s][1][i], curves[s][2][i], seeds[s]).text(".3g", ".1g", show_n=False)
-                             for s in gap_schedules)  # fmt: skip
-                + " |"
-            )
-    lines += ["", *(f"![{f}]({f})" for f in figs[1:]), ""]
+        *gap_table(runs),
+        "",
+        *(f"![{f}]({f})" for f in figs[1:]),
+        "",
+    ]  # fmt: skip
     csv_name, json_name = report.with_suffix(".csv").name, report.with_suffix(".json").name
     links = f"Per-run numbers: [{csv_name}]({csv_name}), summary: [{json_name}]({json_name})."
     lines += [keep_notes(report), "", links, ""]
-    write_files(report, "\n".join(lines), table=csv_rows(runs), data=summary)
+    write_files(report, "\n".join(lines), table=csv_rows(runs, steps), data=summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = experiment_parser(__doc__, "schedule", PRESETS, REPORTS, runs_option="--out", preset_default="digits")
-    ap.add_argument("--schedules", default=",".join(MAIN), help=f"comma-separated, of: {', '.join(SCHEDULES)}")
+    ap = experiment_parser(__doc__, "schedule", PRESETS, REPORTS, runs_option="--out", preset_default=MAIN_PRESET)
+    ap.add_argument(
+        "--schedules", default=None, help=f"comma-separated arms (default: the preset's), of: {', '.join(ARMS)}"
+    )
     args = parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
-    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
-    unknown = sorted(set(schedules) - set(SCHEDULES))
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()] if args.schedules else list(preset.arms)
+    unknown = sorted(set(schedules) - set(ARMS))
     if unknown:
-        raise DifflossError(f"unknown schedule(s) {unknown}; choose from {', '.join(SCHEDULES)}")
-    report = report_path(args, REPORTS, "schedule")
+        raise DifflossError(f"unknown schedule(s) {unknown}; choose from {', '.join(ARMS)}")
+    report = report_path(args, REPORTS, "schedule", MAIN_PRESET)
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
 
     if not args.report_only:
         evaluator = CheckpointEvaluator(preset.data)
         configs = {s: train_config(preset, s) for s in schedules}
-        order = sorted(schedules, key=lambda s: s != "optimal")  # optimal first: its diagnostics show soonest
-        cells = [(s, seed) for seed in preset.seeds for s in order]  # seed-major: a partial run compares all
+        first = [s for s in schedules if s not in ABLATIONS]  # the comparison before the ablations and the sweep
+        cells = [(s, seed) for group in (first, [s for s in schedules if s in ABLATIONS])
+                 for seed in preset.seeds for s in group]  # fmt: skip  # seed-major: a partial run compares all
         grid(args.out, preset).run(cells, partial(run_one, preset, configs, evaluator))
     write_report(args.out, preset, schedules, command, report)
     log(f"wrote {report}")

@@ -13,23 +13,73 @@ import torch
 from experiments import schedule as sx
 
 
-def test_schedules_are_the_issues_five_and_presets_train_every_one_alike():
-    assert sx.MAIN == ("constant", "min-snr-5", "edm", "debiased", "optimal") and set(sx.MAIN) <= set(sx.SCHEDULES)
-    assert sx.SCHEDULES["optimal"] == sx.SCHEDULES["optimal-x0"] == ("optimal", "optimal")
-    assert sx.TARGETS == {"optimal-x0": "x0", "constant-x0": "x0"}  # the ablations: the only x0 networks
-    assert sx.SCHEDULES["constant-x0"] == sx.SCHEDULES["constant"]  # the control differs only in the network
-    assert sx.PRESETS["digits"].seeds == (0, 1, 2) and sx.SAMPLING_STEPS == (10, 20, 50)
+def test_digits_arms_are_issue_6s_five_and_the_x0_ablation_differs_only_in_the_network():
+    assert sx.PRESETS["digits"].arms == ("constant", "min-snr-5", "edm", "debiased", "optimal")
+    assert sx.ARMS["optimal"].baselines == ("constant", "min-snr-5", "edm", "debiased")
+    a, c = sx.ARMS["optimal-x0"], sx.ARMS["constant-x0"]
+    assert (a.network, c.network) == ("x0", "x0") and (c.weighting, c.density) == ("constant:on=eps", "default")
+    assert sx.PRESETS["digits"].seeds == (0, 1, 2) and sx.PRESETS["digits"].sampling_steps == (10, 20, 50)
+
+
+def test_paper_arms_are_each_networks_own_schedule_against_the_optimal_one():
+    """EDM: lognormal levels with 1/c_out^2 on a preconditioned x0 network; FM: uniform and logit-normal t with a
+    constant weight on a raw velocity network; each optimal arm compared with its network's own schedules; the
+    ablations keep one half of the optimal schedule; the sweep moves one parameter off the default."""
+    assert sx.NETWORKS["edm"] == ("edm", "x0", "edm") and sx.NETWORKS["fm"] == ("flow", "flow", "none")
+    assert (sx.ARMS["edm-own"].weighting, sx.ARMS["edm-own"].density) == ("edm", "edm-lognormal")
+    assert {sx.ARMS[a].density for a in ("fm-uniform", "fm-logit-normal")} == {"uniform-t", "logit-normal"}
+    assert sx.ARMS["fm-optimal"].baselines == ("fm-uniform", "fm-logit-normal")
+    assert (sx.ARMS["edm-weight-only"].weighting, sx.ARMS["edm-weight-only"].density) == ("optimal", "edm-lognormal")
+    assert (sx.ARMS["edm-density-only"].weighting, sx.ARMS["edm-density-only"].density) == ("edm", "optimal")
+    from diffloss.optimal_weight import OptimalWeightParams
+
+    defaults = OptimalWeightParams.__dataclass_fields__
+    assert defaults["w_max"].default == 1e4 and defaults["bump_height"].default == 1e3  # edm-optimal's values
+    sweep = {a: sx.ARMS[a] for a in sx.ABLATIONS if "wmax" in a or "bump" in a}
+    assert sorted(a.weighting for a in sweep.values()) == sorted(a.density for a in sweep.values()) == [
+        "optimal:bump_height=1e2", "optimal:bump_height=1e4", "optimal:w_max=1e3", "optimal:w_max=1e5"
+    ]  # fmt: skip
+    for name in ("mnist14", "gpu"):
+        preset = sx.PRESETS[name]
+        assert (
+            preset.conditional and preset.grad_clip == 0 and len(preset.seeds) == 3 and len(preset.sampling_steps) == 3
+        )
+        assert set(preset.arms) == {*sx.PAPER_ARMS, *sx.ABLATIONS}
+
+
+def test_paper_preset_trains_a_conditional_preconditioned_network_with_the_conditional_floor(monkeypatch):
+    """edm-optimal's config: EDM's process and preconditioning, the x0 target, class-conditional with dropout 0.1,
+    and the J* table of conditional training (``compute_table`` with that dropout: tested in test_conditional)."""
+    import diffloss.objective
+
+    asked = []
+
+    def fake_table(data, process, *, label_dropout=None, progress=False):
+        asked.append((data.name, process.name, label_dropout))
+        return [-1.0, 0.0, 1.0], [0.3, 0.2, 0.1]
+
+    monkeypatch.setattr(diffloss.objective, "compute_table", fake_table)
+    preset = replace(sx.PRESETS["smoke-paper"], data="digits")
+    cfg = sx.train_config(preset, "edm-optimal")
+    assert asked == [("digits", "edm", sx.LABEL_DROPOUT)]
+    assert (cfg.process["name"], cfg.target, cfg.precond) == ("edm", "x0", "edm")
+    assert cfg.conditional and cfg.num_classes == 10 and cfg.label_dropout == sx.LABEL_DROPOUT
+    assert cfg.weighting["jstar"] == cfg.density["jstar"] == [0.3, 0.2, 0.1]
+    assert cfg.grad_clip == 0 and cfg.ema_decay == preset.ema_decay
+    fm = sx.train_config(preset, "fm-uniform")  # a baseline needs no table
+    assert (fm.process["name"], fm.target, fm.precond, fm.density["name"]) == ("flow", "flow", "none", "uniform-t")
+    assert len(asked) == 1
 
 
 def test_compare_counts_a_difference_only_beyond_the_larger_seed_std():
-    assert sx.compare((10.0, 1.0, 3), (8.0, 0.5, 3)) == (pytest.approx(-20.0), "optimal better")
-    assert sx.compare((10.0, 1.0, 3), (12.0, 0.5, 3)) == (pytest.approx(20.0), "optimal worse")
+    assert sx.compare((10.0, 1.0, 3), (8.0, 0.5, 3)) == (pytest.approx(-20.0), "arm better")
+    assert sx.compare((10.0, 1.0, 3), (12.0, 0.5, 3)) == (pytest.approx(20.0), "arm worse")
     assert sx.compare((10.0, 3.0, 3), (8.0, 0.5, 3))[1] == "no difference beyond the seed spread"
     assert sx.compare((10.0, 0.1, 1), (5.0, 0.1, 3))[1].startswith("undecided")
 
 
 def test_a_run_is_finished_only_with_all_its_outputs(tmp_path):
-    grid = sx.grid(tmp_path, sx.PRESETS["smoke"])
+    grid = sx.grid(tmp_path, sx.PRESETS["smoke"])  # digits arms: sampled at 10, 20 and 50 steps
     assert grid.directory(("optimal", 1)) == tmp_path / "smoke" / "optimal" / "seed1"
     for name in ["eval_10.json", "eval_20.json", "eval_50.json", "gap.json"]:
         (grid.directory(("edm", 0)) / name).parent.mkdir(parents=True, exist_ok=True)
@@ -67,5 +117,5 @@ def test_density_table_reads_the_optimal_state_back_from_the_checkpoint(tmp_path
     assert table["jtheta_x0"] == run.objective["density"].state()["jtheta"].tolist()
     dens, w, proc = density_from_dict(cfg.density), weighting_from_dict(cfg.weighting), get_process("vp-cosine")
     assert table["jstar_x0"] == dens.optimal_loss(lam).tolist()
-    np.testing.assert_allclose(table["weight_eps"], (w.x0_weight(lam, proc) / lam.exp()).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(table["weight_target"], (w.x0_weight(lam, proc) / lam.exp()).numpy(), rtol=1e-12)
     json.dumps(table, allow_nan=False)

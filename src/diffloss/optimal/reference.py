@@ -85,5 +85,6 @@ def compute_table(
         raise DifflossError(f"label dropout must be in [0, 1), got {label_dropout}")
     conditional = optimal_loss(data, s, conditional=True, progress=progress)
     mixed = (1 - label_dropout) * conditional.x0_mse + label_dropout * result.x0_mse
+    mixed = np.maximum(mixed, 0.0)  # the estimator's -1e-9 rounding where J* underflows
     order = np.argsort(result.logsnr)
     return result.logsnr[order].tolist(), mixed[order].tolist()
