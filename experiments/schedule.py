@@ -270,24 +270,27 @@ def density_table(directory: Path) -> dict[str, Any]:
     }
 
 
-def diagnose_run(directory: Path, preset: Preset) -> dict[str, Any]:
+def diagnose_run(directory: Path, preset: Preset, device=None) -> dict[str, Any]:
     """``diffloss diagnose --ckpt DIR --levels L --queries Q [--conditional]`` of the EMA model, as a dict."""
     from diffloss import diagnose_output
 
     d = diagnose_output.diagnose_run(
-        directory, preset.data, levels=preset.levels, queries=preset.queries, conditional=preset.conditional
-    )
+        directory, preset.data, levels=preset.levels, queries=preset.queries, conditional=preset.conditional,
+        device=device,
+    )  # fmt: skip
     return {"summary": d.summary(), "warning": d.warning(), "queries": preset.queries, "levels": d.to_rows()}
 
 
-def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell: tuple[str, int], d: Path) -> None:
-    """Train (or resume), evaluate, diagnose one (arm, seed) in ``d``; every finished output is skipped. The
-    seconds of each part are appended to ``d/timing.jsonl``."""
+def run_one(
+    preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell: tuple[str, int], d: Path, device=None
+) -> None:
+    """Train (or resume), evaluate, diagnose one (arm, seed) in ``d`` on ``device`` (None: the CPU); every finished
+    output is skipped. The seconds of each part are appended to ``d/timing.jsonl``."""
     from diffloss.train import CHECKPOINT_FILE
 
     schedule, seed = cell
     with timed(d / TIMING_FILE, "train"):
-        if train_to(replace(configs[schedule], seed=seed), d):
+        if train_to(replace(configs[schedule], seed=seed), d, device):
             log(f"{schedule} seed {seed}: trained {preset.steps} steps")
     for k in preset.sampling_steps:
         path = d / f"eval_{k}.json"
@@ -299,7 +302,7 @@ def run_one(preset: Preset, configs: dict, evaluator: CheckpointEvaluator, cell:
             log(f"{schedule} seed {seed}: {SAMPLER} {k} steps FID {result['fid']:.4g}")
     if not (d / "gap.json").exists():
         with timed(d / TIMING_FILE, "diagnose"):
-            gap = diagnose_run(d, preset)
+            gap = diagnose_run(d, preset, device)
         write_json_atomic(d / "gap.json", gap)
         log(f"{schedule} seed {seed}: {gap['summary']}")
     if ARMS[schedule].optimal_density and not (d / "density.json").exists():
@@ -664,12 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/schedule.py --preset {preset.name} --out {args.out}"
 
     if not args.report_only:
-        evaluator = CheckpointEvaluator(preset.data)
+        evaluator = CheckpointEvaluator(preset.data, args.device)
         configs = {s: train_config(preset, s) for s in schedules}
         first = [s for s in schedules if s not in ABLATIONS]  # the comparison before the ablations and the sweep
         cells = [(s, seed) for group in (first, [s for s in schedules if s in ABLATIONS])
                  for seed in preset.seeds for s in group]  # fmt: skip  # seed-major: a partial run compares all
-        grid(args.out, preset).run(cells, partial(run_one, preset, configs, evaluator))
+        grid(args.out, preset).run(cells, partial(run_one, preset, configs, evaluator, device=args.device))
     write_report(args.out, preset, schedules, command, report)
     log(f"wrote {report}")
     return 0

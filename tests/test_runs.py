@@ -26,9 +26,11 @@ from diffloss.runs import (
     collect,
     compare,
     csv_text,
+    experiment_parser,
     json_ready,
     keep_notes,
     mean_std,
+    parse_experiment_args,
     parse_seeds,
     read_timing,
     save_figure,
@@ -284,3 +286,31 @@ def test_parse_seeds_accepts_distinct_non_negative_integers():
     for bad in ("3", "0,3"):
         with pytest.raises(DifflossError, match=r"--seeds: give some of the preset's seeds \[0, 1, 2\]"):
             parse_seeds(bad, allowed=(0, 1, 2))
+
+
+def test_experiment_device_option_resolves_to_a_torch_device_and_refuses_what_the_machine_lacks(tmp_path):
+    import torch
+
+    ap = experiment_parser("doc", "x", ["p"], tmp_path, preset_default="p")
+    assert parse_experiment_args(ap, ["--root", str(tmp_path), "--device", "cpu"]).device == torch.device("cpu")
+    auto = parse_experiment_args(ap, ["--root", str(tmp_path)]).device
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DifflossError, match="CUDA"):
+            parse_experiment_args(ap, ["--root", str(tmp_path), "--device", "cuda"])
+
+
+def test_train_to_on_an_explicit_cpu_device_gives_the_default_runs_weights(tmp_path):
+    import torch
+
+    from conftest import small_train_config
+    from diffloss.checkpoint import load_checkpoint
+    from diffloss.runs import train_to
+    from diffloss.train import CHECKPOINT_FILE
+
+    cfg = small_train_config()
+    train_to(cfg, tmp_path / "a")
+    train_to(cfg, tmp_path / "b", torch.device("cpu"))
+    a, b = (load_checkpoint(tmp_path / k / CHECKPOINT_FILE)[0] for k in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["execution"]["device"] == "cpu"

@@ -58,17 +58,20 @@ def diagnose_run(
     queries: int = 1024,
     seed: int = 0,
     conditional: bool = False,
+    device: str | None = None,
 ) -> Diagnosis:
     """``diffloss diagnose --ckpt RUN_DIR --data DATA [--conditional]`` of a training run's EMA model: at the
     noise-to-signal ratios ``sigmas`` or ``levels`` log-spaced ones (``diagnosis_levels``), ``queries`` draws of
-    seed ``seed``; ``conditional``: a class-conditional model given each query's class, against the conditional J*."""
+    seed ``seed``; ``conditional``: a class-conditional model given each query's class, against the conditional J*;
+    ``device``: where the model and the posterior run (``diagnose``)."""
     model = load_trained(run_dir)
     ds = load_dataset(data)
     check_shape(ds, model)
     if conditional and (ds.labels is None or not model.num_classes):
         raise DifflossError("a conditional diagnosis needs a class-conditional model and labelled data")
     labels = ds.labels if conditional else None
-    return diagnose(model, ds.x, diagnosis_levels(model, sigmas, levels), queries=queries, seed=seed, labels=labels)
+    at = diagnosis_levels(model, sigmas, levels)
+    return diagnose(model, ds.x, at, queries=queries, seed=seed, labels=labels, device=device)
 
 
 def check_shape(ds: Dataset, model: DiffusionModel) -> None:

@@ -177,7 +177,8 @@ class CheckpointEvaluator:
     """FID and KID of a ``diffloss train`` checkpoint's samples against a reference set, in the feature space of
     the reference's classifier (``feature_classifier``); the reference features are computed once."""
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, device: str | None = None) -> None:
+        self.device = device  # where the samples are drawn (``sample_model``'s device; None: the model's)
         data = load_dataset(ref)
         self.classifier = feature_classifier(data)
         if self.classifier is None:
@@ -199,7 +200,8 @@ class CheckpointEvaluator:
         model = load_trained(ckpt)
         if model.num_classes and "labels" not in sampling:
             sampling["labels"] = torch.arange(n) % model.num_classes
-        x = sample_model(model, n, steps=steps, sampler=sampler, seed=SAMPLE_SEED, **sampling).numpy()
+        x = sample_model(model, n, steps=steps, sampler=sampler, seed=SAMPLE_SEED, device=self.device, **sampling)
+        x = x.numpy()
         out = {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
         if np.isfinite(x).all():
             feats = classifier_features(np.clip(x, -1, 1), self.classifier)

@@ -78,9 +78,7 @@ def class_groups(n: int, labels: np.ndarray | None) -> Groups:
     return {int(k): np.flatnonzero(labels == k) for k in np.unique(labels)}
 
 
-def combine_groups(
-    groups: Groups, curves: Mapping, errors: Mapping
-) -> tuple[np.ndarray, np.ndarray]:
+def combine_groups(groups: Groups, curves: Mapping, errors: Mapping) -> tuple[np.ndarray, np.ndarray]:
     """(curve, stderr) over all rows from per-group curves: weights = group sizes / N, stderrs in quadrature."""
     n = sum(len(rows) for rows in groups.values())
     share = {k: len(rows) / n for k, rows in groups.items()}

@@ -95,9 +95,9 @@ class OptimalLossResult:
             dim=int(d["dim"]),
             estimator=d["estimator"],
             n_queries=int(d["n_queries"]),
-            upper95=None if d.get("upper95") is None else np.asarray(
-                [math.nan if v is None else v for v in d["upper95"]], dtype=np.float64
-            ),
+            upper95=None
+            if d.get("upper95") is None
+            else np.asarray([math.nan if v is None else v for v in d["upper95"]], dtype=np.float64),
             bias=arr(d.get("bias")),
             per_class=per(d.get("per_class")),
             per_class_stderr=per(d.get("per_class_stderr")),

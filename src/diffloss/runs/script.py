@@ -70,16 +70,23 @@ def experiment_parser(
     ap.add_argument("--report", type=Path, default=None, help=f"markdown report (default {reports}/{name}[_PRESET].md)")
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from the finished runs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
+    ap.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N: where runs train and sample"
+    )
     return ap
 
 
 def parse_experiment_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse ``argv`` with an ``experiment_parser`` and fix torch's CPU threads to ``--threads`` (a run's numbers may
-    depend on the thread count, so keep it fixed across resumes)."""
+    """Parse ``argv`` with an ``experiment_parser``, fix torch's CPU threads to ``--threads`` (a run's numbers may
+    depend on the thread count, so keep it fixed across resumes) and resolve ``--device`` to a ``torch.device``
+    (``diffloss.device.resolve_device``: a device this machine lacks is a one-line error)."""
     args = ap.parse_args(argv)
     import torch
 
+    from diffloss.device import resolve_device
+
     torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
     return args
 
 
