@@ -31,8 +31,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,12 +55,14 @@ Agg = dict[tuple[str, int, str, int], Stat]
 
 @dataclass(frozen=True)
 class Variant:
-    """One training objective: process, prediction target and weighting spec (``diffloss train`` syntax)."""
+    """One training objective: process, prediction target, weighting and level density specs (``diffloss train``
+    syntax; density ``default`` is the process's usual one)."""
 
     name: str
     process: str
     target: str
     weighting: str
+    density: str = "default"
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -74,11 +76,22 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("flow-debiased", "flow", "flow", "debiased"),
 )
 
+DDPM = "vp:discrete=true"  # DDPM's chain: T = 1000, linear betas 1e-4 -> 0.02
+DDPM_VARIANTS: tuple[Variant, ...] = tuple(
+    Variant(name, DDPM, "eps", weighting, "uniform-t:discrete=true")  # step n ~ U{0..T-1}, as DDPM
+    for name, weighting in (("eps-constant", "constant:on=eps"), ("eps-debiased", "debiased"))
+)
+"""The DDPM setting of the paper's headline number: eps-prediction on the discrete chain, constant (L_simple) vs
+debiased; the presets that use them also turn gradient clipping off (``Preset.grad_clip``)."""
+
 
 @dataclass(frozen=True)
 class Preset:
     """The size of an experiment. ``grid`` is ((sampler, steps), ...) evaluated at the last training step;
-    ``probe`` is the (sampler, steps) evaluated at every step of ``train_steps``."""
+    ``probe`` is the (sampler, steps) evaluated at every step of ``train_steps``. ``sampling`` maps a sampler to
+    its further ``sample_model`` keywords (e.g. ``{"ddpm": {"clip": 1.0}}``: DDPM's ``clip_denoised``).
+    ``channels`` is the UNet's base width (None: the UNet preset's); ``ema_decay`` and ``grad_clip`` (0 = off) go
+    to ``TrainConfig``. ``device``: where training and sampling run (``cpu`` or ``cuda``)."""
 
     name: str
     data: str
@@ -92,10 +105,27 @@ class Preset:
     grid: tuple[tuple[str, int], ...]
     lr: float = 2e-4
     warmup: int = 200
+    variants: tuple[Variant, ...] = VARIANTS
+    channels: int | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    sampling: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 def _grid(samplers: Sequence[str], steps: Sequence[int]) -> tuple[tuple[str, int], ...]:
     return tuple((s, k) for s in samplers for k in steps)
+
+
+DDPM_SETTING: dict[str, Any] = {
+    "variants": DDPM_VARIANTS,
+    "grad_clip": 0.0,
+    "ema_decay": 0.999,
+    "sampling": {"ddpm": {"clip": 1.0}, "ddim": {"spacing": "respaced"}},
+}
+"""The training and sampling settings of the DDPM presets: no gradient clipping; EMA 0.999 (on a CPU budget of a
+few thousand updates; DDPM's 0.9999 averages over ~10k); ancestral sampling with ``clip_denoised`` (x0 clamped to
+[-1, 1]), and DDIM (eta = 0, unclipped) on the same evenly respaced timesteps of the T = 1000 chain."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -107,8 +137,16 @@ PRESETS: dict[str, Preset] = {
                _grid(("ddim", "heun"), (5, 10, 20, 50))),
         Preset("mnist", "mnist", "mnist:test", (0, 1, 2), (100, 200, 400), 32, "tiny", 200, ("ddim", 10),
                _grid(("ddim",), (5, 10, 20)) + _grid(("heun",), (5, 10))),
+        Preset("smoke14", "mnist14", "mnist14:test", (0, 1), (10, 20), 16, "tiny", 64, ("ddim", 4),
+               (("ddpm", 8), ("ddim", 4), ("ddim", 2)), warmup=5, **DDPM_SETTING, channels=16),
+        Preset("mnist14", "mnist14", "mnist14:test", (0, 1, 2), (600, 1200, 2400), 64, "tiny", 500, ("ddim", 20),
+               (("ddpm", 100), ("ddim", 50), ("ddim", 20)), **DDPM_SETTING, channels=16),
+        Preset("gpu", "mnist", "mnist:test", (0, 1, 2), (25_000, 50_000, 100_000), 128, "small", 10_000,
+               ("ddim", 50), (("ddpm", 100), ("ddim", 50), ("ddim", 20)), **DDPM_SETTING | {"ema_decay": 0.9999},
+               warmup=5000, device="cuda"),
     )
 }  # fmt: skip
+MAIN_PRESET = "mnist14"  # its report is reports/debiased_weighting.md; the others' reports/debiased_weighting_PRESET.md
 
 
 @dataclass(frozen=True)
@@ -122,10 +160,10 @@ class RunSpec:
         return cell_key({"variant": self.variant.name, "seed": self.seed}, "{variant}-s{seed}")
 
 
-def run_grid(preset: Preset, variants: Sequence[Variant] = VARIANTS) -> list[RunSpec]:
+def run_grid(preset: Preset) -> list[RunSpec]:
     """Every variant x seed of the preset, seed-major (every variant of the first seed first), so that a
     partial run already compares all variants."""
-    return [RunSpec(v, s) for s in preset.seeds for v in variants]
+    return [RunSpec(v, s) for s in preset.seeds for v in preset.variants]
 
 
 def eval_points(preset: Preset) -> list[tuple[int, str, int]]:
@@ -171,26 +209,37 @@ def expected_seconds(preset: Preset, n_runs: int, step_seconds: float, nfe_secon
 def train_config(preset: Preset, spec: RunSpec, steps: int):
     """The ``TrainConfig`` of a run, trained up to ``steps`` (the only field that changes between stops)."""
     from diffloss.density import density_from_spec
-    from diffloss.process import get_process
+    from diffloss.process import process_from_spec
     from diffloss.train import TrainConfig
     from diffloss.weighting import weighting_from_spec
 
-    proc = get_process(spec.variant.process)
+    proc = process_from_spec(spec.variant.process)
     return TrainConfig(
         data=preset.data,
         process=proc.to_dict(),
         target=spec.variant.target,
         weighting=weighting_from_spec(spec.variant.weighting).to_dict(),
-        density=density_from_spec("default", proc).to_dict(),
-        backbone={"name": "unet", "preset": preset.unet, "channels": None},  # the data are images
+        density=density_from_spec(spec.variant.density, proc).to_dict(),
+        backbone={"name": "unet", "preset": preset.unet, "channels": preset.channels},  # the data are images
         steps=steps,
         batch=preset.batch,
         seed=spec.seed,
         lr=preset.lr,
         warmup=preset.warmup,
+        ema_decay=preset.ema_decay,
+        grad_clip=preset.grad_clip,
         ckpt_every=max(preset.train_steps),
         log_every=max(1, min(preset.train_steps) // 4),
     )
+
+
+def execution(preset: Preset):
+    """Where the preset's runs train: ``diffloss.train.Execution`` on ``preset.device`` (fp32, one process)."""
+    import torch
+
+    from diffloss.train import Execution
+
+    return Execution(torch.device(preset.device))
 
 
 def checkpoint_at(preset: Preset, spec: RunSpec, run_dir: Path, step: int) -> Path:
@@ -199,7 +248,7 @@ def checkpoint_at(preset: Preset, spec: RunSpec, run_dir: Path, step: int) -> Pa
 
     keep = run_dir / f"ckpt-{step}.safetensors"
     if not keep.exists():
-        runs.train_to(train_config(preset, spec, step), run_dir)
+        runs.train_to(train_config(preset, spec, step), run_dir, execution=execution(preset))
         atomic_write(keep, lambda tmp: shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp))
     return keep
 
@@ -223,7 +272,7 @@ def measure_cost(preset: Preset, repeats: int = 20) -> dict[str, Any]:
     from diffloss.sample import x0_predictor
     from diffloss.train import Run
 
-    run = Run.create(train_config(preset, RunSpec(VARIANTS[0], 0), repeats * 2))
+    run = Run.create(train_config(preset, RunSpec(preset.variants[0], 0), repeats * 2), execution=execution(preset))
     _timed(run.update, repeats)
     step_wall, step_cpu = _timed(run.update, repeats)
     denoise = x0_predictor(run.ema.eval(), run.ema.process, run.objective["target"])
@@ -252,9 +301,10 @@ def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: CheckpointE
         t0 = time.perf_counter()
         ckpt = checkpoint_at(preset, spec, run_dir, step)
         t_train = time.perf_counter() - t0
-        result = evaluator(ckpt, preset.n_samples, sampler, steps)
+        options = dict(preset.sampling.get(sampler, {}))
+        result = evaluator(ckpt, preset.n_samples, sampler, steps, device=preset.device, **options)
         record = {"run": spec.name, "variant": spec.variant.name, "seed": spec.seed, "step": step}
-        record |= {"sampler": sampler, "nsteps": steps, "train_seconds": t_train, **result}
+        record |= {"sampler": sampler, "nsteps": steps, "options": options, "train_seconds": t_train, **result}
         write_json_atomic(eval_path(run_dir, step, sampler, steps), record)
         log(f"{spec.name}: step {step} {sampler}-{steps}: FID {result['fid']:.4g} ({t_train:.0f} s train)")
 
@@ -299,7 +349,7 @@ def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
     panels = [(ax, "step", *preset.probe, "training step")]
     panels += [(a, "nsteps", s, 0, f"sampling steps ({s})") for s, a in zip(samplers, axes[0])]
     for a, axis, sampler, nsteps, xlabel in panels:
-        for variant in VARIANTS:
+        for variant in preset.variants:
             pts = series(agg, variant.name, axis, last, sampler, nsteps)
             if not pts:
                 continue
@@ -425,7 +475,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "",
         "| variant | process | target | weighting (as given to `diffloss train`) |",
         "|---|---|---|---|",
-        *(f"| {v.name} | {v.process} | {v.target} | `{v.weighting}` |" for v in VARIANTS),
+        *(f"| {v.name} | {v.process} | {v.target} | `{v.weighting}` |" for v in preset.variants),
         "",
         "`debiased` is defined once, as 1/sqrt(SNR) on the eps-MSE, i.e. sqrt(SNR) on the x0-MSE; on v (VP) it "
         "is sqrt(SNR)/(SNR + 1), on the flow velocity t(1 - t) (diffloss.weighting). `constant` is weight 1 on "
@@ -442,7 +492,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "| variant | " + " | ".join(f"step {s}" for s in preset.train_steps) + " |",
         "|---|" + "---|" * len(preset.train_steps),
     ]
-    for v in VARIANTS:
+    for v in preset.variants:
         cells = [agg.get((v.name, s, *preset.probe), NONE).text() for s in preset.train_steps]
         lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
     points = sorted({preset.probe, *preset.grid})
@@ -453,7 +503,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "| variant | " + " | ".join(f"{s} {k}" for s, k in points) + " |",
         "|---|" + "---|" * len(points),
     ]
-    for v in VARIANTS:
+    for v in preset.variants:
         cells = [agg.get((v.name, last, s, k), NONE).text() for s, k in points]
         lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figs), ""]
@@ -496,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = runs.parse_experiment_args(ap, argv)
     preset = PRESETS[args.preset]
     seeds = None if args.seeds is None else set(runs.parse_seeds(args.seeds, allowed=preset.seeds))
-    report = runs.report_path(args, REPORTS, "debiased_weighting")
+    report = runs.report_path(args, REPORTS, "debiased_weighting", MAIN_PRESET)
     command = f"PYTHONPATH=src python experiments/debiased_weighting.py --preset {preset.name} --root {args.root}"
 
     if args.measure:

@@ -54,7 +54,7 @@ class FakeEvaluator:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str, int]] = []
 
-    def __call__(self, ckpt, n, sampler, steps):
+    def __call__(self, ckpt, n, sampler, steps, **sampling):
         step = load_checkpoint(ckpt)[1]["step"]
         self.calls.append((step, sampler, steps))
         return {"fid": float(step), "kid": 0.0, "kid_std": 0.0}
