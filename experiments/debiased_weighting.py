@@ -436,21 +436,28 @@ def claim_verdict(agg: Agg, preset: Preset, complete: bool) -> str:
     return "inconclusive"
 
 
-def cpu_minutes(root: Path, preset: Preset) -> tuple[float, float, int]:
-    """(CPU minutes, wall minutes, runs) of the preset's finished runs from ROOT/timing.jsonl (``Grid``'s timing:
-    training + evaluation, one line per finished piece of work, summed per run)."""
+def cpu_minutes(root: Path, preset: Preset) -> dict[str, tuple[float, float, int]]:
+    """Variant -> (CPU minutes, wall minutes, finished runs) of the preset's finished runs, from ROOT/timing.jsonl
+    (``Grid``'s timing: training + evaluation, summed over the pieces of a resumed run)."""
     timing = runs.read_timing(root / runs.TIMING_FILE)
-    spent = [timing[s.name] for s in run_grid(preset) if s.name in timing]
-    return sum(t["cpu"] for t in spent) / 60, sum(t["wall"] for t in spent) / 60, len(spent)
+    out: dict[str, tuple[float, float, int]] = {}
+    for spec in run_grid(preset):
+        if spec.name in timing:
+            cpu, wall, n = out.get(spec.variant.name, (0.0, 0.0, 0))
+            t = timing[spec.name]
+            out[spec.variant.name] = (cpu + t["cpu"] / 60, wall + t["wall"] / 60, n + 1)
+    return out
 
 
 def runtime_text(root: Path, preset: Preset) -> str:
-    """The compute the finished runs took (``cpu_minutes``) and the expected runtime (ROOT/cost.json of
-    ``--measure``, if any)."""
-    cpu, wall, n = cpu_minutes(root, preset)
+    """The compute the finished runs took, in all and per variant (``cpu_minutes``: equal compute per arm shows
+    as equal CPU minutes), and the expected runtime (ROOT/cost.json of ``--measure``, if any)."""
+    spent = cpu_minutes(root, preset)
+    cpu, wall, n = (sum(v[i] for v in spent.values()) for i in range(3))
+    arms = "; ".join(f"{name} {c:.1f} CPU min over {k} runs" for name, (c, _, k) in spent.items())
     text = (
         f"{n} finished runs took {cpu:.1f} CPU minutes ({wall:.1f} min wall; training + evaluation, one process, "
-        "one thread, from ROOT/timing.jsonl)."
+        f"one thread, from ROOT/timing.jsonl){': ' + arms if arms else ''}."
     )
     cost_file = root / "cost.json"
     if cost_file.exists():

@@ -191,3 +191,14 @@ def test_report_marks_a_partial_run_and_decides_the_claim_only_when_complete(tmp
     text = report.read_text()
     assert "PARTIAL" not in text and f'on eps": {word} at this budget**' in text
     assert f"| eps | ddpm (clip=1.0) | 3 | 11 ± 1 (n=3) | {debiased[1]:g} ± 1 (n=3) | {change} |" in text
+
+
+def test_cpu_minutes_sum_the_timing_lines_per_arm(tmp_path):
+    """eps-constant-s0 resumed once (60 + 30 CPU s) and s1 (90 s): 3 CPU minutes over 2 runs; eps-debiased-s0 (120 s):
+    2 minutes; lines of runs outside the preset are left out."""
+    lines = [("eps-constant-s0", 60), ("eps-constant-s0", 30), ("eps-constant-s1", 90), ("eps-debiased-s0", 120)]
+    lines.append(("v-constant-s0", 600))
+    text = "".join(f'{{"cell": "{c}", "wall_s": {2 * s}, "cpu_s": {s}}}\n' for c, s in lines)
+    (tmp_path / "timing.jsonl").write_text(text)
+    spent = dw.cpu_minutes(tmp_path, dw.PRESETS["mnist14"])
+    assert spent == {"eps-constant": (3.0, 6.0, 2), "eps-debiased": (2.0, 4.0, 1)}
