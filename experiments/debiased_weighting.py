@@ -351,7 +351,7 @@ def series(agg: Agg, variant: str, axis: str, step: int, sampler: str, nsteps: i
 
 def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
     """Two figures next to ``out``: FID vs training step (probe sampler) and FID vs sampling steps at the last
-    step (one panel per sampler); mean over seeds with a ± std band, log-log axes."""
+    step (one panel per sampler); mean over seeds with ± std bars and band, log-log axes."""
     plt = runs.pyplot()
     last, samplers = preset.train_steps[-1], sorted({s for s, _ in preset.grid})
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -366,8 +366,8 @@ def plot(agg: Agg, preset: Preset, out: Path) -> list[Path]:
             xs = np.array([x for x, _ in pts], dtype=float)
             m, sd = np.array([v[0] for _, v in pts]), np.nan_to_num(np.array([v[1] for _, v in pts]))
             style = {"eps": "-", "v": "--"}.get(variant.target, ":")
-            (line,) = a.plot(xs, m, style, marker="o", ms=3, label=variant.name)
-            a.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+            bars = a.errorbar(xs, m, yerr=sd, fmt=style, marker="o", ms=3, capsize=3, label=variant.name)
+            a.fill_between(xs, m - sd, m + sd, color=bars.lines[0].get_color(), alpha=0.15)
         a.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="FID (classifier features)")
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize=7)
