@@ -639,6 +639,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         text = text.replace("\n\n\n", "\n\n")
     runs.write_report(report, text, table=csv_text_of(rows, preset), data=summary)
 
+
 def sizes(preset: Preset, spec: str | None) -> list[int]:
     """The sizes to train: all of the preset's, or the comma-separated subset ``spec``."""
     if spec is None:

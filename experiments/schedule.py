@@ -103,7 +103,7 @@ def _optimal(**params: str) -> str:
 
 
 _DIGITS_BASELINES = ("constant", "min-snr-5", "edm", "debiased")
-_EDM_SWEEP = {f"edm-wmax-{v}": _optimal(w_max=v) for v in ("1e3", "1e5")} | {
+_EDM_SWEEP = {f"edm-wmax-{v}": _optimal(w_max=v) for v in ("1e2", "1e3")} | {
     f"edm-bump-{v}": _optimal(bump_height=v) for v in ("1e2", "1e4")
 }  # the defaults (w_max 1e4, bump height 1e3) are edm-optimal's
 ARMS = {

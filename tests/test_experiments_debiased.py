@@ -30,7 +30,7 @@ def test_variants_cover_the_issue():
     assert by_name["v-debiased"].target == "v" and by_name["flow-debiased"].process == "flow"
     for p in dw.PRESETS.values():
         assert len(p.seeds) >= 2 and list(p.train_steps) == sorted(set(p.train_steps))
-    assert all(len(p.seeds) >= 3 for name, p in dw.PRESETS.items() if name != "smoke")
+    assert all(len(p.seeds) >= 3 for name, p in dw.PRESETS.items() if not name.startswith("smoke"))
 
 
 def test_eval_points_probe_every_step_and_the_grid_once_at_the_end():
@@ -54,7 +54,7 @@ class FakeEvaluator:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str, int]] = []
 
-    def __call__(self, ckpt, n, sampler, steps):
+    def __call__(self, ckpt, n, sampler, steps, **sampling):
         step = load_checkpoint(ckpt)[1]["step"]
         self.calls.append((step, sampler, steps))
         return {"fid": float(step), "kid": 0.0, "kid_std": 0.0}
@@ -126,3 +126,79 @@ def test_each_run_trains_with_the_published_weight_converted_to_its_target(varia
     lam = process.logsnr(t)
     got = weighting_from_dict(cfg.weighting).weight(lam, process, cfg.target)
     torch.testing.assert_close(got, closed_form(lam.exp(), t))
+
+
+@pytest.mark.parametrize(("preset", "ema"), [("mnist14", 0.999), ("gpu", 0.9999), ("smoke14", 0.999)])
+def test_ddpm_presets_train_and_sample_in_the_ddpm_setting(preset, ema):
+    """Each run of a DDPM preset: DDPM's chain (alpha_bar = cumprod(1 - linspace(1e-4, 0.02, 1000)), computed
+    here by hand), steps n ~ U{0..999}, eps target, no gradient clip, the stated EMA; constant is 1 and debiased
+    1/sqrt(SNR_n) on eps at those steps; ancestral sampling with clip_denoised (x0 clamped to [-1, 1])."""
+    import numpy as np
+
+    from diffloss.density import density_from_dict
+    from diffloss.process import process_from_dict
+    from diffloss.weighting import weighting_from_dict
+
+    p = dw.PRESETS[preset]
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    snr = torch.from_numpy(alpha_bar / (1 - alpha_bar))
+    assert {v.weighting for v in p.variants} == {"constant:on=eps", "debiased"}
+    for spec in dw.run_grid(p):
+        cfg = dw.train_config(p, spec, 10)
+        assert (cfg.target, cfg.grad_clip, cfg.ema_decay) == ("eps", 0.0, ema)
+        process = process_from_dict(cfg.process)
+        torch.testing.assert_close(process.alphas_cumprod(), torch.from_numpy(alpha_bar))
+        levels = density_from_dict(cfg.density).sample(4000, torch.Generator().manual_seed(0), process)
+        n = levels.timestep
+        assert n.dtype == torch.int64 and 0 <= n.min() < 20 and 980 < n.max() <= 999
+        torch.testing.assert_close(levels.logsnr, snr[n].log())
+        got = weighting_from_dict(cfg.weighting).weight(levels.logsnr, process, cfg.target)
+        expected = snr[n] ** -0.5 if spec.variant.weighting == "debiased" else torch.ones_like(got)
+        torch.testing.assert_close(got, expected)
+    assert p.sampling["ddpm"] == {"clip": 1.0} and {s for s, _ in dw.points(p)} == {"ddpm", "ddim"}
+    assert len(dw.points(p)) == 3
+
+
+def _fake_results(root, preset, fids):
+    """Evaluation files for the runs (variant, seed) of ``fids`` (-> FID), at every evaluation point."""
+    from diffloss.io import write_json_atomic
+
+    by_name = {v.name: v for v in preset.variants}
+    for (variant, seed), fid in fids.items():
+        spec = dw.RunSpec(by_name[variant], seed)
+        for step, sampler, k in dw.eval_points(preset):
+            record = {"variant": variant, "seed": seed, "step": step, "sampler": sampler, "nsteps": k, "fid": fid}
+            write_json_atomic(dw.eval_path(root / "runs" / spec.name, step, sampler, k), record)
+
+
+@pytest.mark.parametrize(
+    ("debiased", "word", "change"), [((20, 21, 22), "does not hold", "+91%"), ((5, 6, 7), "holds", "-45%")]
+)
+def test_report_marks_a_partial_run_and_decides_the_claim_only_when_complete(tmp_path, debiased, word, change):
+    """Constant FIDs 10, 11, 12 (11 ± 1) against debiased 21 ± 1 (+91%) or 6 ± 1 (-45%): a verdict only once
+    all 3 seeds x 2 variants are there; before, PARTIAL and inconclusive."""
+    p = replace(dw.PRESETS["smoke14"], seeds=(0, 1, 2), train_steps=(2,), probe=("ddim", 2), grid=(("ddpm", 3),))
+    report = tmp_path / "report.md"
+    _fake_results(tmp_path, p, {("eps-constant", 0): 10.0, ("eps-debiased", 0): debiased[0]})
+    dw.write_report(tmp_path, p, "CMD", report)
+    text = report.read_text()
+    assert "**PARTIAL: 2 of 6 runs finished" in text
+    assert 'on eps": inconclusive at this budget (the run is partial)**' in text
+
+    _fake_results(tmp_path, p, {("eps-constant", s): 10.0 + s for s in (1, 2)})
+    _fake_results(tmp_path, p, {("eps-debiased", s): float(debiased[s]) for s in (1, 2)})
+    dw.write_report(tmp_path, p, "CMD", report)
+    text = report.read_text()
+    assert "PARTIAL" not in text and f'on eps": {word} at this budget**' in text
+    assert f"| eps | ddpm (clip=1.0) | 3 | 11 ± 1 (n=3) | {debiased[1]:g} ± 1 (n=3) | {change} |" in text
+
+
+def test_cpu_minutes_sum_the_timing_lines_per_arm(tmp_path):
+    """eps-constant-s0 resumed once (60 + 30 CPU s) and s1 (90 s): 3 CPU minutes over 2 runs; eps-debiased-s0 (120 s):
+    2 minutes; lines of runs outside the preset are left out."""
+    lines = [("eps-constant-s0", 60), ("eps-constant-s0", 30), ("eps-constant-s1", 90), ("eps-debiased-s0", 120)]
+    lines.append(("v-constant-s0", 600))
+    text = "".join(f'{{"cell": "{c}", "wall_s": {2 * s}, "cpu_s": {s}}}\n' for c, s in lines)
+    (tmp_path / "timing.jsonl").write_text(text)
+    spent = dw.cpu_minutes(tmp_path, dw.PRESETS["mnist14"])
+    assert spent == {"eps-constant": (3.0, 6.0, 2), "eps-debiased": (2.0, 4.0, 1)}
