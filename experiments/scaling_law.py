@@ -32,7 +32,7 @@ Each (size, seed) trains in ROOT/runs/cC-sK (bit-exact resume); each diagnosis i
 ROOT/runs/cC-sK/eval/STEP.json, and a finished one is skipped, so the command resumes where it stopped (seed by
 seed, seed-major: a partial run has whole seeds). ``--report-only`` just rewrites the report
 (reports/scaling_law.md for ``mnist14``, reports/scaling_law_PRESET.md otherwise, with .csv, .json and .png).
-Presets: ``smoke`` (seconds; checks the pipeline), ``mnist14`` (the main one: 3 seeds, about 26 CPU min at one
+Presets: ``smoke`` (a minute; checks the pipeline), ``mnist14`` (the main one: 3 seeds, 33 CPU min measured at one
 thread; the report states the measured runtime) and ``gpu`` (28x28 MNIST, wider UNets and longer training, sized
 for one GPU; not run here). The earlier runs on sklearn digits (total = an unweighted mean over 8 levels, not the
 objective) are kept in reports/scaling_law_digits.md, made by this script's version of commit 6fa669b. Hand-written

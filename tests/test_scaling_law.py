@@ -144,6 +144,22 @@ def test_extrapolation_errors_of_the_raw_and_offset_fits_on_an_exact_law():
     assert got["reducible"]["rel_err_j"] == pytest.approx(0, abs=1e-12)
 
 
+def test_floor_sweep_is_straight_only_at_the_true_floor_and_paired_differences_are_per_seed():
+    """On J = 10 F^-0.2 + J* (J* = 0.1) log(J - k J*) is exactly linear in log F only for k = 1; the paired
+    difference of |rho| (reducible - raw) is the mean of the per-seed differences."""
+    s = _series(1.0)
+    sweep = sl.floor_sweep(s, "frontier")
+    assert sweep[1.0] == pytest.approx(1, abs=1e-12)
+    assert all(sweep[k] < 1 - 1e-6 for k in (0.0, 0.5))
+    assert sweep[2.0] is None  # J - 2 J* <= 0 at the largest F: no log
+    f = np.unique(s.f)
+    assert sweep[0.0] == pytest.approx(abs(stats.pearsonr(np.log(f), np.log(10 * f**-0.2 + 0.1))[0]), rel=1e-12)
+    per_seed = [sl.fit_all(_series(1.0), "frontier"), sl.fit_all(_series(3.0), "frontier")]
+    diffs = [abs(p["reducible"]["rho"]) - abs(p["raw"]["rho"]) for p in per_seed]
+    st = sl.paired(per_seed, "abs_rho")
+    assert (st.mean, st.std, st.n) == (pytest.approx(np.mean(diffs)), pytest.approx(np.std(diffs, ddof=1)), 2)
+
+
 def test_selection_final_is_the_last_point_of_each_size():
     s = _series(1.0)
     mask = sl.selection(s, "final")
