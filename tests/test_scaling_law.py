@@ -222,11 +222,11 @@ def test_j_of_a_linear_denoiser_is_the_objective_total_by_numeric_integration(ed
 
 
 def test_j_of_the_shifted_posterior_mean_is_the_floor_plus_its_weighted_excess(edm_setting):
-    """The exact posterior mean shifted by a constant delta (exactly the posterior mean it would be a model that
-    equals J* in every node; a shift keeps the below-J* check meaningful where fp32 rounding of x_t is the only
-    noise): per node J_x0 = J*_x0 + ||delta||^2 / D, so J - J* = ||delta||^2 / D x E_p[w_x0] (scipy's quad
-    over the truncated lognormal), J = J* + (J - J*) within Monte Carlo error, and J* agrees with objective_floor
-    on the data's own estimator (independent draws, nodes refined) within the Monte Carlo and quadrature errors."""
+    """The exact posterior mean shifted by a constant delta (unshifted, its J would equal J* at every node up to
+    fp32 rounding of x_t, which the below-J* check flags; the shift keeps that check meaningful): per node
+    J_x0 = J*_x0 + ||delta||^2 / D, so J - J* = ||delta||^2 / D x E_p[w_x0] (scipy's quad over the truncated
+    lognormal), J = J* + (J - J*) within Monte Carlo error, and J* agrees with objective_floor on the data's own
+    estimator (independent draws, nodes refined) within the Monte Carlo and quadrature errors."""
     objective, proc, ds = edm_setting
     delta = np.array([0.05, -0.1, 0.02])
     model = bayes_model(ds.x, proc, objective.target, delta)
