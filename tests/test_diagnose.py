@@ -99,6 +99,28 @@ def test_zero_noise_predictor_has_closed_form_loss(data):
     assert np.all(d.gap_x0 > 0) and not d.below_optimal.any()
 
 
+def test_posterior_cache_reuses_the_posterior_means_and_changes_nothing(data, monkeypatch):
+    """Two models diagnosed on the same draws with one ``posterior`` dict: the posterior is computed once (per
+    query block), and each diagnosis equals the one without the cache; other levels or seeds compute anew."""
+    import diffloss.diagnose as dg
+
+    proc, tgt = get_process("vp"), get_target("x0")
+    models = [bayes_model(data, proc, tgt), bayes_model(data, proc, tgt, np.array([0.1, 0.0, -0.2]))]
+    plain = [diagnose(m, data, levels_of(proc), queries=300, seed=2) for m in models]
+    calls = []
+    real = dg.class_posterior_mean
+    monkeypatch.setattr(dg, "class_posterior_mean", lambda *a: calls.append(1) or real(*a))
+    cache: dict = {}
+    cached = [diagnose(m, data, levels_of(proc), queries=300, seed=2, posterior=cache) for m in models]
+    assert len(calls) == 2 and len(cache) == 2  # 300 queries = 2 blocks, computed for the first model only
+    for a, b in zip(plain, cached):
+        for key in ("model_x0", "optimal_x0", "gap_x0", "gap_x0_se", "model_target"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    diagnose(models[0], data, levels_of(proc, SIGMAS[:2]), queries=300, seed=2, posterior=cache)
+    diagnose(models[0], data, levels_of(proc), queries=300, seed=3, posterior=cache)
+    assert len(calls) == 6 and len(cache) == 6
+
+
 def oracle_model(data: np.ndarray) -> DiffusionModel:
     """A 'model' that knows the noise of the first 128 draws of seed 0 (as a leaky wrapper would): it beats J*."""
     _, eps = query_block(len(data), data.shape[1], [0], 0, 128, None)

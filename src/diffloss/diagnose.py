@@ -197,20 +197,20 @@ def class_posterior_mean(
 
 
 def _block_terms(
-    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: np.ndarray | None, groups: dict,
-    mean: torch.Tensor, x0c: torch.Tensor, levels: Levels, batch: int, chunk_rows: int,
+    model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, y: np.ndarray | None, mc: torch.Tensor,
+    mean: torch.Tensor, x0c: torch.Tensor, levels: Levels, batch: int,
 ) -> torch.Tensor:  # fmt: skip
     """Per-query terms (4, L, q) float64 on the model's device: ||x_hat-x0||^2, ||m-x0||^2, ||x_hat-m||^2,
     ||y_hat-y||^2 (sums over D).
 
-    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as the ``Rows`` of
-    ``groups``, the posterior's centered data per class; ``mean`` is the float64 row mean), ``eps`` the fp32
-    noise, ``y`` the queries' classes (None: unconditional; see ``class_posterior_mean``). The posterior mean is
-    computed on the host and sent to the device without waiting; nothing here waits for the device."""
+    ``x0`` are the data rows as the model sees them, ``x0c`` the same rows centered (fp32, as the posterior's
+    centered data; ``mean`` is the float64 row mean), ``eps`` the fp32 noise, ``y`` the queries' classes (None:
+    unconditional), ``mc`` (L, q, D) the host's centered posterior means of the queries (``class_posterior_mean``:
+    m = mc + mean), sent to the device without waiting; nothing here waits for the device."""
     dev = model.device
     to_dev = lambda v: v.to(dev, non_blocking=True)  # noqa: E731
     sig = levels.nsr.numpy()
-    mc = to_dev(class_posterior_mean(x0c, eps, groups, y, sig, chunk_rows))  # centered: m = mc + mean
+    mc = to_dev(mc)
     labels = None if y is None else torch.from_numpy(y)  # host labels: the network moves them (DiffusionModel)
     x0, e64, x0c, mean = (to_dev(v.double()) for v in (x0, eps, x0c, mean))
     sq = lambda v: v.pow(2).sum(1)  # noqa: E731
@@ -238,6 +238,7 @@ def diagnose(
     precision: str = "fp32",
     compile: bool = False,
     world: World | None = None,
+    posterior: dict | None = None,
 ) -> Diagnosis:
     """Diagnose ``model`` (a ``diffloss.loader.DiffusionModel``) on data ``x`` (N, D) at ``levels``; ``x`` is in
     the model's units (e.g. images in [-1, 1]).
@@ -251,7 +252,10 @@ def diagnose(
     (default: where it is) under ``precision``, compiled with ``compile`` (``DiffusionModel.for_inference``); the
     draws and the posterior means stay on the host (float64), the per-query terms are computed on the device and
     fetched once at the end. ``world``: a torchrun group (every rank calls this); each rank takes a contiguous share
-    of the query blocks (``rank_rows``) and every rank returns the whole diagnosis, the single-process one."""
+    of the query blocks (``rank_rows``) and every rank returns the whole diagnosis, the single-process one.
+    ``posterior``: a dict that keeps the posterior means of the draws (keyed by seed, query block and levels) to
+    reuse them when several models are diagnosed on the same draws; it belongs to one ``x`` (and ``labels``): the
+    posterior, the costly part of a diagnosis (N x D per query and level), is then computed once."""
     x = np.asarray(x)
     n, dim = x.shape
     if dim != math.prod(model.shape):
@@ -279,7 +283,13 @@ def diagnose(
             x0 = torch.from_numpy(x[idx])
             y = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
             e = torch.from_numpy(eps)
-            parts.append(_block_terms(model, x0, e, y, groups, mean, rows[i], levels, batch, chunk_rows))
+            key = (seed, block, size, levels.nsr.numpy().tobytes())
+            mc = None if posterior is None else posterior.get(key)
+            if mc is None:
+                mc = class_posterior_mean(rows[i], e, groups, y, levels.nsr.numpy(), chunk_rows)
+                if posterior is not None:
+                    posterior[key] = mc
+            parts.append(_block_terms(model, x0, e, y, mc, mean, rows[i], levels, batch))
             bar.update(size)
     terms = gather_rows(torch.cat(parts, 2).permute(2, 0, 1).contiguous(), world).permute(1, 2, 0)  # queries last
     model_sq, opt_sq, gap_sq, target_sq = terms.cpu().numpy() / dim
