@@ -193,9 +193,9 @@ def missing_evals(run_dir: Path, preset: Preset) -> list[tuple[int, str, int]]:
 
 def aggregate(rows: Iterable[dict[str, Any]], key: str = "fid") -> Agg:
     """``mean_std`` of ``row[key]`` over seeds, grouped by (variant, step, sampler, sampling steps)."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["variant"], r["step"], r["sampler"], r["nsteps"]), []).append(float(r[key]))
+    groups: dict[tuple, list[float | None]] = {}
+    for r in rows:  # None: a diverged model's metric, left out by mean_std
+        groups.setdefault((r["variant"], r["step"], r["sampler"], r["nsteps"]), []).append(r[key])
     return {k: mean_std(v) for k, v in groups.items()}
 
 
@@ -254,11 +254,14 @@ def checkpoint_at(preset: Preset, spec: RunSpec, run_dir: Path, step: int, devic
     return keep
 
 
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) per call of ``fn``, averaged over ``repeats`` calls."""
+def _timed(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) per call of ``fn``, averaged over ``repeats`` calls; ``sync``
+    waits for queued device work (``torch.cuda.synchronize`` on a GPU) before the clocks are read."""
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
+    sync()
     return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
 
 
@@ -275,12 +278,14 @@ def measure_cost(preset: Preset, repeats: int = 20, device=None) -> dict[str, An
 
     ex = Execution(device or torch.device("cpu"))
     run = Run.create(train_config(preset, RunSpec(preset.variants[0], 0), repeats * 2), execution=ex)
-    _timed(run.update, repeats)
-    step_wall, step_cpu = _timed(run.update, repeats)
+    at = run.x.device
+    sync = torch.cuda.synchronize if at.type == "cuda" else (lambda: None)
+    _timed(run.update, repeats, sync)
+    step_wall, step_cpu = _timed(run.update, repeats, sync)
     denoise = x0_predictor(run.ema.eval(), run.ema.process, run.objective["target"])
-    x, s = torch.randn(preset.n_samples, *run.data.shape), torch.full((preset.n_samples,), 1.0)
+    x, s = torch.randn(preset.n_samples, *run.data.shape, device=at), torch.full((preset.n_samples,), 1.0, device=at)
     with torch.no_grad():
-        nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5)
+        nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5, sync)
     n_runs = len(run_grid(preset))
     return {
         "preset": preset.name,
@@ -309,7 +314,8 @@ def run_one(preset: Preset, spec: RunSpec, run_dir: Path, evaluator: CheckpointE
         record = {"run": spec.name, "variant": spec.variant.name, "seed": spec.seed, "step": step}
         record |= {"sampler": sampler, "nsteps": steps, "options": options, "train_seconds": t_train, **result}
         write_json_atomic(eval_path(run_dir, step, sampler, steps), record)
-        log(f"{spec.name}: step {step} {sampler}-{steps}: FID {result['fid']:.4g} ({t_train:.0f} s train)")
+        score = "none (non-finite samples)" if result["fid"] is None else f"{result['fid']:.4g}"
+        log(f"{spec.name}: step {step} {sampler}-{steps}: FID {score} ({t_train:.0f} s train)")
 
 
 def collect(root: Path, preset: Preset) -> list[dict[str, Any]]:
@@ -507,7 +513,10 @@ def earlier_table(families: Sequence[str]) -> list[str]:
     if not path.exists():
         return []
     with open(path, encoding="utf-8", newline="") as f:
-        rows = [r | {"step": int(r["step"]), "nsteps": int(r["nsteps"])} for r in csv.DictReader(f)]
+        number = lambda v: float(v) if v not in ("", None) else None  # noqa: E731 (an empty cell: no value)
+        rows = [
+            r | {"step": int(r["step"]), "nsteps": int(r["nsteps"]), "fid": number(r["fid"])} for r in csv.DictReader(f)
+        ]
     return verdict(aggregate(rows), PRESETS[EARLIER], families)
 
 

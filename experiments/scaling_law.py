@@ -74,8 +74,9 @@ class Preset:
     """The size of the experiment: UNet base widths, training steps at which to diagnose, (x0, eps) queries per
     diagnosis, the training seeds (init, data order and noise; the diagnosis draws use ``eval_seed`` for every
     seed), the objective (``diffloss train``'s process, target, weighting, density and preconditioning specs),
-    the optimizer's settings and the device. The levels are the 17 nodes of ``objective_floor``'s first rule;
-    ``single`` are the indices (in increasing s) of three nodes (low, mid, high noise) fitted on their own."""
+    the optimizer's settings (the device is the harness's ``--device``). The levels are the 17 nodes of
+    ``objective_floor``'s first rule; ``single`` are the indices (in increasing s) of three nodes (low, mid, high
+    noise) fitted on their own."""
 
     name: str
     channels: tuple[int, ...]

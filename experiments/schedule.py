@@ -297,9 +297,9 @@ def run_one(
         if not path.exists():
             with timed(d / TIMING_FILE, f"sample_eval_{k}"):
                 result = evaluator(d / CHECKPOINT_FILE, preset.n_samples, SAMPLER, k)
-            result = {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in result.items()}
             write_json_atomic(path, {"schedule": schedule, "seed": seed, "sampler": SAMPLER, "nsteps": k, **result})
-            log(f"{schedule} seed {seed}: {SAMPLER} {k} steps FID {result['fid']:.4g}")
+            score = "none (non-finite samples)" if result["fid"] is None else f"{result['fid']:.4g}"
+            log(f"{schedule} seed {seed}: {SAMPLER} {k} steps FID {score}")
     if not (d / "gap.json").exists():
         with timed(d / TIMING_FILE, "diagnose"):
             gap = diagnose_run(d, preset, device)

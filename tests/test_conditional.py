@@ -247,7 +247,7 @@ def test_diagnose_run_conditional_matches_the_cli(cond_run, tmp_path):
 def test_diagnose_run_conditional_refuses_an_unconditional_model(uncond_run):
     from diffloss.diagnose_output import diagnose_run
 
-    with pytest.raises(DifflossError, match="class-conditional model"):
+    with pytest.raises(DifflossError, match="needs a class-conditional model"):
         diagnose_run(uncond_run, "digits", sigmas=[1.0], queries=8, conditional=True)
 
 
@@ -373,3 +373,22 @@ def test_checkpoint_evaluator_samples_a_conditional_model_class_by_class(cond_ru
     assert not torch.equal(x, unconditional)
     clipped = evaluate(ckpt, 40, "euler", 4, clip=1e-3)  # every x0 estimate clamped near 0: a different FID
     assert clipped["fid"] != pytest.approx(got["fid"], rel=1e-3)
+
+
+def test_checkpoint_evaluator_scores_a_diverged_model_as_json_null(cond_run, monkeypatch):
+    import diffloss.sample
+    from diffloss.metrics.evaluate import CheckpointEvaluator
+
+    monkeypatch.setattr(diffloss.sample, "sample_model", lambda model, n, **kw: torch.full((n, 1, 8, 8), torch.nan))
+    got = CheckpointEvaluator("digits")(cond_run / CHECKPOINT_FILE, 8, "euler", 2)
+    assert got["fid"] is None and got["kid"] is None and got["kid_std"] is None
+    json.dumps(got, allow_nan=False)
+
+
+def test_a_label_dropout_out_of_range_is_refused_before_any_optimal_loss_is_computed(monkeypatch):
+    import diffloss.optimal.reference as reference
+
+    monkeypatch.setattr(reference, "optimal_loss", lambda *a, **k: pytest.fail("J* computed before the check"))
+    for p in (1.0, -0.1):
+        with pytest.raises(DifflossError, match=r"--label-dropout must be in \[0, 1\)"):
+            reference.compute_table(None, get_process("vp"), label_dropout=p)

@@ -46,6 +46,8 @@ def test_aggregate_groups_over_seeds_only():
     agg = dw.aggregate(rows)
     assert agg[("a", 10, "ddim", 4)] == (2.0, pytest.approx(math.sqrt(2)), 2)
     assert agg[("a", 20, "ddim", 4)][0] == 7.0 and agg[("a", 20, "ddim", 4)][2] == 1
+    rows.append({"variant": "a", "seed": 1, "step": 20, "sampler": "ddim", "nsteps": 4, "fid": None})  # diverged
+    assert dw.aggregate(rows)[("a", 20, "ddim", 4)][::2] == (7.0, 1)  # left out, not a crash or a NaN mean
 
 
 class FakeEvaluator:
@@ -53,11 +55,21 @@ class FakeEvaluator:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, str, int]] = []
+        self.options: dict[str, dict] = {}  # sampler -> the sample_model keywords it was given
 
     def __call__(self, ckpt, n, sampler, steps, **sampling):
         step = load_checkpoint(ckpt)[1]["step"]
         self.calls.append((step, sampler, steps))
+        self.options[sampler] = sampling
         return {"fid": float(step), "kid": 0.0, "kid_std": 0.0}
+
+
+def test_ddpm_preset_samples_ancestrally_with_clip_denoised_and_ddim_without(tmp_path):
+    preset = replace(dw.PRESETS["smoke14"], train_steps=(2,), batch=4, probe=("ddim", 2), grid=(("ddpm", 2),))
+    fake = FakeEvaluator()
+    dw.run_one(preset, dw.RunSpec(preset.variants[0], 0), tmp_path / "run", fake, lambda msg: None)
+    assert fake.options["ddpm"] == {"clip": 1.0} == dict(preset.sampling["ddpm"])
+    assert "clip" not in fake.options["ddim"]
 
 
 def test_run_one_trains_in_stages_skips_finished_work_and_matches_one_uninterrupted_run(tmp_path):

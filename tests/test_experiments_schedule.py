@@ -99,6 +99,32 @@ def test_gap_curves_average_over_seeds_with_sample_std_nan_for_one_seed():
     assert m.tolist() == [1.0, 2.0] and np.isnan(sd).all()
 
 
+def test_run_one_trains_samples_and_diagnoses_on_the_device_it_is_given(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(sx, "train_to", lambda cfg, d, device: seen.append(("train", device)))
+    monkeypatch.setattr(
+        sx, "diagnose_run", lambda d, preset, device: seen.append(("diagnose", device)) or {"summary": ""}
+    )
+
+    class Evaluator:
+        device = torch.device("meta")
+
+        def __call__(self, ckpt, n, sampler, k):
+            seen.append(("sample", self.device))
+            return {"fid": None, "kid": None, "kid_std": None}  # a diverged model: recorded, not a crash
+
+    preset = sx.PRESETS["smoke"]
+    from conftest import small_train_config
+
+    configs = {"edm": small_train_config()}
+    sx.run_one(preset, configs, Evaluator(), ("edm", 0), tmp_path, device=torch.device("meta"))
+    assert seen == [("train", torch.device("meta")), *[("sample", torch.device("meta"))] * 3,
+                    ("diagnose", torch.device("meta"))]  # fmt: skip
+    assert json.loads((tmp_path / "eval_10.json").read_text())["fid"] is None
+
+
 def test_density_table_reads_the_optimal_state_back_from_the_checkpoint(tmp_path):
     """A 3-step optimal run: the table's density integrates to 1 over the cells, and its J_theta, J* and weights
     are the checkpointed state and the schedule's formula at the cell midpoints."""

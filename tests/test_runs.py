@@ -291,18 +291,20 @@ def test_parse_seeds_accepts_distinct_non_negative_integers():
 def test_experiment_device_option_resolves_to_a_torch_device_and_refuses_what_the_machine_lacks(tmp_path):
     import torch
 
-    ap = experiment_parser("doc", "x", ["p"], tmp_path, preset_default="p")
+    ap = experiment_parser("doc", "x", ["p", "gpu"], tmp_path, preset_default="p")
     assert parse_experiment_args(ap, ["--root", str(tmp_path), "--device", "cpu"]).device == torch.device("cpu")
-    auto = parse_experiment_args(ap, ["--root", str(tmp_path)]).device
+    assert parse_experiment_args(ap, ["--root", str(tmp_path)]).device == torch.device("cpu")  # a CPU preset stays
+    auto = parse_experiment_args(ap, ["--root", str(tmp_path), "--preset", "gpu"]).device
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(DifflossError, match="CUDA"):
             parse_experiment_args(ap, ["--root", str(tmp_path), "--device", "cuda"])
 
 
-def test_train_to_on_an_explicit_cpu_device_gives_the_default_runs_weights(tmp_path):
+def test_train_to_on_an_explicit_cpu_device_gives_the_default_runs_weights(tmp_path, monkeypatch):
     import torch
 
+    import diffloss.train
     from conftest import small_train_config
     from diffloss.checkpoint import load_checkpoint
     from diffloss.runs import train_to
@@ -314,3 +316,7 @@ def test_train_to_on_an_explicit_cpu_device_gives_the_default_runs_weights(tmp_p
     a, b = (load_checkpoint(tmp_path / k / CHECKPOINT_FILE)[0] for k in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["execution"]["device"] == "cpu"
+    seen = []  # the device reaches train(): a stand-in device is handed over, not replaced by the default
+    monkeypatch.setattr(diffloss.train, "train", lambda *a, execution=None, **k: seen.append(execution))
+    train_to(cfg, tmp_path / "c", torch.device("meta"))
+    assert [e.device for e in seen] == [torch.device("meta")]

@@ -283,7 +283,7 @@ def diagnose(
             x0 = torch.from_numpy(x[idx])
             y = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
             e = torch.from_numpy(eps)
-            key = (seed, block, size, levels.nsr.numpy().tobytes())
+            key = (seed, block, size, labels is None, levels.nsr.numpy().tobytes())
             mc = None if posterior is None else posterior.get(key)
             if mc is None:
                 mc = class_posterior_mean(rows[i], e, groups, y, levels.nsr.numpy(), chunk_rows)

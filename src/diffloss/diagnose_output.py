@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffloss.classes import num_classes_of
 from diffloss.data import Dataset, load_dataset
 from diffloss.diagnose import BELOW_Z, Diagnosis, diagnose
 from diffloss.errors import DifflossError
@@ -62,16 +63,27 @@ def diagnose_run(
 ) -> Diagnosis:
     """``diffloss diagnose --ckpt RUN_DIR --data DATA [--conditional]`` of a training run's EMA model: at the
     noise-to-signal ratios ``sigmas`` or ``levels`` log-spaced ones (``diagnosis_levels``), ``queries`` draws of
-    seed ``seed``; ``conditional``: a class-conditional model given each query's class, against the conditional J*;
-    ``device``: where the model and the posterior run (``diagnose``)."""
+    seed ``seed``; ``conditional``: a class-conditional model given each query's class, against the conditional J*
+    (``diagnosis_labels``); ``device``: where the model's forward passes run (the posterior is computed on the
+    host, in float64: ``diagnose``)."""
     model = load_trained(run_dir)
     ds = load_dataset(data)
     check_shape(ds, model)
-    if conditional and (ds.labels is None or not model.num_classes):
-        raise DifflossError("a conditional diagnosis needs a class-conditional model and labelled data")
-    labels = ds.labels if conditional else None
+    labels = diagnosis_labels(ds, model, conditional)
     at = diagnosis_levels(model, sigmas, levels)
     return diagnose(model, ds.x, at, queries=queries, seed=seed, labels=labels, device=device)
+
+
+def diagnosis_labels(ds: Dataset, model: DiffusionModel, conditional: bool) -> np.ndarray | None:
+    """The class of each row that a conditional diagnosis gives the model (None: unconditional); refuses an
+    unconditional model, unlabelled data and labels beyond the model's classes, each in one line."""
+    if not conditional:
+        return None
+    if not model.num_classes:
+        raise DifflossError("--conditional needs a class-conditional model (diffloss train --conditional)")
+    if num_classes_of(ds.labels, repr(ds.name)) > model.num_classes:
+        raise DifflossError(f"the labels of {ds.name!r} exceed the model's {model.num_classes} classes")
+    return ds.labels
 
 
 def check_shape(ds: Dataset, model: DiffusionModel) -> None:

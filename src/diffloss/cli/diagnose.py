@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from diffloss.classes import num_classes_of
 from diffloss.cli.common import (
     compile_option,
     device_option,
@@ -19,6 +18,7 @@ from diffloss.device import process_group
 from diffloss.diagnose import diagnose
 from diffloss.diagnose_output import (
     check_shape,
+    diagnosis_labels,
     diagnosis_levels,
     diagnosis_report,
     diagnosis_table,
@@ -103,13 +103,7 @@ def command(
     lv = diagnosis_levels(model, parse_floats(sigmas, "--sigmas", positive=True) if sigmas else None, levels)
     ds = train_data(data, labels_file)
     check_shape(ds, model)
-    labels = None
-    if conditional or labels_file is not None:
-        if not model.num_classes:
-            raise DifflossError("--conditional needs a class-conditional model (diffloss train --conditional)")
-        if num_classes_of(ds.labels, repr(data)) > model.num_classes:
-            raise DifflossError(f"the labels of {data!r} exceed the model's {model.num_classes} classes")
-        labels = ds.labels
+    labels = diagnosis_labels(ds, model, conditional or labels_file is not None)
     with process_group(world, where):
         d = diagnose(
             model, ds.x, lv, queries=queries, seed=seed, batch=batch, progress=not quiet and world.is_main,

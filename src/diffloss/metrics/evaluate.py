@@ -187,10 +187,10 @@ class CheckpointEvaluator:
 
     def __call__(self, ckpt, n: int, sampler: str, steps: int, **sampling) -> dict:
         """``{"fid", "kid", "kid_std", "n_samples", "seconds"}`` of ``n`` samples (seed ``SAMPLE_SEED``) with
-        ``sampler`` at ``steps`` steps from the checkpoint's EMA weights; NaN metrics for non-finite samples
-        (a diverged model); ``seconds`` of wall time. ``sampling``: further ``sample_model`` keywords (``clip``,
-        ``eta``, ...); a class-conditional model samples the classes in turn (row i is class i mod C, guidance 1:
-        the conditional model), so its samples cover the classes as evenly as the reference does."""
+        ``sampler`` at ``steps`` steps from the checkpoint's EMA weights; metrics None (JSON null) for non-finite
+        samples (a diverged model); ``seconds`` of wall time. ``sampling``: further ``sample_model`` keywords
+        (``clip``, ``eta``, ...); a class-conditional model samples the classes in turn (row i is class i mod C,
+        guidance 1: the conditional model), every class n // C or n // C + 1 times."""
         import torch
 
         from diffloss.loader import load_trained
@@ -202,7 +202,7 @@ class CheckpointEvaluator:
             sampling["labels"] = torch.arange(n) % model.num_classes
         x = sample_model(model, n, steps=steps, sampler=sampler, seed=SAMPLE_SEED, device=self.device, **sampling)
         x = x.numpy()
-        out = {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
+        out = {"fid": None, "kid": None, "kid_std": None}
         if np.isfinite(x).all():
             feats = classifier_features(np.clip(x, -1, 1), self.classifier)
             k = kid(feats, self.ref_features, subset_size=min(n, len(self.ref_features), 1000))

@@ -74,6 +74,8 @@ def compute_table(
     probability p. A sample keeps its class with probability 1 - p (its best prediction is the posterior mean
     within the class) or loses it (the posterior over all rows), so the floor per level is
     (1 - p) J*_conditional + p J*_unconditional; both are computed (and cached)."""
+    if label_dropout is not None and not 0 <= label_dropout < 1:
+        raise DifflossError(f"--label-dropout must be in [0, 1), got {label_dropout}")
     lo, hi = process.logsnr_range()
     s = np.asarray([v for v in log_spaced(levels) if lo <= -2 * np.log(v) <= hi])
     if len(s) < 2:
@@ -81,8 +83,6 @@ def compute_table(
     result = optimal_loss(data, s, progress=progress)
     if label_dropout is None:
         return table_of(result)
-    if not 0 <= label_dropout < 1:
-        raise DifflossError(f"label dropout must be in [0, 1), got {label_dropout}")
     conditional = optimal_loss(data, s, conditional=True, progress=progress)
     mixed = (1 - label_dropout) * conditional.x0_mse + label_dropout * result.x0_mse
     mixed = np.maximum(mixed, 0.0)  # the estimator's -1e-9 rounding where J* underflows

@@ -71,7 +71,10 @@ def experiment_parser(
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from the finished runs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep it fixed across resumes)")
     ap.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N: where runs train and sample"
+        "--device",
+        default=None,
+        help="where runs train, sample and diagnose: cpu, cuda, cuda:N or auto (CUDA when present); default cpu, "
+        "and auto for --preset gpu (a run resumes bit for bit only on the device it started on)",
     )
     return ap
 
@@ -79,14 +82,15 @@ def experiment_parser(
 def parse_experiment_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` with an ``experiment_parser``, fix torch's CPU threads to ``--threads`` (a run's numbers may
     depend on the thread count, so keep it fixed across resumes) and resolve ``--device`` to a ``torch.device``
-    (``diffloss.device.resolve_device``: a device this machine lacks is a one-line error)."""
+    (``diffloss.device.resolve_device``: a device this machine lacks is a one-line error); without ``--device``, the
+    CPU, or ``auto`` for the preset named ``gpu``, so a CPU preset's runs never move to a GPU unasked."""
     args = ap.parse_args(argv)
     import torch
 
     from diffloss.device import resolve_device
 
     torch.set_num_threads(args.threads)
-    args.device = resolve_device(args.device)
+    args.device = resolve_device(args.device or ("auto" if getattr(args, "preset", None) == "gpu" else "cpu"))
     return args
 
 
