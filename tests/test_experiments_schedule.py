@@ -35,10 +35,13 @@ def test_paper_arms_are_each_networks_own_schedule_against_the_optimal_one():
 
     defaults = OptimalWeightParams.__dataclass_fields__
     assert defaults["w_max"].default == 1e4 and defaults["bump_height"].default == 1e3  # edm-optimal's values
-    sweep = {a: sx.ARMS[a] for a in sx.ABLATIONS if "wmax" in a or "bump" in a}
+    sweep = {a: sx.ARMS[a] for a in sx.ABLATIONS if a.startswith("edm-") and ("wmax" in a or "bump" in a)}
     assert sorted(a.weighting for a in sweep.values()) == sorted(a.density for a in sweep.values()) == [
-        "optimal:bump_height=1e2", "optimal:bump_height=1e4", "optimal:w_max=1e2", "optimal:w_max=1e3"
+        "optimal:bump_height=1e2", "optimal:bump_height=1e4", "optimal:w_max=1e1", "optimal:w_max=1e2",
+        "optimal:w_max=1e3",
     ]  # fmt: skip
+    fm = sx.ARMS["fm-wmax-1e2"]
+    assert (fm.network, fm.weighting, fm.density) == ("fm", "optimal:w_max=1e2", "optimal:w_max=1e2")
     for name in ("mnist14", "gpu"):
         preset = sx.PRESETS[name]
         assert (
