@@ -423,24 +423,26 @@ def plot_gaps(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 def plot_optimal(rs: list[dict[str, Any]], path: Path) -> None:
-    """The optimal density at the end of training: the weight (x0 and trained-target units), the level density
-    p(lambda) and the tracked J_theta against J*, per log-SNR (every seed of every arm with that density)."""
+    """The optimal density at the end of training, one line per arm (mean over its seeds): the weight on the x0
+    MSE, the level density p(lambda) and the tracked J_theta against J* (the table's, dashed), per log-SNR."""
     plt = pyplot()
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.2))
+    arms: dict[str, list[dict[str, Any]]] = {}
     for r in rs:
-        t = r["density"]
-        lam = np.array(t["logsnr"])
-        a2.step(lam, t["density"], where="mid", lw=1, label=f"{r['schedule']} seed {r['seed']}")
-        a3.plot(lam, t["jtheta_x0"], marker="o", ms=2, lw=1, label=f"{r['schedule']} seed {r['seed']}")
-    a1.plot(lam, t["weight_x0"], label="w on the x0 MSE")
-    a1.plot(lam, t.get("weight_target", t.get("weight_eps")), label="w on the trained target's MSE")
-    a3.plot(lam, t["jstar_x0"], "k--", label="J*")
-    a1.set(yscale="log", xlabel="log-SNR λ", ylabel="loss weight", title=f"weight w(λ) ({rs[-1]['schedule']})")
+        arms.setdefault(r["schedule"], []).append(r["density"])
+    for arm, tables in arms.items():
+        lam = np.array(tables[0]["logsnr"])
+        mean = {k: np.mean([t[k] for t in tables], axis=0) for k in ("density", "jtheta_x0")}
+        (line,) = a1.plot(lam, tables[0]["weight_x0"], lw=_width(arm), label=arm)
+        a2.step(lam, mean["density"], where="mid", lw=1, color=line.get_color(), label=f"{arm} ({len(tables)} seeds)")
+        a3.plot(lam, mean["jtheta_x0"], marker="o", ms=2, lw=1, color=line.get_color(), label=arm)
+    a3.plot(lam, tables[0]["jstar_x0"], "k--", label="J* (the table's floor)")
+    a1.set(yscale="log", xlabel="log-SNR λ", ylabel="w on the x0 MSE", title="weight w(λ)")
     a2.set(xlabel="log-SNR λ", ylabel="p(λ) per unit λ", title="final level density p ∝ w (J_θ − J*) + 5% uniform")
-    a3.set(yscale="log", xlabel="log-SNR λ", ylabel="x0 MSE per dim", title="tracked J_θ (EMA) and J*")
+    a3.set(yscale="log", xlabel="log-SNR λ", ylabel="x0 MSE per dim", title="tracked J_θ (EMA, mean over seeds)")
     for ax in (a1, a2, a3):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6)
     _savefig(fig, path)
 
 
