@@ -21,13 +21,13 @@ import copy
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from diffloss.device import autocast, resolve_device, set_matmul_precision, set_threads
 from diffloss.io import write_json_atomic, write_text_atomic
+from diffloss.runs import per_call
 from diffloss.train import Execution, Run, TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,18 +62,6 @@ def mnist_rows(n: int) -> torch.Tensor:
     return torch.from_numpy(load_dataset("mnist").images()[:n]).float()
 
 
-def timed(step, steps: int, device: torch.device) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) per step over ``steps`` steps (the device drained before and after). On a
-    CPU shared with other jobs the CPU seconds are the steadier measure: time spent descheduled is not counted."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    sync()
-    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
-
-
 def measure(args: argparse.Namespace, device: torch.device, compile_: bool) -> dict:
     cfg = TrainConfig(
         data="mnist",
@@ -97,8 +85,8 @@ def measure(args: argparse.Namespace, device: torch.device, compile_: bool) -> d
         minimal.step()
     ours, theirs = [], []
     for _ in range(args.rounds):
-        ours.append(timed(run.update, args.steps, device))
-        theirs.append(timed(minimal.step, args.steps, device))
+        ours.append(per_call(run.update, args.steps, device))
+        theirs.append(per_call(minimal.step, args.steps, device))
     ratios = [b[0] / a[0] for a, b in zip(ours, theirs)]
     cpu_ratios = [b[1] / a[1] for a, b in zip(ours, theirs)]
     params = sum(p.numel() for p in unet.parameters())

@@ -254,17 +254,6 @@ def checkpoint_at(preset: Preset, spec: RunSpec, run_dir: Path, step: int, devic
     return keep
 
 
-def _timed(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) per call of ``fn``, averaged over ``repeats`` calls; ``sync``
-    waits for queued device work (``torch.cuda.synchronize`` on a GPU) before the clocks are read."""
-    sync()
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
-
-
 def measure_cost(preset: Preset, repeats: int = 20, device=None) -> dict[str, Any]:
     """Time one training update (eps-constant, after ``repeats`` warm-up updates) and one network evaluation of
     ``n_samples`` rows (one ddim step), in wall-clock and in this process's CPU seconds; on a shared machine the
@@ -279,13 +268,12 @@ def measure_cost(preset: Preset, repeats: int = 20, device=None) -> dict[str, An
     ex = Execution(device or torch.device("cpu"))
     run = Run.create(train_config(preset, RunSpec(preset.variants[0], 0), repeats * 2), execution=ex)
     at = run.x.device
-    sync = torch.cuda.synchronize if at.type == "cuda" else (lambda: None)
-    _timed(run.update, repeats, sync)
-    step_wall, step_cpu = _timed(run.update, repeats, sync)
+    runs.per_call(run.update, repeats, at)  # warm-up
+    step_wall, step_cpu = runs.per_call(run.update, repeats, at)
     denoise = x0_predictor(run.ema.eval(), run.ema.process, run.objective["target"])
     x, s = torch.randn(preset.n_samples, *run.data.shape, device=at), torch.full((preset.n_samples,), 1.0, device=at)
     with torch.no_grad():
-        nfe_wall, nfe_cpu = _timed(lambda: denoise(x, s), 5, sync)
+        nfe_wall, nfe_cpu = runs.per_call(lambda: denoise(x, s), 5, at)
     n_runs = len(run_grid(preset))
     return {
         "preset": preset.name,

@@ -320,3 +320,14 @@ def test_train_to_on_an_explicit_cpu_device_gives_the_default_runs_weights(tmp_p
     monkeypatch.setattr(diffloss.train, "train", lambda *a, execution=None, **k: seen.append(execution))
     train_to(cfg, tmp_path / "c", torch.device("meta"))
     assert [e.device for e in seen] == [torch.device("meta")]
+
+
+def test_per_call_averages_wall_and_cpu_seconds_over_the_calls():
+    import time
+
+    from diffloss.runs import per_call
+
+    calls = []
+    wall, cpu = per_call(lambda: calls.append(time.sleep(0.02)), 5)
+    assert len(calls) == 5 and 0.02 <= wall < 0.2  # a sleep is wall time, not CPU time
+    assert 0 <= cpu < 0.01

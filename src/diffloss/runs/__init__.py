@@ -3,7 +3,8 @@ its science.
 
 - ``grid``: a resumable grid of runs keyed by their settings (``Grid``, ``cell_key``);
 - ``lock``: one process per run directory (``cell_lock``: an flock the OS drops when its process dies);
-- ``timing``: wall and CPU seconds per run, appended to a JSONL (``timed``, ``read_timing``);
+- ``timing``: wall and CPU seconds per run, appended to a JSONL (``timed``, ``read_timing``), and
+  seconds per call of a function (``per_call``);
 - ``stats``: mean ± std over seeds with one convention for a single seed (``Stat``, ``mean_std``, ``compare``);
 - ``records``: the JSON results of finished runs (``read_json``, ``collect``);
 - ``report``: markdown (hand-written reading kept), CSV and JSON, all atomic (``write_report``, ``keep_notes``);
@@ -22,7 +23,7 @@ from diffloss.runs.records import collect, read_json
 from diffloss.runs.report import NOTES_BEGIN, NOTES_END, csv_text, json_ready, keep_notes, write_report
 from diffloss.runs.script import experiment_parser, log, parse_experiment_args, parse_seeds, report_path, run_cli
 from diffloss.runs.stats import Stat, compare, mean_std
-from diffloss.runs.timing import TIMING_FILE, read_timing, timed
+from diffloss.runs.timing import TIMING_FILE, per_call, read_timing, timed
 from diffloss.runs.training import checkpoint_step, train_to
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "parse_seeds",
     "pyplot",
     "read_json",
+    "per_call",
     "read_timing",
     "report_path",
     "run_cli",

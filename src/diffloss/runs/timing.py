@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TIMING_FILE = "timing.jsonl"
 
@@ -28,6 +29,21 @@ def timed(log: str | os.PathLike, key: str) -> Iterator[None]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
+
+
+def per_call(fn: Callable[[], object], calls: int, device: Any = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) per call of ``fn``, averaged over ``calls`` calls. On a CUDA
+    ``device`` (a ``torch.device``) queued work is drained before and after, so the clocks time the work itself, not
+    its launch. On a CPU shared with other jobs the CPU seconds are the steadier measure."""
+    import torch
+
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        fn()
+    sync()
+    return (time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls
 
 
 def read_timing(log: str | os.PathLike) -> dict[str, dict[str, float]]:
