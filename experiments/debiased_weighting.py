@@ -546,11 +546,8 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
     total = len(run_grid(preset))
     figs = plot(agg, preset, report) if rows else []
     last = preset.train_steps[-1]
-    label = ""
-    if preset.name.startswith("smoke"):
-        label = "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**"
-    if done < total:
-        label += f"\n\n**PARTIAL: {done} of {total} runs finished; the tables hold what was done.**"
+    partial = f"{done} of {total} runs finished; the tables hold what was done" if done < total else None
+    label = runs.report_status(preset.name, partial)
     families = sorted({v.name.split("-")[0] for v in preset.variants}, key=("eps", "v", "flow").index)
     lines = [
         f"# Debiased weighting (Yu et al. 2024) — preset `{preset.name}`",

@@ -603,13 +603,6 @@ def runtime_lines(root: Path, by_seed: dict[int, list[dict[str, Any]]]) -> list[
     return out
 
 
-DATA_TEXT = {
-    "mnist14": "MNIST's 50,000 training images 2x2 mean-pooled to 14x14, D = 196, scaled to [-1, 1]",
-    "mnist": "MNIST's 50,000 training images, 28x28, D = 784, scaled to [-1, 1]",
-    "digits": "sklearn 8x8 digits, N = 1797, D = 64, scaled to [-1, 1]",
-}
-
-
 def quadrature_line(rows: Sequence[dict[str, Any]]) -> str:
     """The largest quadrature-error estimate |Q_16 - Q_8| and Monte Carlo standard error (upper bound) of J and of
     J - J*, relative to the value, over every diagnosis."""
@@ -669,13 +662,13 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         [c for c in preset.channels if c in costs],
         report,
     )
-    status = ""
+    partial = None
     if len(complete) < len(preset.seeds):
-        status = (
-            f"**PARTIAL: {len(rows)} of {cells * len(preset.seeds)} diagnoses finished; the fits use "
-            f"seed(s) {used}{'' if complete else ' (unfinished)'}.**"
+        partial = (
+            f"{len(rows)} of {cells * len(preset.seeds)} diagnoses finished; the fits use "
+            f"seed(s) {used}{'' if complete else ' (unfinished)'}"
         )
-    label = "**SMOKE RUN — checks the pipeline; these numbers are not results.**" if preset.name == "smoke" else ""
+    label = runs.report_status(preset.name, partial)
     last = preset.checkpoints[-1]
     model_lines = []
     for c in preset.channels:
@@ -699,7 +692,6 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         f"# Scaling law on the reducible loss (Xu et al., arXiv 2506.13763) — preset `{preset.name}`",
         "",
         label,
-        status,
         "",
         "Command (resumable; finished diagnoses are skipped; `--channels` splits the sizes over processes, which "
         "changes nothing in the results):",
@@ -708,7 +700,7 @@ def write_report(root: Path, preset: Preset, command: str, report: Path) -> None
         "",
         "## Setup",
         "",
-        f"- Data: `{preset.data}` ({DATA_TEXT.get(preset.data, preset.data)}).",
+        f"- Data: `{preset.data}` ({runs.DATA_TEXT.get(preset.data, preset.data)}).",
         f"- Objective (the training loss, and the J and J* below): process `{preset.process}`, target "
         f"`{preset.target}`, weighting `{preset.weighting}`, density `{preset.density}` (the process's: "
         "ln s ~ N(−1.2, 1.2²) on [0.002, 80]), preconditioning "

@@ -51,6 +51,7 @@ from diffloss.errors import DifflossError
 from diffloss.io import write_json_atomic
 from diffloss.metrics.evaluate import SAMPLE_SEED, CheckpointEvaluator
 from diffloss.runs import (
+    DATA_TEXT,
     TIMING_FILE,
     Grid,
     Stat,
@@ -65,6 +66,7 @@ from diffloss.runs import (
     read_json,
     read_timing,
     report_path,
+    report_status,
     run_cli,
     save_figure,
     timed,
@@ -506,13 +508,6 @@ def claim(stats: Stats, steps: Sequence[int]) -> str:
     return ("; ".join(out) + ".") if out else "**Not decidable yet (no optimal arm has finished seeds).**"
 
 
-DATA = {
-    "digits": "sklearn's 8×8 digits (N = 1797, in [-1, 1])",
-    "mnist14": "MNIST at 14×14 (2×2 mean pooling of the 50,000 training images, in [-1, 1])",
-    "mnist": "MNIST at 28×28 (the 50,000 training images, in [-1, 1])",
-}
-
-
 def setup_lines(preset: Preset, schedules: Sequence[str]) -> list[str]:
     """The report's setup paragraph and the table of arms."""
     cond = (
@@ -521,7 +516,7 @@ def setup_lines(preset: Preset, schedules: Sequence[str]) -> list[str]:
         else "unconditional"
     )
     return [
-        f"Data: {DATA.get(preset.data, preset.data)}; {cond}. UNet `tiny` with {preset.channels} base channels; "
+        f"Data: {DATA_TEXT.get(preset.data, preset.data)}; {cond}. UNet `tiny` with {preset.channels} base channels; "
         f"AdamW lr {preset.lr} (linear warm-up {preset.warmup}), EMA {preset.ema_decay}, gradient-norm clip "
         f"{preset.grad_clip or 'off'}; {preset.steps} updates of batch {preset.batch} for every arm (equal training "
         f"compute: {preset.steps * preset.batch} denoiser evaluations per run); seeds {list(preset.seeds)}. Each "
@@ -594,16 +589,14 @@ def write_report(out: Path, preset: Preset, schedules: Sequence[str], command: s
         "runs_finished": done,
         "runs_total": total,
     }
-    label = "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**\n\n" * (
-        preset.name.startswith("smoke")
-    )
-    if done < total:
-        label += f"**PARTIAL: {done} of {total} runs finished; the tables hold what was done.**\n\n"
+    partial = f"{done} of {total} runs finished; the tables hold what was done" if done < total else None
+    label = report_status(preset.name, partial)
     train_cpu = [r["timing"]["train"]["cpu"] for rs in runs.values() for r in rs if "train" in r["timing"]]
     lines = [
         f"# Optimal-loss-based training schedule — preset `{preset.name}`",
         "",
-        label + "Command (one command, resumable; every finished output is skipped; several copies may run at once):",
+        *([label, ""] if label else []),
+        "Command (one command, resumable; every finished output is skipped; several copies may run at once):",
         "",
         f"    {command}",
         "",

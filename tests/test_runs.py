@@ -331,3 +331,13 @@ def test_per_call_averages_wall_and_cpu_seconds_over_the_calls():
     wall, cpu = per_call(lambda: calls.append(time.sleep(0.02)), 5)
     assert len(calls) == 5 and 0.02 <= wall < 0.2  # a sleep is wall time, not CPU time
     assert 0 <= cpu < 0.01
+
+
+def test_report_status_warns_of_smoke_presets_and_partial_grids():
+    from diffloss.runs import report_status
+    from diffloss.runs.report import SMOKE
+
+    assert report_status("mnist14") == "" and report_status("mnist14", None) == ""
+    assert report_status("smoke14") == SMOKE
+    assert report_status("digits", "2 of 6 runs finished") == "**PARTIAL: 2 of 6 runs finished.**"
+    assert report_status("smoke", "1 of 2 runs finished") == SMOKE + "\n\n**PARTIAL: 1 of 2 runs finished.**"

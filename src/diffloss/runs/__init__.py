@@ -20,7 +20,16 @@ from diffloss.figures import pyplot, save_figure
 from diffloss.runs.grid import FAILED_FILE, Grid, cell_key
 from diffloss.runs.lock import CellLocked, cell_lock
 from diffloss.runs.records import collect, read_json
-from diffloss.runs.report import NOTES_BEGIN, NOTES_END, csv_text, json_ready, keep_notes, write_report
+from diffloss.runs.report import (
+    DATA_TEXT,
+    NOTES_BEGIN,
+    NOTES_END,
+    csv_text,
+    json_ready,
+    keep_notes,
+    report_status,
+    write_report,
+)
 from diffloss.runs.script import experiment_parser, log, parse_experiment_args, parse_seeds, report_path, run_cli
 from diffloss.runs.stats import Stat, compare, mean_std
 from diffloss.runs.timing import TIMING_FILE, per_call, read_timing, timed
@@ -28,6 +37,7 @@ from diffloss.runs.training import checkpoint_step, train_to
 
 __all__ = [
     "FAILED_FILE",
+    "DATA_TEXT",
     "NOTES_BEGIN",
     "NOTES_END",
     "TIMING_FILE",
@@ -51,6 +61,7 @@ __all__ = [
     "read_json",
     "per_call",
     "read_timing",
+    "report_status",
     "report_path",
     "run_cli",
     "save_figure",

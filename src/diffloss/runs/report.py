@@ -23,6 +23,23 @@ from diffloss.io import write_json_atomic, write_text_atomic
 NOTES_BEGIN, NOTES_END = "<!-- NOTES_BEGIN -->", "<!-- NOTES_END -->"
 
 
+SMOKE = "**SMOKE RUN — proves the pipeline works end to end; these numbers are not results.**"
+
+DATA_TEXT = {
+    "mnist14": "MNIST's 50,000 training images 2x2 mean-pooled to 14x14, D = 196, scaled to [-1, 1]",
+    "mnist": "MNIST's 50,000 training images, 28x28, D = 784, scaled to [-1, 1]",
+    "digits": "sklearn 8x8 digits, N = 1797, D = 64, scaled to [-1, 1]",
+}
+"""How a report describes the built-in data sets the experiments train on."""
+
+
+def report_status(preset: str, partial: str | None = None) -> str:
+    """A report's opening warnings: a smoke preset's numbers are not results (``SMOKE``); ``partial``, what has
+    finished when not everything has, as a bold PARTIAL line. "" when neither applies."""
+    parts = ([SMOKE] if preset.startswith("smoke") else []) + ([f"**PARTIAL: {partial}.**"] if partial else [])
+    return "\n\n".join(parts)
+
+
 def keep_notes(report: str | os.PathLike) -> str:
     """The hand-written notes block of an existing report (markers included), or an empty block."""
     report = Path(report)
