@@ -11,7 +11,15 @@ from click.testing import CliRunner
 from diffloss.cli import cli as diffloss_cli
 from diffloss.optimal import optimal_loss
 from diffloss.optimal.exact import centered_rows, exact_optimal_loss, query_block
-from diffloss.optimal.posterior import MODE_MIN_MASS, NEAR_PER_QUERY, Rows, mode_sums, near_pairs, posterior_sums
+from diffloss.optimal.posterior import (
+    MODE_MIN_MASS,
+    NEAR_PER_QUERY,
+    ModePairs,
+    Rows,
+    mode_sums,
+    near_pairs,
+    posterior_sums,
+)
 from diffloss.optimal.stochastic import stochastic_optimal_loss
 
 CUDA = torch.cuda.is_available()
@@ -173,9 +181,11 @@ def test_the_sync_free_cuda_code_path_matches_the_cpu_path_on_the_cpu(duplicates
     mode = ref.mode_weight() >= MODE_MIN_MASS
     assert torch.equal(new.best_row[mode], ref.best_row[mode])
     lv, qi = torch.nonzero(mode, as_tuple=True)
-    pairs = (x0[qi], e[qi], rows.take(ref.best_row[lv, qi].long()), torch.from_numpy(SIG)[lv], ref.shift[lv, qi])
-    torch.testing.assert_close(mode_sums(*pairs, rows, chunk_rows=64, sync_free=True),
-                               mode_sums(*pairs, rows, chunk_rows=64), rtol=1e-5, atol=1e-6)  # fmt: skip
+    ids, pair_mode = torch.unique(ref.best_row[lv, qi].long(), return_inverse=True)
+    pairs = ModePairs(qi, pair_mode, torch.from_numpy(SIG)[lv], ref.shift[lv, qi])
+    args = (x0, e, rows.take(ids), pairs, rows)
+    torch.testing.assert_close(mode_sums(*args, chunk_rows=64, pair_block=16, sync_free=True),
+                               mode_sums(*args, chunk_rows=64, threads=2), rtol=1e-5, atol=1e-6)  # fmt: skip
 
 
 def test_near_pairs_at_fixed_capacity_flag_an_overflow():

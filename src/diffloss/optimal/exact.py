@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from diffloss.errors import DifflossError
 from diffloss.optimal.inputs import as_levels, as_rows, check_options, class_groups, combine_groups
-from diffloss.optimal.posterior import MODE_MIN_MASS, PosteriorSums, Rows, mode_sums, posterior_sums
+from diffloss.optimal.posterior import MODE_MIN_MASS, ModePairs, PosteriorSums, Rows, mode_sums, posterior_sums
 from diffloss.optimal.result import OptimalLossResult
 
 REL_STDERR = 0.02  # default target of the automatic query count: stderr <= this x max(J*, floor) per level
@@ -48,7 +48,7 @@ QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the 
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
 BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, weights, temps
-CPU_CHUNK_ROWS = 2048  # rows per chunk on a CPU: (256 queries x 2048 rows) fp32 = 2 MB per pass, cache-resident
+CPU_CHUNK_ROWS = 2048  # rows per chunk on a CPU: a query's terms over a chunk (4 x 8 KB) stay in the L1 cache
 # candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
 MODE_MASS = (MODE_MIN_MASS, 0.7, 0.9, 0.99, math.inf)
 
@@ -185,11 +185,12 @@ def query_terms(
     # the control stays kappa * x)
     lv, qi = torch.nonzero(use_mode & (state.best > 0) & (state.best_row >= 0), as_tuple=True)
     if len(lv):
-        mode = rows.take(state.best_row[lv, qi].long())
-        pairs = (x0[qi], e[qi], mode, sig[lv, 0], state.shift[lv, qi])
-        ez = mode_sums(*pairs, local, chunk_rows=chunk_rows, threads=threads)
+        ids, pair_mode = torch.unique(state.best_row[lv, qi].long(), return_inverse=True)
+        modes = rows.take(ids)
+        pairs = ModePairs(qi, pair_mode, sig[lv, 0], state.shift[lv, qi])
+        ez = mode_sums(x0, e, modes, pairs, local, chunk_rows=chunk_rows, threads=threads)
         mode_m = partition.sum(ez) / state.z[lv, qi]  # <y_k, m>
-        mode_x0 = (mode.double() * x0[qi].double()).sum(1)
+        mode_x0 = (modes[pair_mode].double() * x0[qi].double()).sum(1)
         fixed[lv, qi] = a[lv, qi] - (mode_x0 - mode_m)  # <x0, x0 - m> - <y_k, x0 - m>
     return QueryTerms(*(t.cpu().numpy() for t in (a, b, mass, fixed)))
 
@@ -287,8 +288,8 @@ def chunk_rows_for(
 ) -> int:
     """Rows per chunk: ``chunk_rows`` if given, else as many as fit in ``max_memory`` bytes (a chunk of D-dim rows
     takes QUERY_BLOCK x BYTES_PER_ENTRY + 4 D bytes per row), at most ``CPU_CHUNK_ROWS`` on a CPU (cache-sized:
-    the per-level passes then run from cache). On CUDA ``max_memory`` bounds device memory and defaults to a
-    quarter of what is free."""
+    the kernel's per-level passes then run from the L1 cache). On CUDA ``max_memory`` bounds device memory and
+    defaults to a quarter of what is free."""
     if chunk_rows is not None:
         if chunk_rows < 1:
             raise DifflossError(f"chunk_rows must be >= 1, got {chunk_rows}")

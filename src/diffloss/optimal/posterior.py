@@ -14,21 +14,24 @@ h_i = <x0, x0 - y_i>. For each (level, query) we keep a running, shifted log-sum
 from which <x0, x0 - m> = zh / z and <eps, x0 - m> = zg / z follow (m the posterior mean). States over
 disjoint row sets merge exactly (``PosteriorSums.merge``), which is what sharding relies on.
 
-Numerics: the Gram products [x0; eps] . Y^T are fp32 GEMMs computed once per chunk and shared by every
+Numerics: the Gram products [x0; eps] . Y^T are fp32 GEMMs (torch) computed once per chunk and shared by every
 level. Entries whose fp32 distance is within ``NEAR_TOL`` (relative) of 0 — the source row, duplicates and
 near-duplicates, where fp32 cancellation would matter at small s — are recomputed exactly in float64.
-Per level, a chunk's weights are ``torch.softmax`` of its logits (one fused max / exp / normalize kernel, the
-fastest exp torch has on a CPU): its state is shift = the chunk's log-sum-exp, z = 1, and the softmax-weighted
-sums of h and g; chunk states merge exactly. Weights below exp(-87) of a chunk's largest (fp32's smallest
-normal) may flush to 0; the source row's own weight is exp(0 - shift) exactly as any other row's, and a
-posterior collapsed onto it gives <x0, x0 - m> = 0 up to such weights (the mode-row control then gives 0
-exactly). On the CPU, per chunk, a bound on every far logit (from the smallest far distance and the largest
--g / sqrt(d)) lets a level skip the queries whose far rows would all fall below ``EXP_MIN``: only their near
-entries are summed. On CUDA nothing waits for the GPU inside the chunk loop: no level is skipped (the bound
-needs a host decision), the near entries are found with a fixed capacity (``NEAR_PER_QUERY``; an overflow is
-noticed once per call and the call redone with exact counting), and the mode row is an argmax over the chunk.
-The state also tracks the posterior mode (largest logit and its row), and ``mode_sums`` is a second pass over
-the rows for (level, query) pairs whose mode row is the control.
+Weights below exp(-87) of a chunk's largest (fp32's smallest normal) are 0; the source row's own weight is
+exp(0 - shift) exactly as any other row's, and a posterior collapsed onto it gives <x0, x0 - m> = 0 up to such
+weights (the mode-row control then gives 0 exactly). The state also tracks the posterior mode (largest logit
+and its row), and ``mode_sums`` is a second pass over the rows for (level, query) pairs whose mode row is the
+control.
+
+Two code paths compute the same state:
+- on a CPU, ``kernel.chunk_update`` (numba) takes a chunk's Gram products and does everything else per query
+  in one pass while the query's row of the chunk is in the L1 cache: terms, near entries, every level's logits,
+  weights and sums, merged into the running state; a level whose chunk lies entirely below the exp range of
+  the running shift only has its largest logit recorded;
+- on CUDA (or ``sync_free`` anywhere), torch ops that never wait for the GPU inside the chunk loop: per level
+  a chunk's weights are ``torch.softmax`` of its logits (state: shift = the chunk's log-sum-exp, z = 1), the near
+  entries are found with a fixed capacity (``NEAR_PER_QUERY``; an overflow is noticed once per call and the
+  call redone with exact counting), and the mode row is an argmax over the chunk.
 
 Rows (``Rows``) are fp32 centered rows, or any float storage (bf16 on a GPU) with an fp32 offset subtracted
 chunk by chunk (``Rows.block``): a data set in bf16 is then exactly its bf16 values, computed on in fp32.
@@ -52,6 +55,17 @@ EXP_MIN = -87.0  # shifted logits below this count as weight 0 (exp(-87) ~ 1.6e-
 _EXP_MIN_VALUE = float(torch.exp(torch.tensor(EXP_MIN)))
 MODE_MIN_MASS = 0.5  # the mode row is located where the mode holds at least this posterior mass
 NEAR_PER_QUERY = 16  # CUDA: near entries per query and chunk found without a host sync (more: the call is redone)
+S_MIN_FP32 = 1e-15  # levels below this compute their fp32 logits at it (see ``logit_coefficients``)
+
+
+def logit_coefficients(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 (a, b), each (L,), with delta = a d + b g: a = -1 / (2 s^2), b = -1 / s, at max(s, ``S_MIN_FP32``).
+
+    1 / s^2 overflows fp32 below s ~ 4e-20 (and -inf * 0 is NaN at the source row). Flooring s changes nothing
+    where it matters: at 1e-15 a row at squared distance d >= 1e-26 from x0 (distinct fp32 rows whose differing
+    coordinates are >= 1e-6 in size) already has a logit below -5000, so its weight is 0 at both levels."""
+    s = np.maximum(np.asarray(sigmas, dtype=np.float64), S_MIN_FP32)
+    return (-0.5 / s**2).astype(np.float32), (-1.0 / s).astype(np.float32)
 
 
 @dataclass
@@ -130,7 +144,10 @@ class Rows:
     def of(x: torch.Tensor, offset: torch.Tensor | None = None, chunk_rows: int = 65536) -> Rows:
         """``Rows`` of storage ``x`` (and ``offset``), the norms computed ``chunk_rows`` rows at a time."""
         ref = Rows(x, x.new_empty(0, dtype=torch.float32), offset)
-        sq = [ref._fp32(x[lo : lo + chunk_rows]).double().pow(2).sum(1).float() for lo in range(0, len(x), chunk_rows)]
+        sq = [
+            torch.linalg.vector_norm(ref._fp32(x[lo : lo + chunk_rows]), dim=1, dtype=torch.float64).square().float()
+            for lo in range(0, len(x), chunk_rows)
+        ]
         return Rows(x, torch.cat(sq) if sq else ref.sq, offset)
 
     def _fp32(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,16 +166,15 @@ class Rows:
         return self._fp32(self.x[idx])
 
     def variance(self) -> float:
-        """The per-dimension variance of the rows, averaged over dimensions."""
-        if self.offset is None:
-            return float(self.x.var(0, unbiased=False).mean())
-        n, dim = self.x.shape  # centered by their own mean: the variance is the mean squared norm
+        """The per-dimension variance of the rows, averaged over dimensions (the rows are centered by their own
+        mean, so it is their mean squared norm over D)."""
+        n, dim = self.x.shape
         return float(self.sq.double().sum()) / (n * dim)
 
-    def max_sq(self, chunk_rows: int = 65536) -> float:
-        """The largest squared norm of a row, in float64."""
-        blocks = (self.block(lo, lo + chunk_rows).x for lo in range(0, len(self), chunk_rows))
-        return max(float(b.double().pow(2).sum(1).max()) for b in blocks)
+    def max_sq(self) -> float:
+        """An upper bound on the largest squared norm of a row: the largest fp32 norm (rounded to nearest from
+        float64) raised by one fp32 rounding."""
+        return float(self.sq.max()) * (1.0 + 2.0**-23)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -228,88 +244,26 @@ def _chunk_terms(
     return d, g, h, near
 
 
-def _far_reach(d: torch.Tensor, g: torch.Tensor, near: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """(2, q) float64: per query, the smallest distance d_min and the largest t = -g / sqrt(d) over the far
-    (not near) entries. Every far logit then obeys delta = -d / (2 s^2) - g / s <= -d / (2 s^2) + t sqrt(d) / s,
-    bounded by ``_logit_bound``."""
-    df = d.clone()
-    df[near] = math.inf
-    t = g.div(df.sqrt()).neg_()
-    t[near] = -math.inf
-    return torch.stack([df.amin(1), t.amax(1)]).double()
-
-
-def _logit_bound(reach: torch.Tensor, s: float) -> torch.Tensor:
-    """Upper bound (q,) of the far logits at level s: max over r >= sqrt(d_min) of -r^2/(2 s^2) + t r / s."""
-    r0, t = reach[0].sqrt(), reach[1]
-    at_r0 = -(r0**2) / (2 * s * s) + t * r0 / s
-    return torch.where(r0 >= s * t, at_r0, t * t / 2)
-
-
-def _near_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, near: tuple[torch.Tensor, torch.Tensor], inv2s2: float,
-    invs: float, shift: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """The chunk state (6, q) of the near entries alone (every far weight is 0 at this level), in float64."""
-    qi, ri = near
-    q = d.shape[0]
-    logit = -d[near].double() * inv2s2 - g[near].double() * invs
-    e = torch.exp(logit - shift[qi])
-    zeros = torch.zeros(q, dtype=torch.float64, device=d.device)
-    sums = [zeros.index_add(0, qi, v) for v in (e, e * h[near].double(), e * g[near].double())]
-    best = torch.full_like(zeros, -math.inf).scatter_reduce(0, qi, logit, "amax")
-    best_row = torch.full_like(zeros, -1.0)
-    top = logit == best[qi]
-    best_row[qi[top]] = ri[top].double()
-    return torch.stack([shift, *sums, best, best_row])
-
-
-def _mode_rows(logit: torch.Tensor, best: torch.Tensor, located: torch.Tensor, sync_free: bool) -> torch.Tensor:
-    """(q,) float64 row (in the chunk) of each query's largest logit where ``located``, else -1. Only those
-    queries are searched (argmax is not vectorized on a CPU), or (``sync_free``, for CUDA) all are, without a
-    host sync."""
-    if sync_free:
-        return torch.where(located, logit.argmax(1).double(), -1.0)
-    rows = torch.full_like(best, -1.0, dtype=torch.float64)
-    if located.any():
-        rows[located] = logit[located].argmax(1).double()
-    return rows
-
-
 def _level_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, inv2s2: float, invs: float, best_so_far: torch.Tensor,
-    sync_free: bool = False,
+    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, a: float, b: float, best_so_far: torch.Tensor
 ) -> torch.Tensor:  # fmt: skip
-    """One level's chunk state (6, q) = (shift, z, zh, zg, best, best_row) with z = 1.
+    """One level's chunk state (6, q) = (shift, z, zh, zg, best, best_row) with z = 1, in torch ops (the CUDA
+    path; a CPU runs ``kernel.chunk_update``).
 
     The weights are p = softmax(logits): shift = log-sum-exp = best - log(max p) (p is 1 / sum at the largest
     logit), zh = sum p h, zg = sum p g. ``best_row`` (relative to the chunk) is located only where the chunk
     beats ``best_so_far`` and its largest weight is at least ``MODE_MIN_MASS`` (else -1): more rows only lower
-    a mode's mass, so a mode row is known wherever its final mass reaches ``MODE_MIN_MASS``."""
-    logit = torch.mul(d, -inv2s2).sub_(g, alpha=invs)
+    a mode's mass, so a mode row is known wherever its final mass reaches ``MODE_MIN_MASS``. Every query's
+    argmax is taken, so that nothing waits for the device."""
+    logit = torch.mul(d, a).add_(g, alpha=b)
     best = logit.amax(1)
     p = torch.softmax(logit, 1)
     top = p.amax(1)
-    best_row = _mode_rows(logit, best, (best.double() > best_so_far) & (top >= MODE_MIN_MASS), sync_free)
+    located = (best.double() > best_so_far) & (top >= MODE_MIN_MASS)
+    best_row = torch.where(located, logit.argmax(1).double(), -1.0)
     zh, zg = torch.mul(p, h, out=logit).sum(1), torch.mul(p, g, out=logit).sum(1)
     best = best.double()
     return torch.stack([best - top.double().log(), torch.ones_like(best), zh.double(), zg.double(), best, best_row])
-
-
-def _skipping_level_sums(
-    d: torch.Tensor, g: torch.Tensor, h: torch.Tensor, near: tuple[torch.Tensor, torch.Tensor], reach: torch.Tensor,
-    s: float, shift: torch.Tensor, best_so_far: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """``_level_sums`` at level s, where the queries whose far logits all fall below the exp range (by the
-    bound ``reach`` and the running ``shift``) contribute only their near entries (``_near_sums``)."""
-    inv2s2, invs = 0.5 / s**2, 1.0 / s
-    active = _logit_bound(reach, s) - shift >= EXP_MIN - 8
-    if active.all():
-        return _level_sums(d, g, h, inv2s2, invs, best_so_far)
-    part = _near_sums(d, g, h, near, inv2s2, invs, shift)
-    if active.any():
-        part[:, active] = _level_sums(d[active], g[active], h[active], inv2s2, invs, best_so_far[active])
-    return part
 
 
 def posterior_sums(
@@ -337,6 +291,8 @@ def posterior_sums(
     sync_free = x0.is_cuda if sync_free is None else sync_free
 
     def shard(part: Rows, lo: int) -> PosteriorSums:
+        if not sync_free:
+            return _kernel_posterior_sums(qs, part, sigmas, chunk_rows, row_offset + lo)
         return _redone_on_overflow(
             functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs, sync_free
         )
@@ -375,33 +331,54 @@ def _redone_on_overflow(pass_: Callable[[torch.Tensor | None], T], qs: Queries, 
 def _posterior_sums(
     qs: Queries, rows: Rows, sigmas: np.ndarray, chunk_rows: int, row_offset: int, overflow: torch.Tensor | None
 ) -> PosteriorSums:
-    L, q = len(sigmas), qs.x0.shape[0]
-    skip = overflow is None  # the level-skipping bound needs host decisions: not on the sync-free path
-    state = PosteriorSums.empty(L, q, qs.x0.device)
-    inv2s2 = [0.5 / float(s) ** 2 for s in sigmas]
-    invs = [1.0 / float(s) for s in sigmas]
+    """The sync-free (CUDA) pass: per chunk, the terms and every level's state in torch ops, merged."""
+    state = PosteriorSums.empty(len(sigmas), qs.x0.shape[0], qs.x0.device)
+    coef = list(zip(*(c.tolist() for c in logit_coefficients(sigmas))))
     for lo in range(0, len(rows), chunk_rows):
-        d, g, h, near = _chunk_terms(qs, rows.block(lo, lo + chunk_rows), overflow)
-        if not skip:
-            parts = [_level_sums(d, g, h, inv2s2[k], invs[k], state.best[k], sync_free=True) for k in range(L)]
-        else:
-            reach = _far_reach(d, g, near)
-            parts = [
-                _skipping_level_sums(d, g, h, near, reach, float(sigmas[k]), state.shift[k], state.best[k])
-                for k in range(L)
-            ]
+        d, g, h, _ = _chunk_terms(qs, rows.block(lo, lo + chunk_rows), overflow)
+        parts = [_level_sums(d, g, h, a, b, state.best[k]) for k, (a, b) in enumerate(coef)]
         parts = torch.stack(parts, 1)
         parts[5] += row_offset + lo
         state = state.merge(PosteriorSums.unstack(parts)).renormalized()
     return state
 
 
+def _kernel_posterior_sums(
+    qs: Queries, rows: Rows, sigmas: np.ndarray, chunk_rows: int, row_offset: int
+) -> PosteriorSums:
+    """The CPU pass: per chunk, the Gram products (one torch GEMM), then ``kernel.chunk_update``."""
+    from diffloss.optimal.kernel import chunk_update  # numba: imported (and its cached code loaded) on first use
+
+    q = qs.x0.shape[0]
+    state = PosteriorSums.empty(len(sigmas), q).stack().numpy()
+    a, b = logit_coefficients(sigmas)
+    x0, eps, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
+    for lo in range(0, len(rows), chunk_rows):
+        block = rows.block(lo, lo + chunk_rows)
+        y = block.x.contiguous()
+        gram = (qs.both @ y.T).numpy()
+        chunk_update(gram[:q], gram[q:], x0_sq, eps_x0, block.sq.contiguous().numpy(), x0, eps, y.numpy(), a, b,
+                     state, row_offset + lo, NEAR_TOL, EXP_MIN, MODE_MIN_MASS)  # fmt: skip
+    return PosteriorSums.unstack(torch.from_numpy(state)).renormalized()
+
+
+@dataclass(frozen=True)
+class ModePairs:
+    """P (level, query) pairs for ``mode_sums``: ``query`` (P,) long indexes the queries, ``mode`` (P,) long the
+    distinct mode rows, ``sigma`` and ``shift`` (P,) float64 are the pair's level and final shift (from
+    ``posterior_sums``)."""
+
+    query: torch.Tensor
+    mode: torch.Tensor
+    sigma: torch.Tensor
+    shift: torch.Tensor
+
+
 def mode_sums(
     x0: torch.Tensor,
     eps: torch.Tensor,
     modes: torch.Tensor,
-    sigmas: torch.Tensor,
-    shift: torch.Tensor,
+    pairs: ModePairs,
     rows: Rows,
     *,
     chunk_rows: int = 4096,
@@ -411,36 +388,72 @@ def mode_sums(
 ) -> torch.Tensor:
     """A second pass for P (level, query) pairs: sum_i exp(delta_i - shift) <mode, y_i>, float64 (P,).
 
-    Pair p has source x0[p], noise eps[p], level sigmas[p], final shift[p] (from ``posterior_sums``) and
-    mode row modes[p]; all but ``shift`` are fp32. Divided by the final z it is <mode, m>. Pairs go through
-    the rows ``pair_block`` at a time (the working memory of a query block), the rows split over ``threads`` and
-    ``sync_free`` as in ``posterior_sums``."""
+    Queries (x0, eps), both (q, D) fp32, and the distinct mode rows ``modes`` (M, D) fp32; pair p is query
+    pairs.query[p] at level pairs.sigma[p] with mode row modes[pairs.mode[p]]. Divided by the final z it is
+    <mode, m>. The rows are split over ``threads`` as in ``posterior_sums``. On a CPU every pair goes in one pass
+    (each query's terms and each mode's Gram products computed once per chunk, ``kernel.mode_update``); on
+    the sync-free (CUDA) path ``pair_block`` pairs at a time, in torch ops."""
     sync_free = x0.is_cuda if sync_free is None else sync_free
+    if not len(pairs.query):
+        return torch.zeros(0, dtype=torch.float64, device=x0.device)
+    if not sync_free:
+        shard = functools.partial(_kernel_mode_sums, x0, eps, modes, pairs, chunk_rows=chunk_rows)
+        return sum(on_row_shards(shard, rows, chunk_rows, threads))
     parts = []
-    for p0 in range(0, len(x0), pair_block):
+    for p0 in range(0, len(pairs.query), pair_block):
         sl = slice(p0, p0 + pair_block)
-        qs = Queries.of(x0[sl], eps[sl])
-        pairs = (modes[sl], sigmas[sl], shift[sl])
+        qs = Queries.of(x0[pairs.query[sl]], eps[pairs.query[sl]])
+        block = (modes[pairs.mode[sl]], pairs.sigma[sl], pairs.shift[sl])
 
-        def shard(part: Rows, lo: int, qs: Queries = qs, pairs: tuple = pairs) -> torch.Tensor:
-            return _redone_on_overflow(functools.partial(_mode_sums, qs, *pairs, part, chunk_rows), qs, sync_free)
+        def shard(part: Rows, lo: int, qs: Queries = qs, block: tuple = block) -> torch.Tensor:
+            return _redone_on_overflow(functools.partial(_mode_sums, qs, *block, part, chunk_rows), qs, sync_free)
 
         parts.append(sum(on_row_shards(shard, rows, chunk_rows, threads)))
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=x0.device)
+    return torch.cat(parts)
 
 
 def _mode_sums(
     qs: Queries, modes: torch.Tensor, sigmas: torch.Tensor, shift: torch.Tensor, rows: Rows, chunk_rows: int,
     overflow: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
-    a, b = (-0.5 / sigmas**2).float()[:, None], (1.0 / sigmas).float()[:, None]
+    a, b = (torch.from_numpy(c).to(modes.device)[:, None] for c in logit_coefficients(sigmas.cpu().numpy()))
     total = torch.zeros(len(modes), dtype=torch.float64, device=modes.device)
     for lo in range(0, len(rows), chunk_rows):
         block = rows.block(lo, lo + chunk_rows)
         d, g, _, _ = _chunk_terms(qs, block, overflow)
-        e = (d * a).sub_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
+        e = (d * a).add_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
         total += (e * (modes @ block.x.T)).sum(1).double()
     return total
+
+
+def _kernel_mode_sums(
+    x0: torch.Tensor, eps: torch.Tensor, modes: torch.Tensor, pairs: ModePairs, rows: Rows, _lo: int, *,
+    chunk_rows: int,
+) -> torch.Tensor:  # fmt: skip
+    """The CPU mode pass over ``rows``: pairs sorted by query, one GEMM per chunk for the queries that have pairs
+    and the modes, then ``kernel.mode_update``."""
+    from diffloss.optimal.kernel import mode_update
+
+    order = torch.argsort(pairs.query, stable=True)
+    queries, counts = torch.unique_consecutive(pairs.query[order], return_counts=True)
+    start = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).numpy()
+    qs = Queries.of(x0[queries], eps[queries])
+    u = len(queries)
+    sigma = pairs.sigma[order].double().numpy()
+    a, b = logit_coefficients(sigma)
+    shift, pair_mode = pairs.shift[order].double().contiguous().numpy(), pairs.mode[order].contiguous().numpy()
+    both = torch.cat([qs.both, modes])
+    x0_u, eps_u, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
+    total = np.zeros(len(order))
+    for lo in range(0, len(rows), chunk_rows):
+        block = rows.block(lo, lo + chunk_rows)
+        y = block.x.contiguous()
+        gram = (both @ y.T).numpy()
+        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, block.sq.contiguous().numpy(), x0_u,
+                    eps_u, y.numpy(), start, pair_mode, a, b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
+    out = torch.empty(len(order), dtype=torch.float64)
+    out[order] = torch.from_numpy(total)
+    return out
 
 
 def posterior_mean(
