@@ -15,8 +15,9 @@ Parts, each in its own subprocess (so that its peak resident memory is its own):
     256 queries), timed with the same threads on the same device: the work any exact method must do, at the
     machine's measured GEMM rate and softmax bandwidth.
 On the CPU, ``clustered`` also runs (a) and (c) on one thread and (a) as 2 row-sharded worker processes of one
-thread each (``--workers 2``), which decides the default (threads or workers). Ratios are wall-clock (all parts
-use every core); the 1-minute load average before and after each part is recorded (the machine is shared).
+thread each (``--workers 2``), which decides the default (threads or workers); its parts run in ``--rounds``
+interleaved rounds and its ratios are medians of per-round ratios. Ratios are wall-clock (all parts use every
+core); the 1-minute load average before and after each part is recorded (the machine is shared).
 
     PYTHONPATH=src python benchmarks/optimal_loss.py                 # CPU: results/optimal_loss.{json,md}
     PYTHONPATH=src python benchmarks/optimal_loss.py --device cuda   # GPU: results/optimal_loss_cuda.{json,md}
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -217,26 +219,32 @@ def _spawn(case: str, part: str, device: str, threads: int = 0, workers: int = 1
     return out
 
 
-def cpu_doc(naive_queries: int) -> dict:
-    """Every CPU case and part; ratios in wall-clock time."""
-    doc: dict = {"device": "cpu", "cores": os.cpu_count(), "cases": {}}
-    for name in ("clustered", "mnist"):
-        case = CASES[name]
-        parts = {"c": _spawn(name, "c", "cpu"), "a": _spawn(name, "a", "cpu")}
-        if name == "mnist":
-            parts["b"] = _spawn(name, "b", "cpu", naive_queries=naive_queries)
-        else:  # threads or workers, and the one-thread roofline
-            parts["c1"] = _spawn(name, "c", "cpu", threads=1)
-            parts["a1"] = _spawn(name, "a", "cpu", threads=1)
-            parts["aw"] = _spawn(name, "a", "cpu", threads=1, workers=2)
-        ratios = {"a_over_c": parts["a"]["seconds"] / parts["c"]["seconds"]}
-        if "b" in parts:
-            ratios["b_over_a"] = parts["b"]["seconds"] / parts["a"]["seconds"]
-        if "aw" in parts:
-            ratios["a1_over_c1"] = parts["a1"]["seconds"] / parts["c1"]["seconds"]
-            ratios["a_over_c1"] = parts["a"]["seconds"] / parts["c1"]["seconds"]
-            ratios["workers_over_threads"] = parts["aw"]["seconds"] / parts["a"]["seconds"]
-        doc["cases"][name] = _entry(case, parts, ratios)
+def cpu_doc(naive_queries: int, rounds: int) -> dict:
+    """Every CPU case and part; ratios in wall-clock time. ``clustered`` runs its parts in ``rounds`` interleaved
+    rounds (c, a, c1, a1 each in a fresh process), so that a change in the machine's load hits both sides of a
+    ratio; its ratios are the medians of the per-round ratios, its table the run with the median time."""
+    doc: dict = {"device": "cpu", "cores": os.cpu_count(), "cases": {}, "rounds": rounds}
+    runs: dict[str, list[dict]] = {"c": [], "a": [], "c1": [], "a1": []}
+    for _ in range(rounds):
+        for key in runs:
+            runs[key].append(_spawn("clustered", key[0], "cpu", threads=1 if key.endswith("1") else 0))
+    seconds = {key: [r["seconds"] for r in rs] for key, rs in runs.items()}
+    parts = {key: {**sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2], "rounds_seconds": seconds[key]}
+             for key, rs in runs.items()}  # fmt: skip
+    parts["aw"] = _spawn("clustered", "a", "cpu", threads=1, workers=2)  # threads or workers: the default
+
+    def per_round(num: str, den: str) -> list[float]:
+        return [n / d for n, d in zip(seconds[num], seconds[den])]
+
+    ratios = {"a_over_c": per_round("a", "c"), "a1_over_c1": per_round("a1", "c1"), "a_over_c1": per_round("a", "c1")}
+    doc["cases"]["clustered"] = _entry(CASES["clustered"], parts, {k: statistics.median(v) for k, v in ratios.items()})
+    doc["cases"]["clustered"]["ratios_per_round"] = ratios
+    doc["cases"]["clustered"]["ratios"]["workers_over_threads"] = parts["aw"]["seconds"] / parts["a"]["seconds"]
+    parts = {"c": _spawn("mnist", "c", "cpu"), "a": _spawn("mnist", "a", "cpu")}
+    parts["b"] = _spawn("mnist", "b", "cpu", naive_queries=naive_queries)
+    ratios = {"a_over_c": parts["a"]["seconds"] / parts["c"]["seconds"]}
+    ratios["b_over_a"] = parts["b"]["seconds"] / parts["a"]["seconds"]
+    doc["cases"]["mnist"] = _entry(CASES["mnist"], parts, ratios)
     return doc
 
 
@@ -260,6 +268,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--naive-queries", type=int, default=512, help="queries actually timed for (b)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the clustered CPU case")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -269,7 +278,7 @@ def main() -> None:
         print(json.dumps(run_part(args)))
         return
     cuda = args.device.startswith("cuda")
-    doc = cuda_doc() if cuda else cpu_doc(args.naive_queries)
+    doc = cuda_doc() if cuda else cpu_doc(args.naive_queries, args.rounds)
     doc["torch"] = torch.__version__
     doc["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     stem = "optimal_loss_cuda" if cuda else "optimal_loss"
@@ -292,17 +301,32 @@ def markdown(doc: dict) -> str:
         "on the same device with the same threads. Ratios are wall-clock.",
         "",
     ]
+    if not gpu:
+        lines += [
+            f"clustered: {doc['rounds']} interleaved rounds (c, a, c1, a1, each in a fresh process); the table shows "
+            "each part's run with the median time (all rounds in the last column), the ratios are the medians of the "
+            "per-round ratios. (a) imports its numba kernel before its clock starts, as every part imports torch: "
+            "loading the compiled code costs once per process the 'kernel load' below (compiling it, once per "
+            "machine, a few seconds more).",
+            "",
+        ]
     names = {"a": "(a) diffloss exact, default settings", "b": "(b) naive float64 per level, scaled",
              "c": "(c) roofline", "a1": "(a) on 1 thread", "c1": "(c) on 1 thread",
              "aw": "(a) as 2 worker processes x 1 thread"}  # fmt: skip
     for name, case in doc["cases"].items():
         lines += [f"## {name}: {case['rows']} x {case['dim']}, {case['levels']} levels, {case['queries']} queries", ""]
-        lines += ["| part | wall s | CPU s | threads | peak RSS MB | load avg before/after |", "|---" * 6 + "|"]
+        head = "| part | wall s | CPU s | threads | peak RSS MB | load avg before/after | kernel load s | rounds s |"
+        lines += [head, "|---" * 8 + "|"]
         for key, part in case["parts"].items():
             load = "/".join(f"{v:.1f}" for v in part["load_before_after"])
+            kernel = f"{part['kernel_load_seconds']:.2f}" if "kernel_load_seconds" in part else ""
+            rounds = ", ".join(f"{v:.2f}" for v in part.get("rounds_seconds", []))
             lines.append(f"| {names[key]} | {part['seconds']:.2f} | {part['cpu_seconds']:.2f} | {part['threads']} | "
-                         f"{part['peak_rss_mb']:.0f} | {load} |")  # fmt: skip
-        lines += [""] + [f"- {k.replace('_', ' ')} = **{v:.2f}**" for k, v in case["ratios"].items()] + [""]
+                         f"{part['peak_rss_mb']:.0f} | {load} | {kernel} | {rounds} |")  # fmt: skip
+        lines += [""] + [f"- {k.replace('_', ' ')} = **{v:.2f}**" for k, v in case["ratios"].items()]
+        for k, v in case.get("ratios_per_round", {}).items():
+            lines.append(f"  - {k.replace('_', ' ')} per round: " + ", ".join(f"{r:.2f}" for r in v))
+        lines += [""]
     if gpu:
         c = doc["imagenet_curve"]
         lines += [f"## ImageNet-64-sized J* curve: {c['rows']} x {c['dim']}, {c['storage']}, 32 levels", "",

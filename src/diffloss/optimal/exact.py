@@ -48,6 +48,8 @@ QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the 
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
 BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, weights, temps
+CPU_BLOCKS_PER_CALL = 4  # query blocks per posterior pass on a CPU: per-pass costs (thread start and join, the
+# mode-row selection) spread over 1024 queries; on CUDA a pass is one block, whose memory ``chunk_rows_for`` sizes
 CPU_CHUNK_ROWS = 2048  # rows per chunk on a CPU: a query's terms over a chunk (4 x 8 KB) stay in the L1 cache
 # candidate posterior masses of the mode above which the control is the mode row (inf: never), chosen per level
 MODE_MASS = (MODE_MIN_MASS, 0.7, 0.9, 0.99, math.inf)
@@ -226,16 +228,18 @@ def _curve_terms(
     parts: list[QueryTerms] = []
     done, block = 0, 0
     bar.total += total
+    per_call = QUERY_BLOCK * (1 if rows.x.is_cuda else CPU_BLOCKS_PER_CALL)
     while True:
         while done < total:
-            size = min(QUERY_BLOCK, total - done)
-            idx, eps = query_block(n, dim, key, block, size, order)
-            block_terms = query_terms(
-                rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition, threads=threads
+            drawn = []
+            for _ in range(min(per_call, total - done) // QUERY_BLOCK or 1):  # whole blocks, or the last part
+                drawn.append(query_block(n, dim, key, block, min(QUERY_BLOCK, total - done), order))
+                done, block = done + len(drawn[-1][0]), block + 1
+            idx, eps = (np.concatenate(t) for t in zip(*drawn))
+            parts.append(
+                query_terms(rows, local, sigmas, idx, eps, chunk_rows=chunk_rows, partition=partition, threads=threads)
             )
-            parts.append(block_terms)
-            done, block = done + size, block + 1
-            bar.update(size)
+            bar.update(len(idx))
         terms = QueryTerms.concat(parts)
         if all_rows or queries is not None or total >= max_queries:
             return terms
@@ -378,10 +382,10 @@ def exact_optimal_loss(
     bar = tqdm(total=0, unit="query", desc="optimal loss", disable=not progress, leave=False)
     threads = torch.get_num_threads() if threads is None else threads
     curves, errors, bounds, controls, n_queries = {}, {}, {}, {}, 0
-    with one_intra_op_thread():
-        for c, rows_idx in groups.items():
-            share = len(rows_idx) / n
-            rows = data_rows(x if len(rows_idx) == n else x[rows_idx], device)
+    for c, rows_idx in groups.items():
+        share = len(rows_idx) / n
+        rows = data_rows(x if len(rows_idx) == n else x[rows_idx], device)  # with every intra-op thread
+        with one_intra_op_thread():
             terms = _curve_terms(
                 rows,
                 sig,
@@ -395,11 +399,11 @@ def exact_optimal_loss(
                 threads=threads,
                 bar=bar,
             )
-            values, fitted = cross_fitted_values(terms)
-            mean, se = mean_and_stderr(values)
-            curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
-            bounds[c] = rare_event_bound(rows, terms, values)
-            n_queries += terms.n
+        values, fitted = cross_fitted_values(terms)
+        mean, se = mean_and_stderr(values)
+        curves[c], errors[c], controls[c] = mean / dim, se / dim, fitted
+        bounds[c] = rare_event_bound(rows, terms, values)
+        n_queries += terms.n
     bar.close()
     x0_mse, stderr = combine_groups(groups, curves, errors)
     upper95, _ = combine_groups(groups, bounds, bounds)  # NaN unless every class is in the rare-event regime

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -353,13 +353,24 @@ def _kernel_posterior_sums(
     state = PosteriorSums.empty(len(sigmas), q).stack().numpy()
     a, b = logit_coefficients(sigmas)
     x0, eps, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
+    for lo, y, sq, gram in _chunk_grams(qs.both, rows, chunk_rows):
+        chunk_update(gram[:q], gram[q:], x0_sq, eps_x0, sq, x0, eps, y, a, b, state, row_offset + lo, NEAR_TOL,
+                     EXP_MIN, MODE_MIN_MASS)  # fmt: skip
+    return PosteriorSums.unstack(torch.from_numpy(state)).renormalized()
+
+
+def _chunk_grams(
+    left: torch.Tensor, rows: Rows, chunk_rows: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per chunk of ``rows`` (fp32, on a CPU): its start, its rows (n, D) and norms (n,) as numpy arrays, and the
+    Gram products left . rows^T (m, n), written into one buffer reused by every chunk (no fresh pages per chunk)."""
+    buf = torch.empty(left.shape[0] * min(chunk_rows, len(rows)))
     for lo in range(0, len(rows), chunk_rows):
         block = rows.block(lo, lo + chunk_rows)
         y = block.x.contiguous()
-        gram = (qs.both @ y.T).numpy()
-        chunk_update(gram[:q], gram[q:], x0_sq, eps_x0, block.sq.contiguous().numpy(), x0, eps, y.numpy(), a, b,
-                     state, row_offset + lo, NEAR_TOL, EXP_MIN, MODE_MIN_MASS)  # fmt: skip
-    return PosteriorSums.unstack(torch.from_numpy(state)).renormalized()
+        gram = buf[: left.shape[0] * len(y)].view(left.shape[0], len(y))
+        torch.mm(left, y.T, out=gram)
+        yield lo, y.numpy(), block.sq.contiguous().numpy(), gram.numpy()
 
 
 @dataclass(frozen=True)
@@ -445,12 +456,9 @@ def _kernel_mode_sums(
     both = torch.cat([qs.both, modes])
     x0_u, eps_u, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
     total = np.zeros(len(order))
-    for lo in range(0, len(rows), chunk_rows):
-        block = rows.block(lo, lo + chunk_rows)
-        y = block.x.contiguous()
-        gram = (both @ y.T).numpy()
-        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, block.sq.contiguous().numpy(), x0_u,
-                    eps_u, y.numpy(), start, pair_mode, a, b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
+    for _, y, sq, gram in _chunk_grams(both, rows, chunk_rows):
+        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, sq, x0_u, eps_u, y, start, pair_mode,
+                    a, b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
     out = torch.empty(len(order), dtype=torch.float64)
     out[order] = torch.from_numpy(total)
     return out
