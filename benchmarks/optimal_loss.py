@@ -237,6 +237,8 @@ def cpu_doc(naive_queries: int, rounds: int) -> dict:
         return [n / d for n, d in zip(seconds[num], seconds[den])]
 
     ratios = {"a_over_c": per_round("a", "c"), "a1_over_c1": per_round("a1", "c1"), "a_over_c1": per_round("a", "c1")}
+    ratios["a_with_kernel_load_over_c"] = [(r["seconds"] + r["kernel_load_seconds"]) / c
+                                           for r, c in zip(runs["a"], seconds["c"])]  # fmt: skip
     doc["cases"]["clustered"] = _entry(CASES["clustered"], parts, {k: statistics.median(v) for k, v in ratios.items()})
     doc["cases"]["clustered"]["ratios_per_round"] = ratios
     doc["cases"]["clustered"]["ratios"]["workers_over_threads"] = parts["aw"]["seconds"] / parts["a"]["seconds"]

@@ -118,3 +118,33 @@ def test_levels_below_the_fp32_range_give_finite_exact_zeros(sync_free):
     h, g = state.inner_terms()
     assert torch.isfinite(state.stack()).all()
     assert float(h.abs().max()) == 0.0 and float(g.abs().max()) == 0.0
+
+
+def test_without_numba_the_cpu_runs_the_torch_path_to_the_same_numbers(monkeypatch):
+    from diffloss.optimal import posterior
+    from diffloss.optimal.exact import exact_optimal_loss
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 10))[rng.integers(0, 8, 300)] + 0.2 * rng.standard_normal((300, 10))
+    x = np.concatenate([x, x[:20]])  # duplicates: near entries and mode rows off the source
+    sig = [0.02, 0.1, 0.3, 1.0, 5.0]
+    with_kernel = exact_optimal_loss(x, sig, queries=512, seed=1, chunk_rows=64, threads=2)
+    monkeypatch.setattr(posterior, "cpu_kernel", lambda: None)
+    torch_ops = exact_optimal_loss(x, sig, queries=512, seed=1, chunk_rows=64, threads=2)
+    np.testing.assert_allclose(torch_ops.x0_mse, with_kernel.x0_mse, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(torch_ops.stderr, with_kernel.stderr, rtol=1e-4, atol=1e-9)
+    assert (with_kernel.x0_mse[1:] > 0).all()
+
+
+def test_a_missing_numba_is_warned_about_once_and_not_fatal(monkeypatch):
+    import sys
+
+    from diffloss.optimal import posterior
+
+    monkeypatch.setitem(sys.modules, "diffloss.optimal.kernel", None)  # import raises ImportError
+    posterior.cpu_kernel.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="pip install numba"):
+            assert posterior.cpu_kernel() is None
+    finally:
+        posterior.cpu_kernel.cache_clear()

@@ -28,10 +28,11 @@ Two code paths compute the same state:
   in one pass while the query's row of the chunk is in the L1 cache: terms, near entries, every level's logits,
   weights and sums, merged into the running state; a level whose chunk lies entirely below the exp range of
   the running shift only has its largest logit recorded;
-- on CUDA (or ``sync_free`` anywhere), torch ops that never wait for the GPU inside the chunk loop: per level
-  a chunk's weights are ``torch.softmax`` of its logits (state: shift = the chunk's log-sum-exp, z = 1), the near
-  entries are found with a fixed capacity (``NEAR_PER_QUERY``; an overflow is noticed once per call and the
-  call redone with exact counting), and the mode row is an argmax over the chunk.
+- on CUDA (or ``sync_free`` anywhere; and on a CPU without numba, see ``cpu_kernel``), torch ops that never
+  wait for the GPU inside the chunk loop: per level a chunk's weights are ``torch.softmax`` of its logits (state:
+  shift = the chunk's log-sum-exp, z = 1), the near entries are found with a fixed capacity
+  (``NEAR_PER_QUERY``; an overflow is noticed once per call and the call redone with exact counting), and the
+  mode row is an argmax over the chunk.
 
 Rows (``Rows``) are fp32 centered rows, or any float storage (bf16 on a GPU) with an fp32 offset subtracted
 chunk by chunk (``Rows.block``): a data set in bf16 is then exactly its bf16 values, computed on in fp32.
@@ -40,10 +41,13 @@ chunk by chunk (``Rows.block``): a data set in bf16 is then exactly its bf16 val
 from __future__ import annotations
 
 import functools
+import importlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
@@ -266,6 +270,18 @@ def _level_sums(
     return torch.stack([best - top.double().log(), torch.ones_like(best), zh.double(), zg.double(), best, best_row])
 
 
+@functools.cache
+def cpu_kernel() -> ModuleType | None:
+    """``diffloss.optimal.kernel``, imported (and its compiled code loaded) on first use; None where numba is not
+    installed, with a warning: a CPU then runs the torch path of CUDA (same numbers, several times slower)."""
+    try:
+        return importlib.import_module("diffloss.optimal.kernel")
+    except ImportError as err:
+        warnings.warn(f"the exact optimal loss runs its slower torch path on the CPU ({err}); pip install numba",
+                      stacklevel=3)  # fmt: skip
+        return None
+
+
 def posterior_sums(
     x0: torch.Tensor,
     eps: torch.Tensor,
@@ -291,7 +307,7 @@ def posterior_sums(
     sync_free = x0.is_cuda if sync_free is None else sync_free
 
     def shard(part: Rows, lo: int) -> PosteriorSums:
-        if not sync_free:
+        if not sync_free and cpu_kernel() is not None:
             return _kernel_posterior_sums(qs, part, sigmas, chunk_rows, row_offset + lo)
         return _redone_on_overflow(
             functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs, sync_free
@@ -347,8 +363,7 @@ def _kernel_posterior_sums(
     qs: Queries, rows: Rows, sigmas: np.ndarray, chunk_rows: int, row_offset: int
 ) -> PosteriorSums:
     """The CPU pass: per chunk, the Gram products (one torch GEMM), then ``kernel.chunk_update``."""
-    from diffloss.optimal.kernel import chunk_update  # numba: imported (and its cached code loaded) on first use
-
+    chunk_update = cpu_kernel().chunk_update
     q = qs.x0.shape[0]
     state = PosteriorSums.empty(len(sigmas), q).stack().numpy()
     a, b = logit_coefficients(sigmas)
@@ -407,7 +422,7 @@ def mode_sums(
     sync_free = x0.is_cuda if sync_free is None else sync_free
     if not len(pairs.query):
         return torch.zeros(0, dtype=torch.float64, device=x0.device)
-    if not sync_free:
+    if not sync_free and cpu_kernel() is not None:
         shard = functools.partial(_kernel_mode_sums, x0, eps, modes, pairs, chunk_rows=chunk_rows)
         return sum(on_row_shards(shard, rows, chunk_rows, threads))
     parts = []
@@ -443,8 +458,7 @@ def _kernel_mode_sums(
 ) -> torch.Tensor:  # fmt: skip
     """The CPU mode pass over ``rows``: pairs sorted by query, one GEMM per chunk for the queries that have pairs
     and the modes, then ``kernel.mode_update``."""
-    from diffloss.optimal.kernel import mode_update
-
+    mode_update = cpu_kernel().mode_update
     order = torch.argsort(pairs.query, stable=True)
     queries, counts = torch.unique_consecutive(pairs.query[order], return_counts=True)
     start = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).numpy()
