@@ -273,12 +273,13 @@ def _level_sums(
 @functools.cache
 def cpu_kernel() -> ModuleType | None:
     """``diffloss.optimal.kernel``, imported (and its compiled code loaded) on first use; None where numba is not
-    installed, with a warning: a CPU then runs the torch path of CUDA (same numbers, several times slower)."""
+    installed or cannot compile (it raises RuntimeError where no cache directory is writable), with a warning: a
+    CPU then runs the torch path of CUDA (same numbers, several times slower)."""
     try:
         return importlib.import_module("diffloss.optimal.kernel")
-    except ImportError as err:
-        warnings.warn(f"the exact optimal loss runs its slower torch path on the CPU ({err}); pip install numba",
-                      stacklevel=3)  # fmt: skip
+    except (ImportError, RuntimeError) as err:
+        warnings.warn(f"the exact optimal loss runs its slower torch path on the CPU ({err}); pip install numba, "
+                      "or point NUMBA_CACHE_DIR to a writable directory", stacklevel=3)  # fmt: skip
         return None
 
 
@@ -318,14 +319,14 @@ def posterior_sums(
 
 
 def on_row_shards(fn: Callable[[Rows, int], T], rows: Rows, chunk_rows: int, threads: int) -> list[T]:
-    """``fn(shard, start)`` over contiguous shards of whole chunks of ``rows``, one per thread (at most
-    ``threads``; one on CUDA, whose kernels are parallel already). Torch releases the GIL inside its ops, so with
-    one intra-op thread each (the caller's business) the shards run in parallel with no synchronisation but
-    the final join: many small array passes then scale with cores even on a busy machine, where intra-op
-    threads wait at every op for a descheduled partner."""
+    """``fn(shard, start)`` over contiguous shards of ``rows`` of equal size (within a row), one per thread (at most
+    ``threads`` and at most one per chunk; one on CUDA, whose kernels are parallel already). Torch and the numba
+    kernel release the GIL, so with one intra-op thread each (the caller's business) the shards run in parallel
+    with no synchronisation but the final join: many small array passes then scale with cores even on a busy
+    machine, where intra-op threads wait at every op for a descheduled partner."""
     chunks = -(-len(rows) // chunk_rows)
     shards = 1 if rows.x.is_cuda else max(1, min(threads, chunks))
-    cuts = [min(len(rows), chunk_rows * (chunks * i // shards)) for i in range(shards + 1)]
+    cuts = [len(rows) * i // shards for i in range(shards + 1)]
     if shards == 1:
         return [fn(rows, 0)]
     with ThreadPoolExecutor(shards) as pool:
