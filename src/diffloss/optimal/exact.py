@@ -47,7 +47,8 @@ MAX_QUERIES = 20_000  # default cap on the automatic query count
 QUERY_BLOCK = 256  # queries per block (the unit of query generation and of the auto-Q rounds)
 PILOT_QUERIES = 1024  # queries before the first automatic choice of Q
 FLOOR_FRACTION = 1e-2  # rel_stderr is relative to max(J*, FLOOR_FRACTION * per-dim data variance)
-BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk: Gram, d, g, h, logits, weights, temps
+BYTES_PER_ENTRY = 48  # working memory per (query, row) entry of a chunk on the torch (CUDA) path: Gram, d, g, h,
+# logits, weights, temps; the CPU kernel needs only the Gram (8 bytes per query and row)
 CPU_BLOCKS_PER_CALL = 4  # query blocks per posterior pass on a CPU: per-pass costs (thread start and join, the
 # mode-row selection) spread over 1024 queries; on CUDA a pass is one block, whose memory ``chunk_rows_for`` sizes
 CPU_CHUNK_ROWS = 2048  # rows per chunk on a CPU: a query's terms over a chunk (4 x 8 KB) stay in the L1 cache

@@ -23,8 +23,10 @@ takes ~0.3 s per process).
 
 State layout (6, L, q) float64, as ``posterior.PosteriorSums.stack``: shift, z, zh, zg, best, best_row. The
 shift is the running largest logit, never below 0 (the empty state's shift; the source row's logit is exactly
-0, so the final log-sum-exp is >= 0 and a chunk skipped against this floor carries at most exp(EXP_MIN - 8)
-of the final mass).
+0, so the final log-sum-exp is >= 0 and each row of a chunk skipped against this floor carries at most
+exp(EXP_MIN - 8) of the final mass). A shard of rows without the source row may therefore skip chunks that the
+torch path sums: the two paths' partial states then differ (here z = 0, best_row = -1), their merged states
+over all rows agree.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ _LN2_LO = np.float32(-2.12194440e-4)
 # Taylor-like minimax coefficients of (exp(r) - 1 - r) / r^2 on |r| <= ln(2) / 2 (Cephes expf)
 _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                                    1.6666665459e-1, 5.0000001201e-1))  # fmt: skip
-_FAST = True  # fastmath for the vectorized loops; their inputs are finite (no inf / nan sentinels)
+# fastmath for the vectorized loops, but for "ninf": a d can overflow to -inf (huge d at tiny s), which the
+# logits then floor at LOGIT_MIN; the inputs are never NaN
+_FAST = {"nnan", "nsz", "arcp", "contract", "afn", "reassoc"}
+LOGIT_MIN = np.float32(-1e30)  # logits are floored here (finite, and far below any weight)
 
 
 @intrinsic
@@ -96,10 +101,10 @@ def _terms(g0, ge, x0_sq, eps_x0, sq, d, g, h):  # type: ignore[no-untyped-def]
 
 @njit(fastmath=_FAST, nogil=True, cache=True, boundscheck=False)
 def _logits(d, g, a, b, out):  # type: ignore[no-untyped-def]
-    """out = a d + b g; returns its largest value (out is finite)."""
+    """out = max(a d + b g, LOGIT_MIN) (finite); returns its largest value."""
     key = np.int32(-2147483647)
     for j in range(d.shape[0]):
-        v = a * d[j] + b * g[j]
+        v = max(a * d[j] + b * g[j], LOGIT_MIN)
         out[j] = v
         key = max(key, _ordered(_f32_bits(v)))
     return _bits_as_f32(_ordered(key))
@@ -126,12 +131,18 @@ def _weight_sums(logit, m, h, g, exp_min):  # type: ignore[no-untyped-def]
     return z, zh, zg
 
 
-@njit(fastmath=_FAST, nogil=True, cache=True, boundscheck=False)
-def _count_near(d, sq, tol, near_tol):  # type: ignore[no-untyped-def]
-    """How many entries are near: d <= tol + near_tol * ||y||^2 (vectorized; the exact pass runs only if any)."""
+@njit(inline="always", nogil=True, cache=True)
+def _is_near(d, x0_sq, sq, near_tol):  # type: ignore[no-untyped-def]
+    """``posterior.near_pairs``'s rule in fp32: d <= NEAR_TOL (||x0||^2 + ||y||^2) (no fastmath: one rounding)."""
+    return d <= near_tol * (x0_sq + sq)
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _count_near(d, x0_sq, sq, near_tol):  # type: ignore[no-untyped-def]
+    """How many entries are near (vectorized; the exact pass runs only if any)."""
     count = 0
     for j in range(d.shape[0]):
-        count += d[j] <= tol + near_tol * sq[j]
+        count += _is_near(d[j], x0_sq, sq[j], near_tol)
     return count
 
 
@@ -139,11 +150,11 @@ def _count_near(d, sq, tol, near_tol):  # type: ignore[no-untyped-def]
 def _query_terms(i, g0, ge, x0_sq, eps_x0, sq, x0, eps, y, near_tol, d, g, h):  # type: ignore[no-untyped-def]
     """Query i's (d, g, h) over the chunk (``_terms``), the near entries recomputed exactly in float64."""
     _terms(g0[i], ge[i], x0_sq[i], eps_x0[i], sq, d, g, h)
-    tol = np.float32(near_tol) * x0_sq[i]
-    if _count_near(d, sq, tol, np.float32(near_tol)) == 0:
+    tol = np.float32(near_tol)
+    if _count_near(d, x0_sq[i], sq, tol) == 0:
         return
     for j in range(sq.shape[0]):
-        if d[j] <= tol + np.float32(near_tol) * sq[j]:
+        if _is_near(d[j], x0_sq[i], sq[j], tol):
             dd, gg, hh = 0.0, 0.0, 0.0
             for c in range(y.shape[1]):
                 xc = np.float64(x0[i, c])

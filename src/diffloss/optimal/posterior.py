@@ -17,7 +17,8 @@ disjoint row sets merge exactly (``PosteriorSums.merge``), which is what shardin
 Numerics: the Gram products [x0; eps] . Y^T are fp32 GEMMs (torch) computed once per chunk and shared by every
 level. Entries whose fp32 distance is within ``NEAR_TOL`` (relative) of 0 — the source row, duplicates and
 near-duplicates, where fp32 cancellation would matter at small s — are recomputed exactly in float64.
-Weights below exp(-87) of a chunk's largest (fp32's smallest normal) are 0; the source row's own weight is
+Weights below exp(-87) of a chunk's largest (fp32's smallest normal) are 0 (the kernel) or may be subnormal
+(``torch.softmax``); the source row's own weight is
 exp(0 - shift) exactly as any other row's, and a posterior collapsed onto it gives <x0, x0 - m> = 0 up to such
 weights (the mode-row control then gives 0 exactly). The state also tracks the posterior mode (largest logit
 and its row), and ``mode_sums`` is a second pass over the rows for (level, query) pairs whose mode row is the
@@ -59,7 +60,9 @@ EXP_MIN = -87.0  # shifted logits below this count as weight 0 (exp(-87) ~ 1.6e-
 _EXP_MIN_VALUE = float(torch.exp(torch.tensor(EXP_MIN)))
 MODE_MIN_MASS = 0.5  # the mode row is located where the mode holds at least this posterior mass
 NEAR_PER_QUERY = 16  # CUDA: near entries per query and chunk found without a host sync (more: the call is redone)
+CPU_MODE_PAIRS = 1024  # mode pairs per pass on a CPU: the pass's GEMM has at most 3 rows per pair (25 MB a chunk)
 S_MIN_FP32 = 1e-15  # levels below this compute their fp32 logits at it (see ``logit_coefficients``)
+LOGIT_MIN = -1e30  # logits are floored here (finite; the kernel's ``LOGIT_MIN``)
 
 
 def logit_coefficients(sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +173,8 @@ class Rows:
         return self._fp32(self.x[idx])
 
     def variance(self) -> float:
-        """The per-dimension variance of the rows, averaged over dimensions (the rows are centered by their own
-        mean, so it is their mean squared norm over D)."""
+        """The per-dimension variance of the rows, averaged over dimensions: their mean squared norm over D, which
+        assumes rows centered by their own mean (as ``exact.data_rows`` makes them)."""
         n, dim = self.x.shape
         return float(self.sq.double().sum()) / (n * dim)
 
@@ -233,9 +236,9 @@ class Queries:
 
 def _chunk_terms(
     qs: Queries, rows: Rows, overflow: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """fp32 (d, g, h), each (q, n), for the queries against fp32 ``rows``, with the near entries (their (query,
-    row) indices are returned too) made exact (``overflow``: see ``near_pairs``)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 (d, g, h), each (q, n), for the queries against fp32 ``rows``, with the near entries made exact
+    (``overflow``: see ``near_pairs``)."""
     q = qs.x0.shape[0]
     gram = qs.both @ rows.x.T
     g0, ge = gram[:q], gram[q:]
@@ -245,7 +248,7 @@ def _chunk_terms(
     qi, ri = near = near_pairs(d, qs.x0_sq, rows.sq, overflow)
     de, gx, hx = _exact_entries(qs.x0, qs.eps, rows.x, qi, ri)
     d[near], g[near], h[near] = de.float(), gx.float(), hx.float()
-    return d, g, h, near
+    return d, g, h
 
 
 def _level_sums(
@@ -259,7 +262,7 @@ def _level_sums(
     beats ``best_so_far`` and its largest weight is at least ``MODE_MIN_MASS`` (else -1): more rows only lower
     a mode's mass, so a mode row is known wherever its final mass reaches ``MODE_MIN_MASS``. Every query's
     argmax is taken, so that nothing waits for the device."""
-    logit = torch.mul(d, a).add_(g, alpha=b)
+    logit = torch.mul(d, a).add_(g, alpha=b).clamp_(min=LOGIT_MIN)  # a d overflows to -inf at huge d, tiny s
     best = logit.amax(1)
     p = torch.softmax(logit, 1)
     top = p.amax(1)
@@ -306,9 +309,10 @@ def posterior_sums(
     """
     qs = Queries.of(x0, eps)
     sync_free = x0.is_cuda if sync_free is None else sync_free
+    use_kernel = not sync_free and cpu_kernel() is not None
 
     def shard(part: Rows, lo: int) -> PosteriorSums:
-        if not sync_free and cpu_kernel() is not None:
+        if use_kernel:
             return _kernel_posterior_sums(qs, part, sigmas, chunk_rows, row_offset + lo)
         return _redone_on_overflow(
             functools.partial(_posterior_sums, qs, part, sigmas, chunk_rows, row_offset + lo), qs, sync_free
@@ -352,7 +356,7 @@ def _posterior_sums(
     state = PosteriorSums.empty(len(sigmas), qs.x0.shape[0], qs.x0.device)
     coef = list(zip(*(c.tolist() for c in logit_coefficients(sigmas))))
     for lo in range(0, len(rows), chunk_rows):
-        d, g, h, _ = _chunk_terms(qs, rows.block(lo, lo + chunk_rows), overflow)
+        d, g, h = _chunk_terms(qs, rows.block(lo, lo + chunk_rows), overflow)
         parts = [_level_sums(d, g, h, a, b, state.best[k]) for k, (a, b) in enumerate(coef)]
         parts = torch.stack(parts, 1)
         parts[5] += row_offset + lo
@@ -417,15 +421,21 @@ def mode_sums(
 
     Queries (x0, eps), both (q, D) fp32, and the distinct mode rows ``modes`` (M, D) fp32; pair p is query
     pairs.query[p] at level pairs.sigma[p] with mode row modes[pairs.mode[p]]. Divided by the final z it is
-    <mode, m>. The rows are split over ``threads`` as in ``posterior_sums``. On a CPU every pair goes in one pass
-    (each query's terms and each mode's Gram products computed once per chunk, ``kernel.mode_update``); on
-    the sync-free (CUDA) path ``pair_block`` pairs at a time, in torch ops."""
+    <mode, m>. The rows are split over ``threads`` as in ``posterior_sums``. On a CPU the pairs, sorted by query, go
+    ``CPU_MODE_PAIRS`` at a time (each query's terms and each mode's Gram products computed once per chunk,
+    ``kernel.mode_update``); on the sync-free (CUDA) path ``pair_block`` pairs at a time, in torch ops."""
     sync_free = x0.is_cuda if sync_free is None else sync_free
     if not len(pairs.query):
         return torch.zeros(0, dtype=torch.float64, device=x0.device)
     if not sync_free and cpu_kernel() is not None:
-        shard = functools.partial(_kernel_mode_sums, x0, eps, modes, pairs, chunk_rows=chunk_rows)
-        return sum(on_row_shards(shard, rows, chunk_rows, threads))
+        order = torch.argsort(pairs.query, stable=True)
+        out = torch.empty(len(order), dtype=torch.float64)
+        for p0 in range(0, len(order), CPU_MODE_PAIRS):
+            sub = order[p0 : p0 + CPU_MODE_PAIRS]
+            block = ModePairs(pairs.query[sub], pairs.mode[sub], pairs.sigma[sub], pairs.shift[sub])
+            shard = functools.partial(_kernel_mode_sums, x0, eps, modes, block, chunk_rows=chunk_rows)
+            out[sub] = sum(on_row_shards(shard, rows, chunk_rows, threads))
+        return out
     parts = []
     for p0 in range(0, len(pairs.query), pair_block):
         sl = slice(p0, p0 + pair_block)
@@ -447,7 +457,7 @@ def _mode_sums(
     total = torch.zeros(len(modes), dtype=torch.float64, device=modes.device)
     for lo in range(0, len(rows), chunk_rows):
         block = rows.block(lo, lo + chunk_rows)
-        d, g, _, _ = _chunk_terms(qs, block, overflow)
+        d, g, _ = _chunk_terms(qs, block, overflow)
         e = (d * a).add_(g * b).sub_(shift.float()[:, None]).clamp_(min=EXP_MIN).exp_().sub_(_EXP_MIN_VALUE)
         total += (e * (modes @ block.x.T)).sum(1).double()
     return total
@@ -457,26 +467,22 @@ def _kernel_mode_sums(
     x0: torch.Tensor, eps: torch.Tensor, modes: torch.Tensor, pairs: ModePairs, rows: Rows, _lo: int, *,
     chunk_rows: int,
 ) -> torch.Tensor:  # fmt: skip
-    """The CPU mode pass over ``rows``: pairs sorted by query, one GEMM per chunk for the queries that have pairs
-    and the modes, then ``kernel.mode_update``."""
-    mode_update = cpu_kernel().mode_update
-    order = torch.argsort(pairs.query, stable=True)
-    queries, counts = torch.unique_consecutive(pairs.query[order], return_counts=True)
+    """The CPU mode pass over ``rows`` for ``pairs`` sorted by query: one GEMM per chunk for the queries that have
+    pairs and the modes they use, then ``kernel.mode_update``."""
+    queries, counts = torch.unique_consecutive(pairs.query, return_counts=True)
+    used, pair_mode = torch.unique(pairs.mode, return_inverse=True)
     start = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).numpy()
     qs = Queries.of(x0[queries], eps[queries])
     u = len(queries)
-    sigma = pairs.sigma[order].double().numpy()
-    a, b = logit_coefficients(sigma)
-    shift, pair_mode = pairs.shift[order].double().contiguous().numpy(), pairs.mode[order].contiguous().numpy()
-    both = torch.cat([qs.both, modes])
+    a, b = logit_coefficients(pairs.sigma.double().numpy())
+    shift, pair_mode = pairs.shift.double().contiguous().numpy(), pair_mode.contiguous().numpy()
     x0_u, eps_u, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
-    total = np.zeros(len(order))
-    for _, y, sq, gram in _chunk_grams(both, rows, chunk_rows):
-        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, sq, x0_u, eps_u, y, start, pair_mode,
-                    a, b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
-    out = torch.empty(len(order), dtype=torch.float64)
-    out[order] = torch.from_numpy(total)
-    return out
+    total = np.zeros(len(pair_mode))
+    mode_update = cpu_kernel().mode_update
+    for _, y, sq, gram in _chunk_grams(torch.cat([qs.both, modes[used]]), rows, chunk_rows):
+        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, sq, x0_u, eps_u, y, start, pair_mode, a,
+                    b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
+    return torch.from_numpy(total)
 
 
 def posterior_mean(
@@ -494,7 +500,7 @@ def posterior_mean(
     acc = torch.zeros(L, q, dim, dtype=torch.float64, device=x0.device)
     for lo in range(0, len(rows), chunk_rows):
         block = rows.block(lo, lo + chunk_rows)
-        d, g, _, _ = _chunk_terms(qs, block)
+        d, g, _ = _chunk_terms(qs, block)
         y = block.x.double()
         for k, s in enumerate(float(v) for v in sigmas):
             logit = d.double() * (-0.5 / s**2) - g.double() / s
