@@ -24,7 +24,8 @@ weights (the mode-row control then gives 0 exactly). The state also tracks the p
 and its row), and ``mode_sums`` is a second pass over the rows for (level, query) pairs whose mode row is the
 control.
 
-Two code paths compute the same state:
+Two code paths compute the same state (over all rows; a shard without the source row may skip chunks on the
+first that the second sums, see ``kernel``):
 - on a CPU, ``kernel.chunk_update`` (numba) takes a chunk's Gram products and does everything else per query
   in one pass while the query's row of the chunk is in the L1 cache: terms, near entries, every level's logits,
   weights and sums, merged into the running state; a level whose chunk lies entirely below the exp range of
