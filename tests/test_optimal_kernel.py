@@ -4,16 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffloss.optimal.posterior import (
-    EXP_MIN,
-    MODE_MIN_MASS,
-    NEAR_TOL,
-    PosteriorSums,
-    Queries,
-    Rows,
-    logit_coefficients,
-    posterior_sums,
-)
+from diffloss.optimal import posterior
+from diffloss.optimal.posterior import EXP_MIN, MODE_MIN_MASS, Queries, Rows, posterior_sums
 
 kernel = pytest.importorskip("diffloss.optimal.kernel")  # numba (absent on the GPU machine: the torch path runs)
 
@@ -56,16 +48,8 @@ def _brute_force(x0, eps, y, sigmas):
 
 
 def _kernel_state(rows, x0, eps, sigmas, chunk):
-    """The state of ``kernel.chunk_update`` run chunk by chunk over ``rows``, renormalized."""
-    qs, q = Queries.of(x0, eps), len(x0)
-    state = PosteriorSums.empty(len(sigmas), q).stack().numpy()
-    a, b = logit_coefficients(sigmas)
-    for lo in range(0, len(rows), chunk):
-        block = rows.block(lo, lo + chunk)
-        gram = (qs.both @ block.x.T).numpy()
-        args = (qs.x0_sq.numpy(), qs.eps_x0.numpy(), block.sq.numpy(), x0.numpy(), eps.numpy(), block.x.numpy(), a, b)
-        kernel.chunk_update(gram[:q], gram[q:], *args, state, lo, NEAR_TOL, EXP_MIN, MODE_MIN_MASS)
-    return PosteriorSums.unstack(torch.from_numpy(state)).renormalized()
+    """The state of ``kernel.chunk_update`` run chunk by chunk over ``rows`` (the CPU pass), renormalized."""
+    return posterior._kernel_posterior_sums(Queries.of(x0, eps), rows, sigmas, chunk, 0)
 
 
 @pytest.mark.parametrize("chunk", [7, 64])
@@ -125,7 +109,6 @@ def test_levels_below_the_fp32_range_give_finite_exact_zeros(sync_free, scale):
 
 
 def test_without_numba_the_cpu_runs_the_torch_path_to_the_same_numbers(monkeypatch):
-    from diffloss.optimal import posterior
     from diffloss.optimal.exact import exact_optimal_loss
 
     rng = np.random.default_rng(5)
@@ -142,8 +125,6 @@ def test_without_numba_the_cpu_runs_the_torch_path_to_the_same_numbers(monkeypat
 
 def test_a_missing_numba_is_warned_about_once_and_not_fatal(monkeypatch):
     import sys
-
-    from diffloss.optimal import posterior
 
     monkeypatch.setitem(sys.modules, "diffloss.optimal.kernel", None)  # import raises ImportError
     posterior.cpu_kernel.cache_clear()

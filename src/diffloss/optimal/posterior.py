@@ -434,7 +434,7 @@ def mode_sums(
         for p0 in range(0, len(order), CPU_MODE_PAIRS):
             sub = order[p0 : p0 + CPU_MODE_PAIRS]
             block = ModePairs(pairs.query[sub], pairs.mode[sub], pairs.sigma[sub], pairs.shift[sub])
-            shard = functools.partial(_kernel_mode_sums, x0, eps, modes, block, chunk_rows=chunk_rows)
+            shard = _kernel_mode_pass(x0, eps, modes, block, chunk_rows)
             out[sub] = sum(on_row_shards(shard, rows, chunk_rows, threads))
         return out
     parts = []
@@ -464,12 +464,12 @@ def _mode_sums(
     return total
 
 
-def _kernel_mode_sums(
-    x0: torch.Tensor, eps: torch.Tensor, modes: torch.Tensor, pairs: ModePairs, rows: Rows, _lo: int, *,
-    chunk_rows: int,
-) -> torch.Tensor:  # fmt: skip
-    """The CPU mode pass over ``rows`` for ``pairs`` sorted by query: one GEMM per chunk for the queries that have
-    pairs and the modes they use, then ``kernel.mode_update``."""
+def _kernel_mode_pass(
+    x0: torch.Tensor, eps: torch.Tensor, modes: torch.Tensor, pairs: ModePairs, chunk_rows: int
+) -> Callable[[Rows, int], torch.Tensor]:
+    """The CPU mode pass for ``pairs`` sorted by query, as ``fn(shard, start)`` for ``on_row_shards``: prepared once
+    (the queries that have pairs, the modes they use), then per shard one GEMM per chunk for both and
+    ``kernel.mode_update``."""
     queries, counts = torch.unique_consecutive(pairs.query, return_counts=True)
     used, pair_mode = torch.unique(pairs.mode, return_inverse=True)
     start = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).numpy()
@@ -478,12 +478,17 @@ def _kernel_mode_sums(
     a, b = logit_coefficients(pairs.sigma.double().numpy())
     shift, pair_mode = pairs.shift.double().contiguous().numpy(), pair_mode.contiguous().numpy()
     x0_u, eps_u, x0_sq, eps_x0 = (t.contiguous().numpy() for t in (qs.x0, qs.eps, qs.x0_sq, qs.eps_x0))
-    total = np.zeros(len(pair_mode))
+    left = torch.cat([qs.both, modes[used]])
     mode_update = cpu_kernel().mode_update
-    for _, y, sq, gram in _chunk_grams(torch.cat([qs.both, modes[used]]), rows, chunk_rows):
-        mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, sq, x0_u, eps_u, y, start, pair_mode, a,
-                    b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
-    return torch.from_numpy(total)
+
+    def shard(part: Rows, _lo: int) -> torch.Tensor:
+        total = np.zeros(len(pair_mode))
+        for _, y, sq, gram in _chunk_grams(left, part, chunk_rows):
+            mode_update(gram[:u], gram[u : 2 * u], gram[2 * u :], x0_sq, eps_x0, sq, x0_u, eps_u, y, start, pair_mode,
+                        a, b, shift, total, NEAR_TOL, EXP_MIN)  # fmt: skip
+        return torch.from_numpy(total)
+
+    return shard
 
 
 def posterior_mean(
